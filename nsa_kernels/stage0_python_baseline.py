@@ -1,0 +1,29 @@
+"""Stage 0: SGLang's original code path, kept faithful as the baseline.
+
+Two ``.tolist()`` host syncs, one ``torch.arange`` per request, ``torch.cat``, the clamp,
+then ``.copy_`` into the pre-allocated metadata buffers.
+"""
+import torch
+
+from .validation import check_static, validate
+
+
+def fill_python_baseline(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                         out_nsa_cache_seqlens):
+    check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                 out_nsa_cache_seqlens)
+    extend_seq_lens_cpu = extend_seq_lens.tolist()  # host sync 1
+    seq_lens_cpu = seq_lens.tolist()  # host sync 2
+    n_tokens = validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                        out_nsa_cache_seqlens, lengths=(extend_seq_lens_cpu, seq_lens_cpu))
+    if n_tokens == 0:  # torch.cat of nothing would fail; SGLang never calls with N = 0
+        return 0
+    seqlens_expanded = torch.cat([
+        torch.arange(kv_len - qo_len + 1, kv_len + 1, dtype=torch.int32,
+                     device=extend_seq_lens.device)
+        for qo_len, kv_len in zip(extend_seq_lens_cpu, seq_lens_cpu)
+    ])
+    nsa_cache_seqlens = torch.clamp(seqlens_expanded, max=nsa_index_topk)
+    out_seqlens_expanded[:n_tokens].copy_(seqlens_expanded)
+    out_nsa_cache_seqlens[:n_tokens].copy_(nsa_cache_seqlens)
+    return n_tokens

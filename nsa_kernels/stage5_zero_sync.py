@@ -1,0 +1,165 @@
+"""Stage 5: one launch, no host synchronisation, safe to capture in a CUDA graph.
+
+The prefix sum over requests happens inside the kernel, and the grid is sized from what the
+host already knows without asking the device: the batch size (a tensor shape) and the output
+buffers' capacity, never N. Batch size and capacity are run-time arguments that Triton does
+not specialise on, and block sizes come from a few power-of-two buckets, so sweeping bs
+compiles only a handful of variants.
+
+Two ways to map the work:
+
+* ``"request"``: a program owns ``BLOCK_R`` requests and writes all their tokens; cheap when
+  extends are short (draft-extend accept lengths of 1..4).
+* ``"token"``: a program owns ``BLOCK_T`` tokens of the capacity and finds each token's
+  request by scanning the requests in chunks, stopping once past its last token; it keeps
+  many programs busy when a few requests carry thousands of tokens (prefill).
+
+A status tensor ``[N, overflow]`` is written on the device: ``overflow`` is 1 when N exceeds
+the buffers' capacity, in which case only the first ``capacity`` entries are written. The
+caller reads it when it chooses; reading it is the only sync, and it is optional.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from .validation import check_static, validate
+
+
+@triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
+def zero_sync_request_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr,
+                             batch_size, capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr,
+                             BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr):
+    pid = tl.program_id(0)
+    first_request = pid * BLOCK_R
+    # Tokens of all earlier programs' requests: a few wide loads, no cross-program traffic.
+    base = tl.full((), 0, tl.int32)
+    for r0 in range(0, first_request, BLOCK_R):
+        base += tl.sum(tl.load(ext_ptr + r0 + tl.arange(0, BLOCK_R)).to(tl.int32), axis=0)
+    request = first_request + tl.arange(0, BLOCK_R)
+    live = request < batch_size
+    qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int32)
+    kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int32)
+    start = base + tl.cumsum(qo_len, axis=0) - qo_len
+    first_value = kv_len - qo_len + 1
+    for j0 in range(0, tl.max(qo_len, axis=0), BLOCK_Q):
+        j = j0 + tl.arange(0, BLOCK_Q)
+        position = start[:, None] + j[None, :]
+        mask = (j[None, :] < qo_len[:, None]) & (position >= 0) & (position < capacity)
+        value = first_value[:, None] + j[None, :]
+        if CLAMP_PADDED:
+            value = tl.maximum(value, 0)
+        tl.store(out_expanded_ptr + position, value, mask=mask)
+        tl.store(out_cache_ptr + position, tl.minimum(value, nsa_index_topk), mask=mask)
+    if pid == tl.num_programs(0) - 1:
+        total = base + tl.sum(qo_len, axis=0)
+        tl.store(status_ptr, total)
+        tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
+
+
+@triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
+def zero_sync_token_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr,
+                           batch_size, capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr,
+                           BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+    pid = tl.program_id(0)
+    first_token = pid * BLOCK_T
+    token = first_token + tl.arange(0, BLOCK_T)
+    value = tl.zeros([BLOCK_T], dtype=tl.int32)
+    hits = tl.zeros([BLOCK_T], dtype=tl.int32)
+    carry = tl.full((), 0, tl.int32)
+    r0 = tl.full((), 0, tl.int32)
+    # Walk requests chunk by chunk; stop once the chunks start past this block's last token.
+    while (r0 < batch_size) & (carry < first_token + BLOCK_T):
+        request = r0 + tl.arange(0, BLOCK_R)
+        live = request < batch_size
+        qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int32)
+        kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int32)
+        end = carry + tl.cumsum(qo_len, axis=0)
+        inside = (token[:, None] >= (end - qo_len)[None, :]) & (token[:, None] < end[None, :])
+        # At most one request holds a token, so a masked sum selects its value offset.
+        value += tl.sum(tl.where(inside, (kv_len - end + 1)[None, :], 0), axis=1)
+        hits += tl.sum(inside.to(tl.int32), axis=1)
+        carry += tl.sum(qo_len, axis=0)
+        r0 += BLOCK_R
+    value += token
+    if CLAMP_PADDED:
+        value = tl.maximum(value, 0)
+    mask = (hits > 0) & (token < capacity)
+    tl.store(out_expanded_ptr + token, value, mask=mask)
+    tl.store(out_cache_ptr + token, tl.minimum(value, nsa_index_topk), mask=mask)
+    if pid == 0:
+        total = tl.full((), 0, tl.int32)
+        for s0 in range(0, batch_size, BLOCK_R):
+            request = s0 + tl.arange(0, BLOCK_R)
+            total += tl.sum(tl.load(ext_ptr + request, mask=request < batch_size,
+                                    other=0).to(tl.int32), axis=0)
+        tl.store(status_ptr, total)
+        tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
+
+
+REQUEST_BLOCK_R = 128
+TOKEN_BLOCK_T = 256
+TOKEN_BLOCK_R = 32
+MAPPINGS = ("auto", "request", "token")
+
+
+def pick_mapping(batch_size, capacity):
+    """Request-parallel when the buffers hold few tokens per request (draft extend)."""
+    return "request" if capacity <= 16 * max(batch_size, 1) else "token"
+
+
+def extend_block(batch_size, capacity):
+    """Power-of-two bucket of tokens per request that the capacity allows, 1..16."""
+    per_request = -(-capacity // max(batch_size, 1))
+    return min(triton.next_power_of_2(max(per_request, 1)), 16)
+
+
+def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                     out_nsa_cache_seqlens, status=None, *, mapping="auto",
+                     clamp_padded_rows=False, check=False):
+    """Fill both buffers with one launch and no host sync; returns the device ``status``.
+
+    ``check=True`` adds the data checks (negative lengths, ``qo_len > kv_len``, capacity)
+    at the cost of one device-to-host copy of the lengths, i.e. one sync. Static checks
+    (types, shapes, devices) always run: they read tensor metadata only.
+    ``clamp_padded_rows=True`` is SGLang's production behaviour for CUDA-graph padding rows
+    with ``kv_len < qo_len``: their values are clamped at 0 (consumers read them unsigned).
+    """
+    if check:
+        validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                 out_nsa_cache_seqlens)
+    else:
+        check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                     out_nsa_cache_seqlens)
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    if status is None:
+        status = torch.empty(2, dtype=torch.int32, device=seq_lens.device)
+    batch_size = extend_seq_lens.shape[0]
+    capacity = min(out_seqlens_expanded.shape[0], out_nsa_cache_seqlens.shape[0])
+    if mapping == "auto":
+        mapping = pick_mapping(batch_size, capacity)
+    if mapping == "request":
+        grid = (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),)
+        zero_sync_request_kernel[grid](
+            extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
+            batch_size, capacity, nsa_index_topk, CLAMP_PADDED=clamp_padded_rows,
+            BLOCK_R=REQUEST_BLOCK_R, BLOCK_Q=extend_block(batch_size, capacity))
+    else:
+        grid = (max(triton.cdiv(capacity, TOKEN_BLOCK_T), 1),)
+        zero_sync_token_kernel[grid](
+            extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
+            batch_size, capacity, nsa_index_topk, CLAMP_PADDED=clamp_padded_rows,
+            BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R)
+    return status
+
+
+def fill_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                   out_nsa_cache_seqlens):
+    """The ``STAGES`` contract (returns N as an int): checks, launches, then reads N back.
+
+    Returning a host int costs the one sync that ``launch_zero_sync`` avoids; the hot path
+    (benchmarks, CUDA graphs, a serving loop) calls ``launch_zero_sync`` directly.
+    """
+    status = launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                              out_nsa_cache_seqlens, check=True)
+    return int(status[0])

@@ -1,0 +1,201 @@
+"""Stage 6: the whole draft-extend metadata fill in one launch, no host sync.
+
+Next to the two arrays, SGLang's draft-extend replay fills ``cache_seqlens_int32``,
+``cu_seqlens_k``, ``nsa_cu_seqlens_k`` and two page tables. Program ``(r, c)`` owns request r
+and column block c of its page-table rows. Prefix sums come from wide loads of the earlier
+requests' lengths; the prefix of the clamped lengths uses a closed form, so no program waits
+for another: for a request whose tokens see ``a, a+1, ...`` (``a = kv - qo + 1``), the sum of
+``min(max(v, 0), topk)`` up to ``v = x`` is ``F(x) - F(a - 1)`` with
+``F(x) = sum_{v=1..x} min(v, topk)``, evaluated in 64 bits.
+
+Like SGLang, rows of CUDA-graph padding (``kv_len < qo_len``) get their lengths clamped at 0,
+and page-table rows are written over their live prefix ``[:min(kv_len, width)]`` only.
+Row offsets are 64-bit: rows x width passes 2^31 at 1M-token contexts.
+"""
+from dataclasses import dataclass, fields
+
+import torch
+import triton
+import triton.language as tl
+
+from .validation import check_lengths, check_outputs, first_invalid_request, host_lengths
+
+
+@triton.jit
+def _clamped_prefix(x, topk):
+    """sum_{v=1..x} min(v, topk) for int64 x; 0 for x <= 0."""
+    x = tl.maximum(x, 0)
+    low = tl.minimum(x, topk)
+    return low * (low + 1) // 2 + (x - low) * topk
+
+
+@triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "batch_size", "capacity",
+                               "width", "nsa_index_topk"])
+def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
+                         cache_seqlens_ptr, cu_seqlens_k_ptr, expanded_ptr, nsa_cache_ptr,
+                         nsa_cu_ptr, page_table_ptr, pt_stride, real_page_table_ptr, rpt_stride,
+                         status_ptr, batch_size, capacity, width, nsa_index_topk,
+                         PAGE_SIZE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
+                         BLOCK_N: tl.constexpr):
+    r = tl.program_id(0)
+    c = tl.program_id(1)
+    topk = nsa_index_topk.to(tl.int64)
+    tokens_before = tl.full((), 0, tl.int32)
+    for r0 in range(0, r, BLOCK_R):
+        request = r0 + tl.arange(0, BLOCK_R)
+        tokens_before += tl.sum(tl.load(ext_ptr + request, mask=request < r, other=0).to(tl.int32), 0)
+    if (r == 0) & (c == 0):
+        tl.store(cu_seqlens_k_ptr, 0)
+        tl.store(nsa_cu_ptr, 0)
+        if batch_size == 0:
+            tl.store(status_ptr, 0)
+            tl.store(status_ptr + 1, 0)
+    if r < batch_size:
+        qo_len = tl.load(ext_ptr + r).to(tl.int32)
+        kv_len = tl.load(seq_ptr + r).to(tl.int32)
+        if c == 0:
+            kv_before = tl.full((), 0, tl.int64)
+            nsa_before = tl.full((), 0, tl.int64)
+            for r0 in range(0, r, BLOCK_R):
+                request = r0 + tl.arange(0, BLOCK_R)
+                earlier = request < r
+                qo = tl.load(ext_ptr + request, mask=earlier, other=0).to(tl.int64)
+                kv = tl.load(seq_ptr + request, mask=earlier, other=0).to(tl.int64)
+                kv_before += tl.sum(kv, 0)
+                nsa_before += tl.sum(_clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk), 0)
+            tl.store(cache_seqlens_ptr + r, kv_len)
+            tl.store(cu_seqlens_k_ptr + r + 1, (kv_before + kv_len).to(tl.int32))
+            first = (kv_len - qo_len + 1).to(tl.int64)
+            for j0 in range(0, qo_len, BLOCK_N):
+                j = j0 + tl.arange(0, BLOCK_N)
+                row = tokens_before + j
+                mask = (j < qo_len) & (row < capacity)
+                value = tl.maximum(first + j, 0)
+                tl.store(expanded_ptr + row, value.to(tl.int32), mask=mask)
+                tl.store(nsa_cache_ptr + row, tl.minimum(value, topk).to(tl.int32), mask=mask)
+                running = nsa_before + _clamped_prefix(first + j, topk) - _clamped_prefix(first - 1, topk)
+                tl.store(nsa_cu_ptr + row + 1, running.to(tl.int32), mask=mask)
+            if r == batch_size - 1:
+                total = tokens_before + qo_len
+                tl.store(status_ptr, total)
+                tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
+        live_cols = tl.minimum(kv_len, width)
+        col0 = c * BLOCK_N
+        if col0 < live_cols:
+            row_base = r2t_ptr + tl.load(pool_idx_ptr + r).to(tl.int64) * r2t_stride
+            cols = col0 + tl.arange(0, BLOCK_N)
+            vals = tl.load(row_base + cols, mask=cols < live_cols, other=0).to(tl.int32)
+            pages = c * (BLOCK_N // PAGE_SIZE) + tl.arange(0, BLOCK_N // PAGE_SIZE)
+            page_mask = pages * PAGE_SIZE < live_cols
+            page_vals = tl.load(row_base + pages * PAGE_SIZE, mask=page_mask, other=0).to(tl.int32) // PAGE_SIZE
+            for j0 in range(0, qo_len, BLOCK_Q):
+                j = j0 + tl.arange(0, BLOCK_Q)
+                row = (tokens_before + j).to(tl.int64)
+                row_mask = (j < qo_len) & (row < capacity)
+                tl.store(page_table_ptr + row[:, None] * pt_stride + cols[None, :],
+                         tl.broadcast_to(vals[None, :], (BLOCK_Q, BLOCK_N)),
+                         mask=row_mask[:, None] & (cols < live_cols)[None, :])
+                tl.store(real_page_table_ptr + row[:, None] * rpt_stride + pages[None, :],
+                         tl.broadcast_to(page_vals[None, :], (BLOCK_Q, BLOCK_N // PAGE_SIZE)),
+                         mask=row_mask[:, None] & page_mask[None, :])
+
+
+@dataclass
+class PipelineBuffers:
+    """Pre-allocated outputs, as a CUDA-graph runner holds them. All int32."""
+    cache_seqlens_int32: torch.Tensor  # [max_bs]
+    cu_seqlens_k: torch.Tensor  # [max_bs + 1]
+    seqlens_expanded: torch.Tensor  # [capacity]
+    nsa_cache_seqlens: torch.Tensor  # [capacity]
+    nsa_cu_seqlens_k: torch.Tensor  # [capacity + 1]
+    page_table_1: torch.Tensor  # [capacity, width]
+    real_page_table: torch.Tensor  # [capacity, ceil(width / page_size)]
+
+    @classmethod
+    def allocate(cls, max_bs, capacity, width, page_size=64, device="cpu", fill=-1):
+        def buf(*shape):
+            return torch.full(shape, fill, dtype=torch.int32, device=device)
+        return cls(buf(max_bs), buf(max_bs + 1), buf(capacity), buf(capacity), buf(capacity + 1),
+                   buf(capacity, width), buf(capacity, triton.cdiv(width, page_size)))
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def capacity(self):
+        return min(self.seqlens_expanded.shape[0], self.nsa_cache_seqlens.shape[0],
+                   self.nsa_cu_seqlens_k.shape[0] - 1, self.page_table_1.shape[0],
+                   self.real_page_table.shape[0])
+
+
+BLOCK_R = 256
+BLOCK_Q = 4
+BLOCK_N = 512
+
+
+def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
+                    buffers, page_size, check):
+    check_lengths(extend_seq_lens, seq_lens, nsa_index_topk)
+    device = extend_seq_lens.device
+    bs = extend_seq_lens.shape[0]
+    if not isinstance(req_pool_indices, torch.Tensor) or req_pool_indices.dim() != 1 \
+            or req_pool_indices.dtype not in (torch.int32, torch.int64):
+        raise TypeError("req_pool_indices must be a 1-D int32 or int64 tensor")
+    if req_pool_indices.shape[0] != bs or req_pool_indices.device != device:
+        raise ValueError(f"req_pool_indices must hold {bs} entries on {device}")
+    if not isinstance(req_to_token, torch.Tensor) or req_to_token.dim() != 2 \
+            or req_to_token.dtype not in (torch.int32, torch.int64) or req_to_token.stride(1) != 1:
+        raise TypeError("req_to_token must be a 2-D int32 or int64 tensor with unit column stride")
+    if req_to_token.device != device:
+        raise ValueError(f"req_to_token is on {req_to_token.device} but extend_seq_lens is on {device}")
+    if not isinstance(page_size, int) or page_size < 1 or page_size & (page_size - 1) or page_size > BLOCK_N:
+        raise ValueError(f"page_size must be a power of two in 1..{BLOCK_N}, got {page_size}")
+    flat = {k: v for k, v in buffers.as_dict().items() if v.dim() == 1}
+    check_outputs(device, **flat)
+    for name in ("page_table_1", "real_page_table"):
+        t = getattr(buffers, name)
+        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.dtype != torch.int32 or t.stride(1) != 1:
+            raise TypeError(f"{name} must be a 2-D int32 tensor with unit column stride")
+        if t.device != device:
+            raise ValueError(f"{name} is on {t.device} but extend_seq_lens is on {device}")
+    width = buffers.page_table_1.shape[1]
+    if buffers.real_page_table.shape[1] < triton.cdiv(width, page_size):
+        raise ValueError(f"real_page_table needs {triton.cdiv(width, page_size)} columns for width {width}")
+    if buffers.cache_seqlens_int32.shape[0] < bs or buffers.cu_seqlens_k.shape[0] < bs + 1:
+        raise ValueError(f"cache_seqlens_int32 / cu_seqlens_k are too short for bs = {bs}")
+    if check:
+        ext, seq = host_lengths(extend_seq_lens, seq_lens)
+        first_invalid_request(ext, seq, raise_error=True)
+        n_tokens = int(ext.sum())
+        if n_tokens > buffers.capacity:
+            raise ValueError(f"the buffers hold {buffers.capacity} tokens but N = {n_tokens} are needed")
+        pool = req_pool_indices.cpu()
+        if bs and (int(pool.min()) < 0 or int(pool.max()) >= req_to_token.shape[0]):
+            raise ValueError(f"req_pool_indices must lie in [0, {req_to_token.shape[0]})")
+
+
+def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
+                         nsa_index_topk, buffers, page_size=64, status=None, *, check=False):
+    """Fill every buffer of ``buffers`` in one launch; returns the device status ``[N, overflow]``.
+
+    ``check=True`` adds data checks (one device-to-host copy). Without it, lengths and pool
+    indices are trusted, as in a CUDA-graph replay; writes still never leave the buffers.
+    """
+    _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
+                    buffers, page_size, check)
+    if status is None:
+        status = torch.empty(2, dtype=torch.int32, device=seq_lens.device)
+    bs = extend_seq_lens.shape[0]
+    width = buffers.page_table_1.shape[1]
+    grid = (max(bs, 1), max(triton.cdiv(width, BLOCK_N), 1))
+    full_pipeline_kernel[grid](
+        extend_seq_lens, seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
+        buffers.cache_seqlens_int32, buffers.cu_seqlens_k, buffers.seqlens_expanded,
+        buffers.nsa_cache_seqlens, buffers.nsa_cu_seqlens_k, buffers.page_table_1,
+        buffers.page_table_1.stride(0), buffers.real_page_table, buffers.real_page_table.stride(0),
+        status, bs, buffers.capacity, width, nsa_index_topk, PAGE_SIZE=page_size,
+        BLOCK_R=BLOCK_R, BLOCK_Q=BLOCK_Q, BLOCK_N=BLOCK_N)
+    return status
+
+
+PIPELINES = {"full_pipeline": launch_full_pipeline}
