@@ -1,0 +1,1 @@
+"""Measuring: workloads, the timing harness, results files. Kept apart from the kernels."""

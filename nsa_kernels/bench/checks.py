@@ -1,0 +1,56 @@
+"""Correctness checks the notebooks show: random and edge inputs against ``reference``."""
+import torch
+
+from .._env import DEVICE
+from ..reference import reference
+
+POISON = -7
+
+
+def edge_cases(device=DEVICE):
+    def case(name, ext, seq, topk=2048, dtype=torch.int32):
+        return name, torch.tensor(ext, dtype=dtype, device=device), torch.tensor(seq, dtype=dtype, device=device), topk
+    return [
+        case("bs = 0", [], []),
+        case("zero-length requests", [0, 3, 0, 0, 2, 0], [5, 9, 0, 7, 2, 4]),
+        case("one token", [1], [1]),
+        case("extend == seq", [4, 7], [4, 7]),
+        case("around topk", [3, 3, 5], [2047, 2049, 2050]),
+        case("topk = 1", [2, 3], [5, 3], topk=1),
+        case("int64 inputs", [2, 1, 4], [100, 3000, 9000], dtype=torch.int64),
+        case("prefill-size extend", [1500, 700], [4000, 700]),
+    ]
+
+
+def random_cases(seed, count=4, max_bs=64, device=DEVICE):
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for i in range(count):
+        bs = int(torch.randint(0, max_bs + 1, (1,), generator=g))
+        ext = torch.randint(0, 6, (bs,), generator=g)
+        seq = ext + torch.randint(0, 5000, (bs,), generator=g)
+        topk = int(torch.randint(1, 4097, (1,), generator=g))
+        cases.append((f"random #{i} (bs={bs})", ext.to(device, torch.int32), seq.to(device, torch.int32), topk))
+    return cases
+
+
+def check_fill(fill, cases, slack=5):
+    """Run ``fill`` on each case with poisoned buffers (N + ``slack`` long); rows of results.
+
+    Raises ``AssertionError`` on the first mismatch, so a notebook cannot carry on past one.
+    """
+    rows = []
+    for name, ext, seq, topk in cases:
+        want_expanded, want_cache = reference(ext, seq, topk)
+        n = want_expanded.shape[0]
+        out_expanded = torch.full((n + slack,), POISON, dtype=torch.int32, device=ext.device)
+        out_cache = out_expanded.clone()
+        got_n = fill(ext, seq, topk, out_expanded, out_cache)
+        ok = (torch.equal(out_expanded[:n], want_expanded) and torch.equal(out_cache[:n], want_cache)
+              and bool((out_expanded[n:] == POISON).all()) and bool((out_cache[n:] == POISON).all()))
+        if got_n is not None and not isinstance(got_n, torch.Tensor):
+            ok = ok and got_n == n
+        rows.append([name, len(ext), n, "equal, tail untouched" if ok else "MISMATCH"])
+        if not ok:
+            raise AssertionError(f"{name}: output differs from reference")
+    return rows

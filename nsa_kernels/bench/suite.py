@@ -1,0 +1,61 @@
+"""What the notebooks run: each stage (and peer) on a workload, checked, then timed."""
+import torch
+
+from ..reference import reference
+from ..registry import STAGES
+from ..stage1_triton_fused import launch_linear_scan
+from ..stage3_triton_bsearch import launch_bsearch
+from ..stage4_triton_autotuned import launch_autotuned
+from ..stage5_zero_sync import launch_zero_sync
+from .harness import measure, measure_floor
+
+_KERNEL_ONLY = {
+    "triton_fused": launch_linear_scan,
+    "triton_inplace": launch_linear_scan,
+    "triton_bsearch": launch_bsearch,
+    "triton_autotuned": launch_autotuned,
+}
+
+
+def check_against_reference(fill, workload):
+    """Run ``fill`` once on poisoned buffers; raise unless it wrote exactly the reference."""
+    out_expanded, out_cache = workload.buffers(poison=-1)
+    fill(*workload.args(out_expanded, out_cache))
+    expected_expanded, expected_cache = reference(workload.extend_seq_lens, workload.seq_lens,
+                                                  workload.topk)
+    n = expected_expanded.shape[0]
+    ok = (torch.equal(out_expanded[:n], expected_expanded)
+          and torch.equal(out_cache[:n], expected_cache)
+          and bool((out_expanded[n:] == -1).all()) and bool((out_cache[n:] == -1).all()))
+    if not ok:
+        raise AssertionError(f"wrong output on {workload.name}")
+    return True
+
+
+def stage_call(name, workload):
+    """``(hot-path closure, kernel-only closure or None)`` for stage ``name`` on ``workload``."""
+    out_expanded, out_cache = workload.buffers()
+    args = workload.args(out_expanded, out_cache)
+    if name == "zero_sync":
+        status = torch.empty(2, dtype=torch.int32, device=out_expanded.device)
+        hot = lambda: launch_zero_sync(*args, status=status)  # noqa: E731
+        return hot, hot
+    hot = lambda: STAGES[name].hot_path(*args)  # noqa: E731
+    launcher = _KERNEL_ONLY.get(name)
+    if launcher is None or workload.n_tokens == 0:
+        return hot, None
+    ends = torch.cumsum(workload.extend_seq_lens, 0)
+    n = workload.n_tokens
+    kernel = lambda: launcher(ends, workload.seq_lens, workload.topk, out_expanded, out_cache, n)  # noqa: E731
+    return hot, kernel
+
+
+def run_stages(workload, settings, names=None, floor=True):
+    """Check then time each stage on ``workload``; returns records (floor first)."""
+    records = [measure_floor(workload, settings)] if floor else []
+    for name in names or STAGES:
+        check_against_reference(STAGES[name], workload)
+        hot, kernel = stage_call(name, workload)
+        records.append(measure(name, hot, workload, settings,
+                               capturable=STAGES[name].capturable, kernel_fn=kernel))
+    return records

@@ -1,0 +1,1 @@
+"""Peers measured beside our stages: what a user would write in PyTorch, and SGLang's kernels."""
