@@ -12,7 +12,7 @@ from .stage1_triton_fused import fill_triton_fused
 from .stage2_triton_inplace import fill_triton_inplace
 from .stage3_triton_bsearch import fill_triton_bsearch
 from .stage4_triton_autotuned import fill_triton_autotuned
-from .stage5_zero_sync import fill_zero_sync, launch_zero_sync
+from .stage5_zero_sync import ZeroSyncFill, fill_zero_sync, launch_zero_sync
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,9 @@ class Stage:
     host_syncs: int
     #: The call a serving loop would make; defaults to ``fill``. Same arguments.
     launch: Optional[Callable] = None
+    #: Binds the arguments once and returns a zero-argument hot-path callable (a serving loop
+    #: with static buffers); defaults to calling ``hot_path`` with the bound arguments.
+    bind: Optional[Callable] = None
 
     def __call__(self, *args, **kwargs):
         return self.fill(*args, **kwargs)
@@ -30,6 +33,12 @@ class Stage:
     @property
     def hot_path(self):
         return self.launch or self.fill
+
+    def bound(self, *args):
+        if self.bind is not None:
+            return self.bind(*args)
+        hot_path = self.hot_path
+        return lambda: hot_path(*args)
 
     @property
     def capturable(self):
@@ -51,6 +60,6 @@ STAGES = {
               "BLOCK_SIZE and num_warps picked by triton.autotune per size bucket", 1),
         Stage("zero_sync", fill_zero_sync,
               "one launch, prefix sum in the kernel, grid from capacity: no host sync", 0,
-              launch=launch_zero_sync),
+              launch=launch_zero_sync, bind=ZeroSyncFill),
     )
 }

@@ -22,19 +22,23 @@ import torch
 import triton
 import triton.language as tl
 
-from .validation import check_static, validate
+from .bound_launch import BoundLaunch
+from .validation import check_outputs, check_static, validate
 
 
 @triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
 def zero_sync_request_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr,
                              batch_size, capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr,
-                             BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr):
+                             BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
+                             PREFIX_BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     first_request = pid * BLOCK_R
-    # Tokens of all earlier programs' requests: a few wide loads, no cross-program traffic.
+    # Tokens of all earlier programs' requests: one wide load per PREFIX_BLOCK requests (a
+    # single one up to bs = 1024), no cross-program traffic.
     base = tl.full((), 0, tl.int32)
-    for r0 in range(0, first_request, BLOCK_R):
-        base += tl.sum(tl.load(ext_ptr + r0 + tl.arange(0, BLOCK_R)).to(tl.int32), axis=0)
+    for r0 in range(0, first_request, PREFIX_BLOCK):
+        earlier = r0 + tl.arange(0, PREFIX_BLOCK)
+        base += tl.sum(tl.load(ext_ptr + earlier, mask=earlier < first_request, other=0).to(tl.int32), axis=0)
     request = first_request + tl.arange(0, BLOCK_R)
     live = request < batch_size
     qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int32)
@@ -97,6 +101,7 @@ def zero_sync_token_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, st
 
 
 REQUEST_BLOCK_R = 128
+REQUEST_PREFIX_BLOCK = 1024
 TOKEN_BLOCK_T = 256
 TOKEN_BLOCK_R = 32
 MAPPINGS = ("auto", "request", "token")
@@ -113,6 +118,41 @@ def extend_block(batch_size, capacity):
     return min(triton.next_power_of_2(max(per_request, 1)), 16)
 
 
+def plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                   out_nsa_cache_seqlens, status, mapping="auto", clamp_padded_rows=False):
+    """``(kernel, grid, args, kwargs)`` of the one launch; host-known sizes only, no sync."""
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
+    batch_size = extend_seq_lens.shape[0]
+    capacity = min(out_seqlens_expanded.shape[0], out_nsa_cache_seqlens.shape[0])
+    if mapping == "auto":
+        mapping = pick_mapping(batch_size, capacity)
+    args = (extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
+            batch_size, capacity, nsa_index_topk)
+    if mapping == "request":
+        return (zero_sync_request_kernel, (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),), args,
+                dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_R=REQUEST_BLOCK_R,
+                     BLOCK_Q=extend_block(batch_size, capacity), PREFIX_BLOCK=REQUEST_PREFIX_BLOCK))
+    return (zero_sync_token_kernel, (max(triton.cdiv(capacity, TOKEN_BLOCK_T), 1),), args,
+            dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R))
+
+
+def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                    out_nsa_cache_seqlens, status, check):
+    if check:
+        validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                 out_nsa_cache_seqlens)
+    else:
+        check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                     out_nsa_cache_seqlens)
+    if status is None:
+        return torch.empty(2, dtype=torch.int32, device=seq_lens.device)
+    check_outputs(seq_lens.device, status=status)
+    if status.shape[0] < 2:
+        raise ValueError(f"status must hold 2 entries, got {status.shape[0]}")
+    return status
+
+
 def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                      out_nsa_cache_seqlens, status=None, *, mapping="auto",
                      clamp_padded_rows=False, check=False):
@@ -124,33 +164,37 @@ def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expa
     ``clamp_padded_rows=True`` is SGLang's production behaviour for CUDA-graph padding rows
     with ``kv_len < qo_len``: their values are clamped at 0 (consumers read them unsigned).
     """
-    if check:
-        validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                 out_nsa_cache_seqlens)
-    else:
-        check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                     out_nsa_cache_seqlens)
-    if mapping not in MAPPINGS:
-        raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
-    if status is None:
-        status = torch.empty(2, dtype=torch.int32, device=seq_lens.device)
-    batch_size = extend_seq_lens.shape[0]
-    capacity = min(out_seqlens_expanded.shape[0], out_nsa_cache_seqlens.shape[0])
-    if mapping == "auto":
-        mapping = pick_mapping(batch_size, capacity)
-    if mapping == "request":
-        grid = (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),)
-        zero_sync_request_kernel[grid](
-            extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
-            batch_size, capacity, nsa_index_topk, CLAMP_PADDED=clamp_padded_rows,
-            BLOCK_R=REQUEST_BLOCK_R, BLOCK_Q=extend_block(batch_size, capacity))
-    else:
-        grid = (max(triton.cdiv(capacity, TOKEN_BLOCK_T), 1),)
-        zero_sync_token_kernel[grid](
-            extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
-            batch_size, capacity, nsa_index_topk, CLAMP_PADDED=clamp_padded_rows,
-            BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R)
+    status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                             out_nsa_cache_seqlens, status, check)
+    kernel, grid, args, kwargs = plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk,
+                                                out_seqlens_expanded, out_nsa_cache_seqlens,
+                                                status, mapping, clamp_padded_rows)
+    kernel[grid](*args, **kwargs)
     return status
+
+
+class ZeroSyncFill:
+    """The serving-loop form: bound once to static buffers, then one direct launch per call.
+
+    A CUDA-graph runner (SGLang's included) owns static input and output buffers whose
+    contents change between calls. Binding to them moves validation, planning and Triton's
+    per-call dispatch out of the hot path (see ``bound_launch``); ``__call__`` launches and
+    returns the device ``status``. Same kernels, same results as ``launch_zero_sync``.
+    """
+
+    def __init__(self, extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                 out_nsa_cache_seqlens, status=None, *, mapping="auto", clamp_padded_rows=False,
+                 check=False):
+        self.status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk,
+                                      out_seqlens_expanded, out_nsa_cache_seqlens, status, check)
+        kernel, grid, args, kwargs = plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk,
+                                                    out_seqlens_expanded, out_nsa_cache_seqlens,
+                                                    self.status, mapping, clamp_padded_rows)
+        self.launch = BoundLaunch(kernel, grid, args, kwargs)
+
+    def __call__(self):
+        self.launch()
+        return self.status
 
 
 def fill_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,

@@ -18,6 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .bound_launch import BoundLaunch
 from .validation import check_lengths, check_outputs, first_invalid_request, host_lengths
 
 
@@ -174,6 +175,31 @@ def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
             raise ValueError(f"req_pool_indices must lie in [0, {req_to_token.shape[0]})")
 
 
+def plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
+                       nsa_index_topk, buffers, page_size, status):
+    """``(kernel, grid, args, kwargs)`` of the one launch; host-known sizes only."""
+    bs = extend_seq_lens.shape[0]
+    width = buffers.page_table_1.shape[1]
+    grid = (max(bs, 1), max(triton.cdiv(width, BLOCK_N), 1))
+    args = (extend_seq_lens, seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
+            buffers.cache_seqlens_int32, buffers.cu_seqlens_k, buffers.seqlens_expanded,
+            buffers.nsa_cache_seqlens, buffers.nsa_cu_seqlens_k, buffers.page_table_1,
+            buffers.page_table_1.stride(0), buffers.real_page_table,
+            buffers.real_page_table.stride(0), status, bs, buffers.capacity, width, nsa_index_topk)
+    kwargs = dict(PAGE_SIZE=page_size, BLOCK_R=BLOCK_R, BLOCK_Q=BLOCK_Q, BLOCK_N=BLOCK_N)
+    return full_pipeline_kernel, grid, args, kwargs
+
+
+def _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
+                    buffers, page_size, status, check):
+    _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
+                    buffers, page_size, check)
+    if status is None:
+        return torch.empty(2, dtype=torch.int32, device=seq_lens.device)
+    check_outputs(seq_lens.device, status=status)
+    return status
+
+
 def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
                          nsa_index_topk, buffers, page_size=64, status=None, *, check=False):
     """Fill every buffer of ``buffers`` in one launch; returns the device status ``[N, overflow]``.
@@ -181,21 +207,29 @@ def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_tok
     ``check=True`` adds data checks (one device-to-host copy). Without it, lengths and pool
     indices are trusted, as in a CUDA-graph replay; writes still never leave the buffers.
     """
-    _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
-                    buffers, page_size, check)
-    if status is None:
-        status = torch.empty(2, dtype=torch.int32, device=seq_lens.device)
-    bs = extend_seq_lens.shape[0]
-    width = buffers.page_table_1.shape[1]
-    grid = (max(bs, 1), max(triton.cdiv(width, BLOCK_N), 1))
-    full_pipeline_kernel[grid](
-        extend_seq_lens, seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
-        buffers.cache_seqlens_int32, buffers.cu_seqlens_k, buffers.seqlens_expanded,
-        buffers.nsa_cache_seqlens, buffers.nsa_cu_seqlens_k, buffers.page_table_1,
-        buffers.page_table_1.stride(0), buffers.real_page_table, buffers.real_page_table.stride(0),
-        status, bs, buffers.capacity, width, nsa_index_topk, PAGE_SIZE=page_size,
-        BLOCK_R=BLOCK_R, BLOCK_Q=BLOCK_Q, BLOCK_N=BLOCK_N)
+    status = _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
+                             nsa_index_topk, buffers, page_size, status, check)
+    kernel, grid, args, kwargs = plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
+                                                    req_to_token, nsa_index_topk, buffers,
+                                                    page_size, status)
+    kernel[grid](*args, **kwargs)
     return status
+
+
+class FullPipelineFill:
+    """Bound once to static buffers, then one direct launch per call (see ``ZeroSyncFill``)."""
+
+    def __init__(self, extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
+                 buffers, page_size=64, status=None, *, check=False):
+        self.status = _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
+                                      nsa_index_topk, buffers, page_size, status, check)
+        self.launch = BoundLaunch(*plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
+                                                      req_to_token, nsa_index_topk, buffers,
+                                                      page_size, self.status))
+
+    def __call__(self):
+        self.launch()
+        return self.status
 
 
 PIPELINES = {"full_pipeline": launch_full_pipeline}

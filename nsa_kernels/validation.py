@@ -85,7 +85,10 @@ def first_invalid_request(ext, seq, raise_error=False):
 
 def host_lengths(extend_seq_lens, seq_lens):
     """Both length arrays on the host (numpy int64), through one device-to-host transfer."""
-    both = torch.stack((extend_seq_lens.to(torch.int64), seq_lens.to(torch.int64))).cpu().numpy()
+    if extend_seq_lens.dtype == seq_lens.dtype:  # the common case: one stack, one copy
+        both = torch.stack((extend_seq_lens, seq_lens)).cpu().numpy().astype(np.int64)
+    else:
+        both = torch.stack((extend_seq_lens.to(torch.int64), seq_lens.to(torch.int64))).cpu().numpy()
     return both[0], both[1]
 
 

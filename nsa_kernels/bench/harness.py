@@ -16,7 +16,7 @@ import warnings
 import torch
 
 from .._env import INTERPRET
-from ..empty_kernel import launch_empty
+from ..empty_kernel import bound_empty, launch_empty
 
 ON_GPU = torch.cuda.is_available() and not INTERPRET
 
@@ -129,8 +129,14 @@ def measure(name, fn, workload, settings, capturable=True, kernel_fn=None):
 
 
 def measure_floor(workload, settings):
-    """The ``empty_kernel`` pseudo-stage, timed beside the stages on the same workload row."""
-    return measure("empty_kernel", launch_empty, workload, settings, capturable=True)
+    """The floor, timed beside the stages on the same workload row: two pseudo-stages.
+
+    ``empty_kernel`` is an empty Triton kernel launched the normal way (``kernel[grid]()``);
+    ``empty_kernel_bound`` launches it through ``BoundLaunch``, without Triton's per-call
+    dispatch: the floor for stages that bind their launch once.
+    """
+    return [measure("empty_kernel", launch_empty, workload, settings, capturable=True),
+            measure("empty_kernel_bound", bound_empty(), workload, settings, capturable=True)]
 
 
 def compiled_variants(kernel):

@@ -6,7 +6,6 @@ from ..registry import STAGES
 from ..stage1_triton_fused import launch_linear_scan
 from ..stage3_triton_bsearch import launch_bsearch
 from ..stage4_triton_autotuned import launch_autotuned
-from ..stage5_zero_sync import launch_zero_sync
 from .harness import measure, measure_floor
 
 _KERNEL_ONLY = {
@@ -36,11 +35,9 @@ def stage_call(name, workload):
     """``(hot-path closure, kernel-only closure or None)`` for stage ``name`` on ``workload``."""
     out_expanded, out_cache = workload.buffers()
     args = workload.args(out_expanded, out_cache)
-    if name == "zero_sync":
-        status = torch.empty(2, dtype=torch.int32, device=out_expanded.device)
-        hot = lambda: launch_zero_sync(*args, status=status)  # noqa: E731
+    hot = STAGES[name].bound(*args)
+    if STAGES[name].capturable:
         return hot, hot
-    hot = lambda: STAGES[name].hot_path(*args)  # noqa: E731
     launcher = _KERNEL_ONLY.get(name)
     if launcher is None or workload.n_tokens == 0:
         return hot, None
@@ -52,7 +49,7 @@ def stage_call(name, workload):
 
 def run_stages(workload, settings, names=None, floor=True):
     """Check then time each stage on ``workload``; returns records (floor first)."""
-    records = [measure_floor(workload, settings)] if floor else []
+    records = measure_floor(workload, settings) if floor else []
     for name in names or STAGES:
         check_against_reference(STAGES[name], workload)
         hot, kernel = stage_call(name, workload)
