@@ -4,7 +4,8 @@
 alignment, value-is-1 checks) and the cache key on every call: tens of microseconds of Python
 on a slow host, for a kernel that runs for one or two. When the arguments are fixed tensors
 whose *contents* change (a CUDA-graph runner's static buffers, SGLang's metadata buffers),
-all of that can be done once. ``BoundLaunch`` compiles through the normal path on its first
+all of that can be done once, and so can turning each tensor into its device address (which
+Triton's launcher otherwise does per call, with a driver query per pointer). ``BoundLaunch`` compiles through the normal path on its first
 call, keeps the compiled kernel and the argument tuple, and afterwards calls the compiled
 launcher directly with the current stream.
 
@@ -37,8 +38,12 @@ class BoundLaunch:
             call_kwargs = {k: v for k, v in kwargs.items() if k not in _LAUNCH_OPTIONS}
             bound = inspect.signature(kernel.fn).bind(*args, **call_kwargs)
             bound.apply_defaults()
-            values = tuple(bound.arguments[name] for name in params)
             compiled = kernel.warmup(*args, grid=self.grid, **kwargs)
+            # Tensors become their device addresses: Triton's launcher would otherwise call
+            # data_ptr() and ask the driver about every pointer on every launch. The tensors
+            # stay referenced (self.args), so the addresses stay valid.
+            values = tuple(v.data_ptr() if isinstance(v, torch.Tensor) else v
+                           for v in (bound.arguments[name] for name in params))
             compiled.run  # noqa: B018  (loads the module, as the first launch would)
             device = torch.cuda.current_device()
             self.direct = (compiled, values, device)

@@ -1,9 +1,12 @@
 """Timing, the same way for every stage, peer and the floor.
 
 * eager: one call then a device synchronize, timed on the host; median over ``iters``.
-* throughput: ``iters`` calls back to back, one synchronize at the end; per-call mean.
+* throughput: blocks of calls back to back, one synchronize per block; median per-call mean.
 * graph: ``graph_calls`` calls captured in one CUDA graph, replays timed with CUDA events;
   per-call median. Stages that sync cannot be captured and get ``None``.
+
+Everything measured together (a stage and its floor) is sampled round-robin, so that the
+machine's noise, which comes in bursts on a shared host, falls on all of them alike.
 
 Under the Triton interpreter (no GPU) the same code times the CPU with ``perf_counter``:
 those numbers are interpreter timings and say nothing about GPU speed; records carry the
@@ -108,35 +111,105 @@ def count_syncs(fn):
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
+def _graph_samples(graphs, iters, graph_calls):
+    """Per-call replay times of several graphs, sampled round-robin (same noise for each)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    samples = {key: [] for key in graphs}
+    for _ in range(max(iters // 4, 5)):
+        for key, graph in graphs.items():
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            samples[key].append(start.elapsed_time(end) * 1e3 / graph_calls)
+    return {key: statistics.median(v) for key, v in samples.items()}
+
+
+def measure_group(entries, workload, settings):
+    """Records for several callables on one workload, measured interleaved.
+
+    ``entries``: dicts with ``name``, ``fn`` and optional ``capturable`` (default True) and
+    ``kernel_fn`` (the kernel alone, for stages that sync). Eager samples, throughput blocks
+    and graph replays alternate between the entries, so a burst of host or GPU noise hits all
+    of them alike and ratios within one group stay meaningful.
+    """
+    iters, warmup, graph_calls = settings["iters"], settings["warmup"], settings["graph_calls"]
+    for entry in entries:
+        for _ in range(warmup):
+            entry["fn"]()
+    synchronize()
+    eager = {i: [] for i in range(len(entries))}
+    for _ in range(iters):
+        for i, entry in enumerate(entries):
+            fn = entry["fn"]
+            start = time.perf_counter()
+            fn()
+            synchronize()
+            eager[i].append(time.perf_counter() - start)
+    rounds = 5
+    block = max(iters // rounds, 1)
+    throughput = {i: [] for i in range(len(entries))}
+    for _ in range(rounds):
+        for i, entry in enumerate(entries):
+            fn = entry["fn"]
+            synchronize()
+            start = time.perf_counter()
+            for _ in range(block):
+                fn()
+            synchronize()
+            throughput[i].append((time.perf_counter() - start) / block)
+    graphs, notes = {}, {}
+    for i, entry in enumerate(entries):
+        for kind, fn, allowed in (("graph", entry["fn"], entry.get("capturable", True)),
+                                  ("kernel", entry.get("kernel_fn"), True)):
+            if fn is None:
+                continue
+            if not ON_GPU:
+                notes[(i, kind)] = "no GPU: CUDA graphs need one"
+            elif not allowed:
+                notes[(i, kind)] = "not capturable: syncs with the host"
+            else:
+                try:
+                    graphs[(i, kind)] = capture_graph(fn, graph_calls)
+                except Exception as exc:  # a sync inside capture raises
+                    torch.cuda.synchronize()
+                    notes[(i, kind)] = f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    graph_us = _graph_samples(graphs, iters, graph_calls) if graphs else {}
+    records = []
+    for i, entry in enumerate(entries):
+        record = {
+            "stage": entry["name"], "workload": workload.kind if workload else "none",
+            "bs": workload.bs if workload else 0, "tokens": workload.n_tokens if workload else 0,
+            "eager_us": statistics.median(eager[i]) * 1e6,
+            "throughput_us": statistics.median(throughput[i]) * 1e6,
+            "graph_us": graph_us.get((i, "graph")), "graph_note": notes.get((i, "graph")),
+            "interpreter": not ON_GPU,
+        }
+        if entry.get("kernel_fn") is not None:
+            record["kernel_graph_us"] = graph_us.get((i, "kernel"))
+        records.append(record)
+    return records
+
+
 def measure(name, fn, workload, settings, capturable=True, kernel_fn=None):
     """One record: eager, throughput and graph time of ``fn`` on ``workload``."""
-    iters, warmup = settings["iters"], settings["warmup"]
-    eager = time_eager(fn, iters, warmup)
-    throughput = time_throughput(fn, iters, warmup)
-    if capturable:
-        graph, graph_note = time_graph(fn, iters, warmup, settings["graph_calls"])
-    else:
-        graph, graph_note = None, "not capturable: syncs with the host"
-    record = {
-        "stage": name, "workload": workload.kind if workload else "none",
-        "bs": workload.bs if workload else 0, "tokens": workload.n_tokens if workload else 0,
-        "eager_us": eager, "throughput_us": throughput, "graph_us": graph,
-        "graph_note": graph_note, "interpreter": not ON_GPU,
-    }
-    if kernel_fn is not None:
-        record["kernel_graph_us"], _ = time_graph(kernel_fn, iters, warmup, settings["graph_calls"])
-    return record
+    return measure_group([dict(name=name, fn=fn, capturable=capturable, kernel_fn=kernel_fn)],
+                         workload, settings)[0]
+
+
+def floor_entries():
+    """The floor as two pseudo-stages, for ``measure_group``.
+
+    ``empty_kernel`` is an empty Triton kernel launched the normal way (``kernel[grid]()``);
+    ``empty_kernel_bound`` launches it through ``BoundLaunch``, the way the bound stages launch.
+    """
+    return [dict(name="empty_kernel", fn=launch_empty),
+            dict(name="empty_kernel_bound", fn=bound_empty())]
 
 
 def measure_floor(workload, settings):
-    """The floor, timed beside the stages on the same workload row: two pseudo-stages.
-
-    ``empty_kernel`` is an empty Triton kernel launched the normal way (``kernel[grid]()``);
-    ``empty_kernel_bound`` launches it through ``BoundLaunch``, without Triton's per-call
-    dispatch: the floor for stages that bind their launch once.
-    """
-    return [measure("empty_kernel", launch_empty, workload, settings, capturable=True),
-            measure("empty_kernel_bound", bound_empty(), workload, settings, capturable=True)]
+    """The floor's two pseudo-stages alone (see ``floor_entries``)."""
+    return measure_group(floor_entries(), workload, settings)
 
 
 def compiled_variants(kernel):

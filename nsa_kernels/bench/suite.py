@@ -6,7 +6,7 @@ from ..registry import STAGES
 from ..stage1_triton_fused import launch_linear_scan
 from ..stage3_triton_bsearch import launch_bsearch
 from ..stage4_triton_autotuned import launch_autotuned
-from .harness import measure, measure_floor
+from .harness import floor_entries, measure_group
 
 _KERNEL_ONLY = {
     "triton_fused": launch_linear_scan,
@@ -47,12 +47,11 @@ def stage_call(name, workload):
     return hot, kernel
 
 
-def run_stages(workload, settings, names=None, floor=True):
-    """Check then time each stage on ``workload``; returns records (floor first)."""
-    records = measure_floor(workload, settings) if floor else []
+def run_stages(workload, settings, names=None, floor=True, extra=()):
+    """Check, then time each stage (and ``extra`` entries) on ``workload``, floor included."""
+    entries = floor_entries() if floor else []
     for name in names or STAGES:
         check_against_reference(STAGES[name], workload)
         hot, kernel = stage_call(name, workload)
-        records.append(measure(name, hot, workload, settings,
-                               capturable=STAGES[name].capturable, kernel_fn=kernel))
-    return records
+        entries.append(dict(name=name, fn=hot, capturable=STAGES[name].capturable, kernel_fn=kernel))
+    return measure_group(entries + list(extra), workload, settings)
