@@ -1,0 +1,72 @@
+"""Every notebook, executed headless by the real ./run_all.sh in the quick profile.
+
+A notebook that breaks fails this test (and CI). The quick profile is sized to finish in
+under 15 minutes on a 2-core CPU with the Triton interpreter.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("*.ipynb"))
+TIMEOUT_S = 15 * 60
+
+pytestmark = pytest.mark.notebooks
+
+
+@pytest.mark.skipif(not NOTEBOOKS, reason="notebooks/ has no .ipynb yet: nothing to execute")
+def test_quick_profile_runs_every_notebook(tmp_path):
+    import torch
+
+    from nsa_kernels import STAGES
+
+    out = tmp_path / "quick"
+    log_path = tmp_path / "run_all.log"
+    env = {**os.environ, "NSA_PYTHON": sys.executable}
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["bash", str(ROOT / "run_all.sh"), "--no-setup", "--profile",
+                                 "quick", "--out", str(out)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            rc = None
+    elapsed = time.monotonic() - started
+    output = log_path.read_text(errors="replace")
+    failures = "\n".join(line for line in output.splitlines() if line.startswith("FAILED:"))
+    assert rc is not None, (f"the quick profile took over {TIMEOUT_S}s; "
+                            f"output tail:\n{output[-6000:]}")
+    assert rc == 0, f"run_all.sh exit {rc}\n{failures}\noutput tail:\n{output[-6000:]}"
+
+    for nb in NOTEBOOKS:
+        assert (out / f"{nb.stem}.ipynb").is_file(), f"no executed {nb.stem}.ipynb"
+        assert (out / f"{nb.stem}.html").is_file(), f"no {nb.stem}.html"
+    assert (out / "index.html").is_file()
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "ok"
+    assert all(nb["status"] == "ok" for nb in results["notebooks"]), results["notebooks"]
+    stages = {record["stage"] for record in results["records"]}
+    wanted = set(STAGES) | {"empty_kernel"}
+    assert wanted <= stages, f"no records for {sorted(wanted - stages)}"
+
+    interpreter = not torch.cuda.is_available()
+    assert results["environment"]["interpreter"] == interpreter
+    wrong = [(r.get("notebook"), r.get("stage"), r.get("interpreter"))
+             for r in results["records"] if r.get("interpreter") != interpreter]
+    assert not wrong, f"records whose interpreter flag is not {interpreter}: {wrong[:10]}"
+    print(f"quick profile: {len(NOTEBOOKS)} notebooks, {len(results['records'])} records, "
+          f"{elapsed:.0f}s")

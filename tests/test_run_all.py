@@ -1,0 +1,291 @@
+"""run_all.sh and scripts/build_report.py, on the tiny notebooks under tests/fixtures/.
+
+Each papermill run starts a kernel (a few seconds), so the good run is made once per module
+and copied where a test needs "the last good report" at the destination.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_ALL = ROOT / "run_all.sh"
+FIXTURES = ROOT / "tests" / "fixtures"
+sys.path.insert(0, str(ROOT / "scripts"))
+import build_report  # noqa: E402
+
+ENV_KEYS = {"device", "driver", "torch", "triton", "python", "commit", "profile",
+            "interpreter", "date", "run", "notebooks"}
+RECORD_KEYS = {"stage", "workload", "bs", "tokens", "eager_us", "throughput_us", "graph_us",
+               "notebook"}
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="run_all.sh needs bash")
+
+
+def run_all(*args, timeout=300):
+    env = {**os.environ, "NSA_PYTHON": sys.executable}
+    return subprocess.run(["bash", str(RUN_ALL), *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def explain(proc):
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+
+
+def leftovers(parent):
+    return sorted(p.name for p in Path(parent).iterdir() if p.name.startswith((".tmp-", ".old-")))
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("good") / "rep"
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--out", out)
+    return out, proc
+
+
+@pytest.fixture
+def previous_report(good_run, tmp_path):
+    """A copy of the good report at a fresh destination, with its index bytes."""
+    src, proc = good_run
+    assert proc.returncode == 0, explain(proc)
+    dest = tmp_path / "rep"
+    shutil.copytree(src, dest)
+    return dest, (dest / "index.html").read_bytes(), (dest / "results.json").read_bytes()
+
+
+# ------------------------------------------------------------------------- (a) good run
+
+def test_good_run_writes_the_report(good_run):
+    out, proc = good_run
+    assert proc.returncode == 0, explain(proc)
+    for name in ("00_alpha", "01_beta", "07_summary"):
+        assert (out / f"{name}.ipynb").is_file()
+        assert (out / f"{name}.html").is_file()
+    assert (out / "alpha_eager.png").is_file()
+    assert leftovers(out.parent) == []
+    assert not (out.parent / ".failed-rep").exists()
+
+    results = json.loads((out / "results.json").read_text())
+    env = results["environment"]
+    assert ENV_KEYS <= set(env), ENV_KEYS - set(env)
+    assert env["run"] == "rep" and env["profile"] == "quick"
+    assert env["notebooks"] == ["00_alpha", "01_beta", "07_summary"]
+    assert results["status"] == "ok"
+    assert len(results["records"]) == 6
+    for record in results["records"]:
+        assert RECORD_KEYS <= set(record), RECORD_KEYS - set(record)
+        assert record["notebook"] == "00_alpha"
+    assert [(nb["name"], nb["status"], nb["html"]) for nb in results["notebooks"]] == [
+        ("00_alpha", "ok", "00_alpha.html"), ("01_beta", "ok", "01_beta.html"),
+        ("07_summary", "ok", "07_summary.html")]
+    assert set(results["extras"]) == {"00_alpha", "07_summary"}
+
+
+def test_good_index_opens_with_the_answer(good_run):
+    out, proc = good_run
+    assert proc.returncode == 0, explain(proc)
+    index = (out / "index.html").read_text()
+    env = json.loads((out / "results.json").read_text())["environment"]
+    assert "<h1>nsa-workbook report: rep</h1>" in index
+    assert "FAILED" not in index
+    assert ("Triton interpreter on CPU: timings are interpreter timings" in index) == bool(
+        env["interpreter"])
+    assert f"torch {env['torch']}" in index and f"commit {env['commit']}" in index
+    # The summary comes first, before the other notebooks' tables, the list and the plots.
+    order = [index.index(s) for s in ("stages vs the seed", "alpha table", 'href="00_alpha.html"',
+                                      'src="alpha_eager.png"', "skipped: graph timings",
+                                      'href="results.json"')]
+    assert order == sorted(order)
+    assert "&lt;eager&gt;" in index and "<eager>" not in index   # escaped headline
+    assert "✓ met" in index and "✗ missed" in index and ">n/a<" in index
+    assert "1,230" in index and "3.14" in index                  # 3 significant digits
+    assert "01_beta</h3>\n<p class=\"none\">no results</p>" in index
+    assert "src=\"/" not in index and "href=\"/" not in index       # links are relative
+
+
+# ------------------------------------------------------------------------- (b) failing run
+
+def test_failing_run_keeps_the_last_good_report(previous_report):
+    dest, index_before, results_before = previous_report
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "failing", "--out", dest)
+    assert proc.returncode == 1, explain(proc)
+    both = proc.stdout + proc.stderr
+    assert "FAILED: notebook 00_raises, cell 3 (In [4]): ValueError: fixture failure" in both
+    assert (dest / "index.html").read_bytes() == index_before
+    assert (dest / "results.json").read_bytes() == results_before
+    assert leftovers(dest.parent) == []
+
+    failed = dest.parent / ".failed-rep"
+    index = (failed / "index.html").read_text()
+    assert index.index("This run FAILED") < index.index("<h1>")
+    assert "<title>FAILED" in index and "— FAILED</h1>" in index
+    assert "class=\"banner banner-ok\"" not in index and "completed" not in index
+    assert (failed / "01_after.html").is_file()       # the run went on after the failure
+    assert (failed / "00_raises.html").is_file()
+    results = json.loads((failed / "results.json").read_text())
+    assert results["status"] == "failed"
+    status = {nb["name"]: nb for nb in results["notebooks"]}
+    assert status["01_after"]["status"] == "ok"
+    error = status["00_raises"]["error"]
+    assert status["00_raises"]["status"] == "failed"
+    assert (error["cell"], error["execution_count"], error["ename"]) == (3, 4, "ValueError")
+
+    # A second failure replaces the older failed folder.
+    (failed / "stale").write_text("x")
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "failing", "--only", "00",
+                   "--out", dest)
+    assert proc.returncode == 1, explain(proc)
+    assert not (failed / "stale").exists() and (failed / "index.html").exists()
+    assert (dest / "index.html").read_bytes() == index_before
+
+
+# ------------------------------------------------------------------------- (c) --only
+
+def test_only_runs_a_subset(tmp_path):
+    out = tmp_path / "sub"
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", out)
+    assert proc.returncode == 0, explain(proc)
+    assert sorted(p.name for p in out.glob("*.html")) == ["01_beta.html", "index.html"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["environment"]["notebooks"] == ["01_beta"]
+    assert [nb["name"] for nb in results["notebooks"]] == ["01_beta"]
+    assert "no summary notebook in this run" in (out / "index.html").read_text()
+
+
+# ------------------------------------------------------------------------- (d) bad usage
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "unknown option: --bogus"),
+    (["--profile", "fast"], "--profile must be quick or full"),
+    (["--profile"], "option --profile needs a value"),
+    (["--out"], "option --out needs a value"),
+    (["stray"], "unexpected argument: stray"),
+    (["--notebooks-dir", "/nonexistent/nb"], "notebooks folder not found"),
+    (["--notebooks-dir", FIXTURES / "good", "--only", "99"], "no notebook in"),
+])
+def test_bad_usage_is_a_clear_error(args, message, tmp_path):
+    proc = run_all("--no-setup", "--out", tmp_path / "rep", *args, timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert message in proc.stderr, explain(proc)
+    assert not (tmp_path / "rep").exists()
+
+
+def test_help(tmp_path):
+    proc = run_all("-h", timeout=60)
+    assert proc.returncode == 0 and "Usage: ./run_all.sh" in proc.stdout
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "precious.txt").write_text("keep me")
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--out", dest, timeout=60)
+    assert proc.returncode == 2 and "refusing to replace" in proc.stderr, explain(proc)
+    assert (dest / "precious.txt").read_text() == "keep me"
+
+
+# ------------------------------------------------------------------------- (e) interrupted
+
+def test_interrupted_run_leaves_the_last_report(previous_report):
+    dest, index_before, results_before = previous_report
+    env = {**os.environ, "NSA_PYTHON": sys.executable}
+    proc = subprocess.Popen(["bash", str(RUN_ALL), "--no-setup", "--notebooks-dir",
+                             str(FIXTURES / "slow"), "--out", str(dest)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(dest.parent.glob(".tmp-rep-*/sleeping")):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the slow notebook never started"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0, output
+    assert "interrupted" in output
+    assert (dest / "index.html").read_bytes() == index_before
+    assert (dest / "results.json").read_bytes() == results_before
+    assert leftovers(dest.parent) == []
+    assert not (dest.parent / ".failed-rep").exists()
+
+
+# ------------------------------------------------------------------------- build_report unit
+
+@pytest.mark.parametrize("value, text", [
+    (None, "—"), (8, "8"), (True, "true"), (0.0, "0"), (3.14159, "3.14"), (12.345678, "12.3"),
+    (0.0123456, "0.0123"), (1234.5678, "1,230"), (98765.4, "98,800"), (-2.5e-7, "-2.5e-07"),
+    ("text", "text"),
+])
+def test_fmt(value, text):
+    assert build_report.fmt(value) == text
+
+
+def _fragment(report, notebook, **extra):
+    records = extra.pop("records", [])
+    (report / f"results_{notebook}.json").write_text(json.dumps({
+        "notebook": notebook, "environment": {
+            "device": "Dev<1>", "driver": "555", "torch": "2", "triton": "3", "python": "3.11",
+            "commit": "abc", "profile": "full", "interpreter": False, "date": "today"},
+        "records": records, "figures": [], "extra": extra}))
+
+
+def test_build_report_escapes_and_marks_missing(tmp_path):
+    report = tmp_path / "r"
+    report.mkdir()
+    _fragment(report, "00_a", tables=[{"title": "<script>t</script>", "columns": ["a&b"],
+                                        "rows": [["<img src=x onerror=alert(1)>"]]}],
+              records=[{"stage": "s", "workload": "w", "bs": 1, "tokens": 1, "eager_us": 1.0,
+                        "throughput_us": float("nan"), "graph_us": None}])
+    results = build_report.build(report, "gpu", ["00_a", "01_b", "07_summary"],
+                                 {"00_a": {"status": "ok"}, "01_b": {"status": "ok"},
+                                  "07_summary": {"status": "not run"}})
+    index = (report / "index.html").read_text()
+    assert "<script>" not in index and "&lt;script&gt;" in index and "a&amp;b" in index
+    assert "<img src=x" not in index
+    assert "Triton interpreter on CPU" not in index          # interpreter is False here
+    assert "Dev&lt;1&gt; · driver 555" in index
+    assert "07_summary: no results" in index and "no results" in index.split("01_b</h3>")[1]
+    saved = json.loads((report / "results.json").read_text())   # strict JSON: NaN -> null
+    assert saved == results and saved["records"][0]["throughput_us"] is None
+    assert saved["records"][0]["notebook"] == "00_a"
+
+
+def test_build_report_failed_without_notebook(tmp_path):
+    report = tmp_path / "r"
+    report.mkdir()
+    results = build_report.build(report, "x", ["00_a"], {"00_a": {"status": "failed"}})
+    index = (report / "index.html").read_text()
+    assert results["status"] == "failed"
+    assert index.startswith("<!DOCTYPE html>") and "This run FAILED" in index
+    assert "could not start" in results["notebooks"][0]["error"]["summary"]
+
+
+def test_describe_failure_counts_source_code_cells(tmp_path):
+    cells = [
+        {"cell_type": "markdown", "source": "x", "metadata": {}},
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": 1,
+         "outputs": []},
+        {"cell_type": "code", "metadata": {"tags": ["injected-parameters"]}, "execution_count": 2,
+         "outputs": []},
+        {"cell_type": "code", "metadata": {}, "execution_count": 3, "outputs": [
+            {"output_type": "error", "ename": "SystemExit", "evalue": "0", "traceback": []}]},
+        {"cell_type": "code", "metadata": {}, "execution_count": 4, "outputs": [
+            {"output_type": "error", "ename": "KeyError", "evalue": "'k'\nmore", "traceback": []}]},
+    ]
+    nb = tmp_path / "n.ipynb"
+    nb.write_text(json.dumps({"cells": cells, "metadata": {}}))
+    info = build_report.describe_failure(nb)
+    assert (info["cell"], info["execution_count"]) == (3, 4)
+    assert build_report.failure_line("n", info) == "FAILED: notebook n, cell 3 (In [4]): KeyError: 'k' more"
+    assert build_report.notebook_failed(nb)
