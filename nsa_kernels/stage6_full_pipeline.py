@@ -129,6 +129,8 @@ class PipelineBuffers:
                    self.real_page_table.shape[0])
 
 
+FLAT_BUFFERS = ("cache_seqlens_int32", "cu_seqlens_k", "seqlens_expanded", "nsa_cache_seqlens",
+                "nsa_cu_seqlens_k")
 BLOCK_R = 256
 BLOCK_Q = 4
 BLOCK_N = 512
@@ -151,8 +153,7 @@ def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
         raise ValueError(f"req_to_token is on {req_to_token.device} but extend_seq_lens is on {device}")
     if not isinstance(page_size, int) or page_size < 1 or page_size & (page_size - 1) or page_size > BLOCK_N:
         raise ValueError(f"page_size must be a power of two in 1..{BLOCK_N}, got {page_size}")
-    flat = {k: v for k, v in buffers.as_dict().items() if v.dim() == 1}
-    check_outputs(device, **flat)
+    check_outputs(device, **{name: getattr(buffers, name) for name in FLAT_BUFFERS})
     for name in ("page_table_1", "real_page_table"):
         t = getattr(buffers, name)
         if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.dtype != torch.int32 or t.stride(1) != 1:
@@ -160,6 +161,9 @@ def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
         if t.device != device:
             raise ValueError(f"{name} is on {t.device} but extend_seq_lens is on {device}")
     width = buffers.page_table_1.shape[1]
+    if req_to_token.shape[1] < width:
+        raise ValueError(f"req_to_token has {req_to_token.shape[1]} columns but page_table_1 "
+                         f"is {width} wide: rows would be read past their end")
     if buffers.real_page_table.shape[1] < triton.cdiv(width, page_size):
         raise ValueError(f"real_page_table needs {triton.cdiv(width, page_size)} columns for width {width}")
     if buffers.cache_seqlens_int32.shape[0] < bs or buffers.cu_seqlens_k.shape[0] < bs + 1:
@@ -197,6 +201,8 @@ def _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
     if status is None:
         return torch.empty(2, dtype=torch.int32, device=seq_lens.device)
     check_outputs(seq_lens.device, status=status)
+    if status.shape[0] < 2:
+        raise ValueError(f"status must hold 2 entries, got {status.shape[0]}")
     return status
 
 
