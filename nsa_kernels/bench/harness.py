@@ -130,24 +130,28 @@ def measure_group(entries, workload, settings):
 
     ``entries``: dicts with ``name``, ``fn`` and optional ``capturable`` (default True) and
     ``kernel_fn`` (the kernel alone, for stages that sync). Eager samples, throughput blocks
-    and graph replays alternate between the entries, so a burst of host or GPU noise hits all
-    of them alike and ratios within one group stay meaningful.
+    and graph replays alternate between the entries in rounds, so a burst of host or GPU noise
+    hits all of them alike and ratios within one group stay meaningful.
     """
     iters, warmup, graph_calls = settings["iters"], settings["warmup"], settings["graph_calls"]
     for entry in entries:
         for _ in range(warmup):
             entry["fn"]()
     synchronize()
+    # Rounds of consecutive calls per entry: alternating between entries call by call would
+    # also evict each one's host-side code and data from the CPU caches, a cost no serving
+    # loop that calls one op repeatedly pays.
+    rounds = min(10, iters)
+    block = max(iters // rounds, 1)
     eager = {i: [] for i in range(len(entries))}
-    for _ in range(iters):
+    for _ in range(rounds):
         for i, entry in enumerate(entries):
             fn = entry["fn"]
-            start = time.perf_counter()
-            fn()
-            synchronize()
-            eager[i].append(time.perf_counter() - start)
-    rounds = 5
-    block = max(iters // rounds, 1)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                synchronize()
+                eager[i].append(time.perf_counter() - start)
     throughput = {i: [] for i in range(len(entries))}
     for _ in range(rounds):
         for i, entry in enumerate(entries):
