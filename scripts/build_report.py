@@ -523,18 +523,14 @@ def render_index(results, report_dir):
         out.append(f"<h3>{esc(summary)}</h3>"
                    + render_extra(extras[summary], by_nb.get(summary, []), show_records=False))
 
-    out.append("<h2>Notebooks' results</h2>")
+    # Every target of the run in one table, right after the answer.
+    all_targets = []
     for nb in notebooks:
-        name = nb["name"]
-        if name == summary:
-            continue
-        out.append(f"<h3 id=\"nb-{esc(name)}\">{esc(name)}"
-                   + (' <span class="st-failed">FAILED</span>' if nb["status"] == "failed" else "")
-                   + "</h3>")
-        if name not in extras:
-            out.append('<p class="none">no results</p>')
-        else:
-            out.append(render_extra(extras[name], by_nb.get(name, [])))
+        for t in (extras.get(nb["name"]) or {}).get("targets") or []:
+            if isinstance(t, dict):
+                all_targets.append(dict(t, target=f"{nb['name']}: {t.get('target', '?')}"))
+    if all_targets:
+        out.append("<h2>All targets of this run</h2>" + render_targets(all_targets))
 
     out.append("<h2>Notebooks</h2><table><thead><tr><th>notebook</th><th>status</th>"
                "<th>time</th><th>executed notebook</th></tr></thead><tbody>")
@@ -548,6 +544,20 @@ def render_index(results, report_dir):
                    f"<td class=\"num\">{esc(fmt(float(seconds)) + ' s' if seconds is not None else '—')}"
                    f"</td><td>{ipynb}</td></tr>")
     out.append("</tbody></table>")
+
+
+    out.append("<h2>Notebooks' results</h2>")
+    for nb in notebooks:
+        name = nb["name"]
+        if name == summary:
+            continue
+        out.append(f"<h3 id=\"nb-{esc(name)}\">{esc(name)}"
+                   + (' <span class="st-failed">FAILED</span>' if nb["status"] == "failed" else "")
+                   + "</h3>")
+        if name not in extras:
+            out.append('<p class="none">no results</p>')
+        else:
+            out.append(render_extra(extras[name], by_nb.get(name, [])))
 
     out.append("<h2>Key plots</h2>")
     any_fig = False
