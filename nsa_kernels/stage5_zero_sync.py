@@ -18,12 +18,11 @@ A status tensor ``[N, overflow]`` is written on the device: ``overflow`` is 1 wh
 the buffers' capacity, in which case only the first ``capacity`` entries are written. The
 caller reads it when it chooses; reading it is the only sync, and it is optional.
 """
-import torch
 import triton
 import triton.language as tl
 
 from .bound_launch import BoundLaunch
-from .validation import check_outputs, check_static, validate
+from .validation import check_static, status_buffer, validate
 
 
 @triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
@@ -145,12 +144,7 @@ def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expan
     else:
         check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                      out_nsa_cache_seqlens)
-    if status is None:
-        return torch.empty(2, dtype=torch.int32, device=seq_lens.device)
-    check_outputs(seq_lens.device, status=status)
-    if status.shape[0] < 2:
-        raise ValueError(f"status must hold 2 entries, got {status.shape[0]}")
-    return status
+    return status_buffer(status, seq_lens.device)
 
 
 def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,

@@ -19,7 +19,8 @@ import triton
 import triton.language as tl
 
 from .bound_launch import BoundLaunch
-from .validation import check_lengths, check_outputs, first_invalid_request, host_lengths
+from .validation import (check_lengths, check_outputs, first_invalid_request, host_lengths,
+                         status_buffer)
 
 
 @triton.jit
@@ -198,12 +199,7 @@ def _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
                     buffers, page_size, status, check):
     _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
                     buffers, page_size, check)
-    if status is None:
-        return torch.empty(2, dtype=torch.int32, device=seq_lens.device)
-    check_outputs(seq_lens.device, status=status)
-    if status.shape[0] < 2:
-        raise ValueError(f"status must hold 2 entries, got {status.shape[0]}")
-    return status
+    return status_buffer(status, seq_lens.device)
 
 
 def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,

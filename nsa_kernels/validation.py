@@ -53,6 +53,16 @@ def check_outputs(device, **outputs):
             raise ValueError(f"{name} is on {t.device} but extend_seq_lens is on {device}")
 
 
+def status_buffer(status, device):
+    """The device status ``[N, overflow]`` of a sync-free launch: checked, or a new one."""
+    if status is None:
+        return torch.empty(2, dtype=torch.int32, device=device)
+    check_outputs(device, status=status)
+    if status.shape[0] < 2:
+        raise ValueError(f"status must hold 2 entries, got {status.shape[0]}")
+    return status
+
+
 def check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                  out_nsa_cache_seqlens):
     check_lengths(extend_seq_lens, seq_lens, nsa_index_topk)

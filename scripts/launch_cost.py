@@ -13,7 +13,6 @@ import torch
 import triton
 import triton.language as tl
 
-import nsa_kernels as nk
 from nsa_kernels.bench import workloads
 from nsa_kernels.bound_launch import BoundLaunch
 from nsa_kernels.stage5_zero_sync import plan_zero_sync
