@@ -97,8 +97,9 @@ def test_good_index_opens_with_the_answer(good_run):
     assert ("Triton interpreter on CPU: timings are interpreter timings" in index) == bool(
         env["interpreter"])
     assert f"torch {env['torch']}" in index and f"commit {env['commit']}" in index
-    # The summary comes first, before the other notebooks' tables, the list and the plots.
-    order = [index.index(s) for s in ("stages vs the seed", "alpha table", 'href="00_alpha.html"',
+    # The summary comes first, then the links to every notebook, then the other notebooks'
+    # tables, the plots, what was skipped and the data.
+    order = [index.index(s) for s in ("stages vs the seed", 'href="00_alpha.html"', "alpha table",
                                       'src="alpha_eager.png"', "skipped: graph timings",
                                       'href="results.json"')]
     assert order == sorted(order)
