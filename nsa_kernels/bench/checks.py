@@ -54,3 +54,28 @@ def check_fill(fill, cases, slack=5):
         if not ok:
             raise AssertionError(f"{name}: output differs from reference")
     return rows
+
+
+def pipeline_inputs(workload, width, seed=0, device=DEVICE):
+    """A random ``req_to_token`` pool (``2 bs`` rows of ``width``) and distinct pool indices."""
+    g = torch.Generator().manual_seed(seed + workload.bs)
+    pool = max(2 * workload.bs, 8)
+    req_to_token = torch.randint(0, 1 << 22, (pool, width), generator=g, dtype=torch.int32)
+    req_pool_indices = torch.randperm(pool, generator=g)[:workload.bs].to(torch.int32)
+    return req_pool_indices.to(device), req_to_token.to(device)
+
+
+def check_pipeline(buffers, workload, req_pool_indices, req_to_token, page_size, width):
+    """Whether ``buffers`` hold ``pipeline_reference``'s result (page tables on live prefixes)."""
+    from ..reference import pipeline_reference
+
+    want = pipeline_reference(workload.extend_seq_lens, workload.seq_lens, req_pool_indices,
+                              req_to_token, workload.topk, page_size, width)
+    ok = all(torch.equal(getattr(buffers, k)[:len(want[k])], want[k]) for k in
+             ("cache_seqlens_int32", "cu_seqlens_k", "seqlens_expanded", "nsa_cache_seqlens",
+              "nsa_cu_seqlens_k"))
+    for t, cols in enumerate(want["live_cols"].tolist()):
+        pages = -(-cols // page_size)
+        ok = ok and torch.equal(buffers.page_table_1[t, :cols], want["page_table_1"][t, :cols])
+        ok = ok and torch.equal(buffers.real_page_table[t, :pages], want["real_page_table"][t, :pages])
+    return bool(ok)

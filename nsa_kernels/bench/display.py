@@ -50,3 +50,17 @@ def records_table(records, stages=None, metric_columns=("eager_us", "throughput_
             rows.append([r["stage"], r["workload"], r["bs"], r["tokens"]]
                         + [r.get(m) for m in metric_columns])
     return ["stage", "workload", "bs", "tokens"] + [m.replace("_us", " (µs)") for m in metric_columns], rows
+
+
+def compare_stages(records, new, old):
+    """Table of ``new`` against ``old`` per workload row: times, speed-up, ``new`` over the floor."""
+    by = {(r["stage"], r["workload"], r["bs"]): r for r in records}
+    rows = []
+    for (stage, workload, bs), r in sorted(by.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+        if stage != new or (old, workload, bs) not in by:
+            continue
+        o, floor = by[(old, workload, bs)], by[("empty_kernel", workload, bs)]
+        rows.append([workload, bs, r["tokens"], o["eager_us"], r["eager_us"],
+                     o["eager_us"] / r["eager_us"], r["eager_us"] / floor["eager_us"]])
+    show_table(["workload", "bs", "N", f"{old} (µs)", f"{new} (µs)", "speed-up", f"{new} / floor"], rows)
+    return rows
