@@ -18,6 +18,7 @@ A status tensor ``[N, overflow]`` is written on the device: ``overflow`` is 1 wh
 the buffers' capacity, in which case only the first ``capacity`` entries are written. The
 caller reads it when it chooses; reading it is the only sync, and it is optional.
 """
+import torch
 import triton
 import triton.language as tl
 
@@ -25,11 +26,10 @@ from .bound_launch import BoundLaunch
 from .validation import check_static, status_buffer, validate
 
 
-@triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
-def zero_sync_request_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr,
-                             batch_size, capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr,
-                             BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
-                             PREFIX_BLOCK: tl.constexpr):
+@triton.jit
+def _request_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr, batch_size,
+                      capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr, BLOCK_R: tl.constexpr,
+                      BLOCK_Q: tl.constexpr, PREFIX_BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     first_request = pid * BLOCK_R
     # Tokens of all earlier programs' requests: one wide load per PREFIX_BLOCK requests (a
@@ -59,10 +59,10 @@ def zero_sync_request_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, 
         tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
 
 
-@triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
-def zero_sync_token_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr,
-                           batch_size, capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr,
-                           BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+@triton.jit
+def _token_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr, batch_size,
+                    capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr, BLOCK_T: tl.constexpr,
+                    BLOCK_R: tl.constexpr):
     pid = tl.program_id(0)
     first_token = pid * BLOCK_T
     token = first_token + tl.arange(0, BLOCK_T)
@@ -97,6 +97,62 @@ def zero_sync_token_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, st
                                     other=0).to(tl.int32), axis=0)
         tl.store(status_ptr, total)
         tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
+
+
+@triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
+def zero_sync_request_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr,
+                             batch_size, capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr,
+                             BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
+                             PREFIX_BLOCK: tl.constexpr):
+    _request_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr, batch_size,
+                      capacity, nsa_index_topk, CLAMP_PADDED, BLOCK_R, BLOCK_Q, PREFIX_BLOCK)
+
+
+@triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
+def zero_sync_token_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr,
+                           batch_size, capacity, nsa_index_topk, CLAMP_PADDED: tl.constexpr,
+                           BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+    _token_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_ptr, batch_size,
+                    capacity, nsa_index_topk, CLAMP_PADDED, BLOCK_T, BLOCK_R)
+
+
+# The packed entry points take one pointer and the other four buffers as byte offsets from it.
+# Each pointer argument costs host time in Triton's launcher (it asks the driver about every
+# pointer on every launch: ~2.3 µs each on the lent H100 VM, see scripts/launch_cost.py) while
+# integers cost next to nothing. Offsets carry OFFSET_BIAS so that Triton always types them as
+# 64-bit (an int below 2**31 would be typed i32: another compiled variant).
+OFFSET_BIAS = 1 << 62
+
+
+@triton.jit
+def _at(base_ptr, biased_offset, DTYPE: tl.constexpr):
+    byte_ptr = base_ptr.to(tl.pointer_type(tl.int8), bitcast=True)
+    return (byte_ptr + (biased_offset - OFFSET_BIAS)).to(tl.pointer_type(DTYPE), bitcast=True)
+
+
+@triton.jit(do_not_specialize=["ext_at", "seq_at", "expanded_at", "cache_at", "batch_size",
+                               "capacity", "nsa_index_topk"])
+def zero_sync_request_packed_kernel(status_ptr, ext_at, seq_at, expanded_at, cache_at, batch_size,
+                                    capacity, nsa_index_topk, EXT_DTYPE: tl.constexpr,
+                                    SEQ_DTYPE: tl.constexpr, CLAMP_PADDED: tl.constexpr,
+                                    BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
+                                    PREFIX_BLOCK: tl.constexpr):
+    _request_parallel(_at(status_ptr, ext_at, EXT_DTYPE), _at(status_ptr, seq_at, SEQ_DTYPE),
+                      _at(status_ptr, expanded_at, tl.int32), _at(status_ptr, cache_at, tl.int32),
+                      status_ptr, batch_size, capacity, nsa_index_topk, CLAMP_PADDED, BLOCK_R,
+                      BLOCK_Q, PREFIX_BLOCK)
+
+
+@triton.jit(do_not_specialize=["ext_at", "seq_at", "expanded_at", "cache_at", "batch_size",
+                               "capacity", "nsa_index_topk"])
+def zero_sync_token_packed_kernel(status_ptr, ext_at, seq_at, expanded_at, cache_at, batch_size,
+                                  capacity, nsa_index_topk, EXT_DTYPE: tl.constexpr,
+                                  SEQ_DTYPE: tl.constexpr, CLAMP_PADDED: tl.constexpr,
+                                  BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
+    _token_parallel(_at(status_ptr, ext_at, EXT_DTYPE), _at(status_ptr, seq_at, SEQ_DTYPE),
+                    _at(status_ptr, expanded_at, tl.int32), _at(status_ptr, cache_at, tl.int32),
+                    status_ptr, batch_size, capacity, nsa_index_topk, CLAMP_PADDED, BLOCK_T,
+                    BLOCK_R)
 
 
 REQUEST_BLOCK_R = 128
@@ -136,6 +192,19 @@ def plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expand
             dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R))
 
 
+_TL_DTYPES = {torch.int32: tl.int32, torch.int64: tl.int64}
+
+
+def pack_plan(kernel, grid, args, kwargs):
+    """The same launch with one pointer (``status``) and four biased byte offsets from it."""
+    ext, seq, out_expanded, out_cache, status = args[:5]
+    packed = {zero_sync_request_kernel: zero_sync_request_packed_kernel,
+              zero_sync_token_kernel: zero_sync_token_packed_kernel}[kernel]
+    at = [t.data_ptr() - status.data_ptr() + OFFSET_BIAS for t in (ext, seq, out_expanded, out_cache)]
+    return (packed, grid, (status, *at, *args[5:]),
+            dict(kwargs, EXT_DTYPE=_TL_DTYPES[ext.dtype], SEQ_DTYPE=_TL_DTYPES[seq.dtype]))
+
+
 def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                     out_nsa_cache_seqlens, status, check):
     if check:
@@ -172,19 +241,22 @@ class ZeroSyncFill:
 
     A CUDA-graph runner (SGLang's included) owns static input and output buffers whose
     contents change between calls. Binding to them moves validation, planning and Triton's
-    per-call dispatch out of the hot path (see ``bound_launch``); ``__call__`` launches and
-    returns the device ``status``. Same kernels, same results as ``launch_zero_sync``.
+    per-call dispatch out of the hot path (see ``bound_launch``), and ``packed=True`` launches
+    the packed entry point (one pointer, four offsets: see ``OFFSET_BIAS``); ``__call__``
+    launches and returns the device ``status``. Same kernel bodies, same results as
+    ``launch_zero_sync``.
     """
 
     def __init__(self, extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                  out_nsa_cache_seqlens, status=None, *, mapping="auto", clamp_padded_rows=False,
-                 check=False):
+                 check=False, packed=True):
         self.status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk,
                                       out_seqlens_expanded, out_nsa_cache_seqlens, status, check)
-        kernel, grid, args, kwargs = plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk,
-                                                    out_seqlens_expanded, out_nsa_cache_seqlens,
-                                                    self.status, mapping, clamp_padded_rows)
-        self.launch = BoundLaunch(kernel, grid, args, kwargs)
+        plan = plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                              out_nsa_cache_seqlens, self.status, mapping, clamp_padded_rows)
+        # The tensors stay referenced by the plans, so the packed byte offsets stay valid.
+        self.plain = plan
+        self.launch = BoundLaunch(*(pack_plan(*plan) if packed else plan))
 
     def __call__(self):
         self.launch()

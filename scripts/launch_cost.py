@@ -15,7 +15,7 @@ import triton.language as tl
 
 from nsa_kernels.bench import workloads
 from nsa_kernels.bound_launch import BoundLaunch
-from nsa_kernels.stage5_zero_sync import plan_zero_sync
+from nsa_kernels.stage5_zero_sync import pack_plan, plan_zero_sync
 
 
 @triton.jit
@@ -72,8 +72,10 @@ def main():
         ("zero_sync's signature, empty body", same_signature, p + ints,
          dict(CLAMP=False, BR=128, BQ=4, PB=1024)),
         ("zero_sync request kernel", kernel, args, kwargs),
+        ("zero_sync request kernel, packed (1 pointer)", *pack_plan(kernel, grid, args, kwargs)[::2],
+         pack_plan(kernel, grid, args, kwargs)[3]),
     ]
-    print(f"{'kernel':40s} {'kernel[grid]':>13s} {'BoundLaunch':>12s}  metadata")
+    print(f"{'kernel':46s} {'kernel[grid]':>13s} {'BoundLaunch':>12s}  metadata")
     for name, k, a, kw in cases:
         bound = BoundLaunch(k, grid, a, kw)
         normal = host_us(lambda: k[grid](*a, **kw))
@@ -82,7 +84,7 @@ def main():
         extra = (f"scratch={getattr(meta, 'global_scratch_size', '?')} "
                  f"profile_scratch={getattr(meta, 'profile_scratch_size', '?')} "
                  f"shared={getattr(meta, 'shared', '?')} warps={getattr(meta, 'num_warps', '?')}") if meta else "no direct path"
-        print(f"{name:40s} {normal:13.2f} {direct:12.2f}  {extra}", flush=True)
+        print(f"{name:46s} {normal:13.2f} {direct:12.2f}  {extra}", flush=True)
 
 
 if __name__ == "__main__":

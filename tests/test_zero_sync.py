@@ -529,3 +529,25 @@ def test_bound_launch_takes_direct_path_on_gpu():
     out = torch.empty(64, dtype=torch.int32, device="cuda")
     fill = nk.ZeroSyncFill(ext, seq, TOPK, out, torch.empty_like(out))
     assert fill.launch.is_direct, f"triton {triton.__version__}: BoundLaunch fell back"
+
+
+@pytest.mark.parametrize("mapping", ["request", "token"])
+@pytest.mark.parametrize("ext_dtype", [torch.int32, torch.int64])
+def test_packed_bound_launch_equals_reference(mapping, ext_dtype):
+    # ZeroSyncFill's packed entry point reaches the buffers through one pointer and byte
+    # offsets from it; it must write exactly what the reference says, and nothing else.
+    from nsa_kernels.stage5_zero_sync import zero_sync_request_packed_kernel, zero_sync_token_packed_kernel
+    g = torch.Generator().manual_seed(11)
+    ext = torch.randint(0, 5, (150,), generator=g)
+    seq = ext + torch.randint(0, 3000, (150,), generator=g)
+    ext, seq = ext.to(DEVICE, ext_dtype), seq.to(DEVICE, torch.int32)
+    want, want_cache = nk.reference(ext, seq, 2048)
+    n = want.numel()
+    out = torch.full((n + 9,), -3, dtype=torch.int32, device=DEVICE)
+    cache = out.clone()
+    fill = nk.ZeroSyncFill(ext, seq, 2048, out, cache, mapping=mapping)
+    expected_kernel = {"request": zero_sync_request_packed_kernel, "token": zero_sync_token_packed_kernel}[mapping]
+    assert fill.launch.kernel is expected_kernel
+    assert fill().cpu().tolist() == [n, 0]
+    assert torch.equal(out[:n].cpu(), want.cpu()) and torch.equal(cache[:n].cpu(), want_cache.cpu())
+    assert bool((out[n:] == -3).all()) and bool((cache[n:] == -3).all())
