@@ -121,7 +121,7 @@ def zero_sync_token_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, st
 # pointer on every launch: ~2.3 µs each on the lent H100 VM, see scripts/launch_cost.py) while
 # integers cost next to nothing. Offsets carry OFFSET_BIAS so that Triton always types them as
 # 64-bit (an int below 2**31 would be typed i32: another compiled variant).
-OFFSET_BIAS = 1 << 62
+OFFSET_BIAS = tl.constexpr(1 << 62)  # a constexpr: kernels may read it
 
 
 @triton.jit
@@ -200,7 +200,7 @@ def pack_plan(kernel, grid, args, kwargs):
     ext, seq, out_expanded, out_cache, status = args[:5]
     packed = {zero_sync_request_kernel: zero_sync_request_packed_kernel,
               zero_sync_token_kernel: zero_sync_token_packed_kernel}[kernel]
-    at = [t.data_ptr() - status.data_ptr() + OFFSET_BIAS for t in (ext, seq, out_expanded, out_cache)]
+    at = [t.data_ptr() - status.data_ptr() + OFFSET_BIAS.value for t in (ext, seq, out_expanded, out_cache)]
     return (packed, grid, (status, *at, *args[5:]),
             dict(kwargs, EXT_DTYPE=_TL_DTYPES[ext.dtype], SEQ_DTYPE=_TL_DTYPES[seq.dtype]))
 
