@@ -241,15 +241,16 @@ class ZeroSyncFill:
 
     A CUDA-graph runner (SGLang's included) owns static input and output buffers whose
     contents change between calls. Binding to them moves validation, planning and Triton's
-    per-call dispatch out of the hot path (see ``bound_launch``), and ``packed=True`` launches
-    the packed entry point (one pointer, four offsets: see ``OFFSET_BIAS``); ``__call__``
-    launches and returns the device ``status``. Same kernel bodies, same results as
-    ``launch_zero_sync``.
+    per-call dispatch out of the hot path (see ``bound_launch``); ``__call__`` launches and
+    returns the device ``status``. ``packed=True`` launches the packed entry point instead (one
+    pointer, four offsets: see ``OFFSET_BIAS``): an experiment that did not pay on the H100
+    (scripts/launch_cost.py: 17.2 µs of host time per launch against 14.4 µs with five
+    pointers), so it is off by default. Same kernel bodies, same results as ``launch_zero_sync``.
     """
 
     def __init__(self, extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                  out_nsa_cache_seqlens, status=None, *, mapping="auto", clamp_padded_rows=False,
-                 check=False, packed=True):
+                 check=False, packed=False):
         self.status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk,
                                       out_seqlens_expanded, out_nsa_cache_seqlens, status, check)
         plan = plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,

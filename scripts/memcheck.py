@@ -58,7 +58,7 @@ def main():
         for mapping in ("request", "token"):
             fill = lambda *a, m=mapping: launch_zero_sync(*a, mapping=m)  # noqa: E731
             failures += not check(f"zero_sync[{mapping}] / {case} / capacity == N", fill, ext, seq)
-            packed = lambda *a, m=mapping: nk.ZeroSyncFill(*a, mapping=m)()  # noqa: E731
+            packed = lambda *a, m=mapping: nk.ZeroSyncFill(*a, mapping=m, packed=True)()  # noqa: E731
             failures += not check(f"ZeroSyncFill packed [{mapping}] / {case} / capacity == N", packed, ext, seq)
             # overflow: buffers one short of N must not be written past their end
             n = int(ext.sum())

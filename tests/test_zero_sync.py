@@ -545,7 +545,7 @@ def test_packed_bound_launch_equals_reference(mapping, ext_dtype):
     n = want.numel()
     out = torch.full((n + 9,), -3, dtype=torch.int32, device=DEVICE)
     cache = out.clone()
-    fill = nk.ZeroSyncFill(ext, seq, 2048, out, cache, mapping=mapping)
+    fill = nk.ZeroSyncFill(ext, seq, 2048, out, cache, mapping=mapping, packed=True)
     expected_kernel = {"request": zero_sync_request_packed_kernel, "token": zero_sync_token_packed_kernel}[mapping]
     assert fill.launch.kernel is expected_kernel
     assert fill().cpu().tolist() == [n, 0]
