@@ -29,30 +29,6 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def time_eager(fn, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    synchronize()
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        synchronize()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1e6
-
-
-def time_throughput(fn, iters, warmup):
-    for _ in range(warmup):
-        fn()
-    synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    synchronize()
-    return (time.perf_counter() - start) / iters * 1e6
-
-
 def capture_graph(fn, graph_calls):
     """A CUDA graph of ``graph_calls`` calls of ``fn``; raises if ``fn`` syncs or allocates badly."""
     stream = torch.cuda.Stream()
@@ -70,28 +46,26 @@ def capture_graph(fn, graph_calls):
     return graph
 
 
-def time_graph(fn, iters, warmup, graph_calls=16):
-    """Per-call replay time in microseconds, or ``(None, reason)`` where it cannot be captured."""
+def try_capture(fn, graph_calls):
+    """``(graph, None)``, or ``(None, reason)`` where ``fn`` cannot be captured (no GPU, or it
+    syncs: a sync inside capture raises)."""
     if not ON_GPU:
         return None, "no GPU: CUDA graphs need one"
     try:
-        graph = capture_graph(fn, graph_calls)
-    except Exception as exc:  # a sync inside capture raises; the stage is simply not capturable
+        return capture_graph(fn, graph_calls), None
+    except Exception as exc:
         torch.cuda.synchronize()
         return None, f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+
+
+def time_graph(fn, iters, warmup, graph_calls=16):
+    """Per-call replay time of ``fn`` alone in microseconds, or ``(None, reason)``."""
+    graph, note = try_capture(fn, graph_calls)
+    if graph is None:
+        return None, note
     for _ in range(warmup):
         graph.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    samples = []
-    for _ in range(max(iters // 4, 5)):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) * 1e3 / graph_calls)
-    del graph
-    return statistics.median(samples), None
+    return _graph_samples({0: graph}, iters, graph_calls)[0], None
 
 
 def count_syncs(fn):
@@ -168,16 +142,14 @@ def measure_group(entries, workload, settings):
                                   ("kernel", entry.get("kernel_fn"), True)):
             if fn is None:
                 continue
-            if not ON_GPU:
-                notes[(i, kind)] = "no GPU: CUDA graphs need one"
-            elif not allowed:
+            if ON_GPU and not allowed:
                 notes[(i, kind)] = "not capturable: syncs with the host"
+                continue
+            graph, note = try_capture(fn, graph_calls)
+            if graph is None:
+                notes[(i, kind)] = note
             else:
-                try:
-                    graphs[(i, kind)] = capture_graph(fn, graph_calls)
-                except Exception as exc:  # a sync inside capture raises
-                    torch.cuda.synchronize()
-                    notes[(i, kind)] = f"not capturable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                graphs[(i, kind)] = graph
     graph_us = _graph_samples(graphs, iters, graph_calls) if graphs else {}
     records = []
     for i, entry in enumerate(entries):
@@ -195,12 +167,6 @@ def measure_group(entries, workload, settings):
     return records
 
 
-def measure(name, fn, workload, settings, capturable=True, kernel_fn=None):
-    """One record: eager, throughput and graph time of ``fn`` on ``workload``."""
-    return measure_group([dict(name=name, fn=fn, capturable=capturable, kernel_fn=kernel_fn)],
-                         workload, settings)[0]
-
-
 def floor_entries():
     """The floor as two pseudo-stages, for ``measure_group``.
 
@@ -209,11 +175,6 @@ def floor_entries():
     """
     return [dict(name="empty_kernel", fn=launch_empty),
             dict(name="empty_kernel_bound", fn=bound_empty())]
-
-
-def measure_floor(workload, settings):
-    """The floor's two pseudo-stages alone (see ``floor_entries``)."""
-    return measure_group(floor_entries(), workload, settings)
 
 
 def compiled_variants(kernel):
