@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .bound_launch import BoundLaunch
+from .launcher import bind_launch
 from .validation import check_static, status_buffer, validate
 
 
@@ -257,7 +257,7 @@ class ZeroSyncFill:
                               out_nsa_cache_seqlens, self.status, mapping, clamp_padded_rows)
         # The tensors stay referenced by the plans, so the packed byte offsets stay valid.
         self.plain = plan
-        self.launch = BoundLaunch(*(pack_plan(*plan) if packed else plan))
+        self.launch = bind_launch(*(pack_plan(*plan) if packed else plan))
 
     def __call__(self):
         self.launch()

@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .bound_launch import BoundLaunch
+from .launcher import bind_launch
 from .validation import (check_lengths, check_outputs, first_invalid_request, host_lengths,
                          status_buffer)
 
@@ -225,7 +225,7 @@ class FullPipelineFill:
                  buffers, page_size=64, status=None, *, check=False):
         self.status = _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
                                       nsa_index_topk, buffers, page_size, status, check)
-        self.launch = BoundLaunch(*plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
+        self.launch = bind_launch(*plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
                                                       req_to_token, nsa_index_topk, buffers,
                                                       page_size, self.status))
 
