@@ -8,6 +8,8 @@ round trip), launch API time, and what remains (Python, argument handling, dispa
 profiler adds its own overhead to the API times, so the split is an attribution, not a
 measurement of each part in isolation; the total is the measured eager latency.
 """
+import warnings
+
 import torch
 
 from .harness import ON_GPU
@@ -26,12 +28,17 @@ def breakdown(fn, eager_us, calls=30):
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fn()
-            torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        # One profiling cycle is all we take, so torch's note that it clears events between
+        # cycles says nothing here; every other warning still shows.
+        warnings.filterwarnings("ignore", message=".*Profiler clears events", category=UserWarning)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn()
+                torch.cuda.synchronize()
+        events = prof.events()
     launch = blocked = gpu = 0.0
-    for event in prof.events():
+    for event in events:
         name = event.name
         if event.device_type == torch.autograd.DeviceType.CUDA:
             gpu += event.device_time

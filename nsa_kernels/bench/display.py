@@ -1,20 +1,67 @@
-"""Small display helpers for notebooks: tables as Markdown, the environment banner, sources."""
+"""Small display helpers for notebooks: numbers, tables as Markdown, the banner, sources.
+
+``fmt_us`` and ``fmt_ratio`` are the one way numbers are written, in tables, headlines, plot
+annotations and printed lines alike.
+"""
 import inspect
+import re
 
 from .harness import ON_GPU
 
+MISSING = "–"
+
+
+def fmt_number(value):
+    """Three significant figures, thousands separated: 0.123, 4.56, 78.9, 707, 12,345."""
+    if value is None:
+        return MISSING
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}"
+
+
+def fmt_us(value, unit=True):
+    """Microseconds: ``fmt_us(707.2)`` is ``'707 µs'``; ``unit=False`` for a table column."""
+    if value is None:
+        return MISSING
+    return fmt_number(value) + (" µs" if unit else "")
+
+
+def fmt_ratio(value):
+    """A ratio or speed-up: ``fmt_ratio(3.284)`` is ``'3.28×'``."""
+    if value is None:
+        return MISSING
+    return fmt_number(value) + "×"
+
 
 def fmt(value):
+    """A table cell: numbers through ``fmt_number``, ``None`` as a dash, the rest as text."""
     if value is None:
-        return "–"
+        return MISSING
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return fmt_number(value)
     return str(value)
 
 
+_CODE_SPAN = re.compile(r"(`[^`]*`)")
+_MARKDOWN_SPECIAL = re.compile(r"([\\|\[\]*_<>])")
+
+
+def escape_markdown(text):
+    """``text`` shown literally in Markdown (``kernel[grid](...)`` is not a link), code spans kept."""
+    parts = _CODE_SPAN.split(text)
+    return "".join(part if i % 2 else _MARKDOWN_SPECIAL.sub(r"\\\1", part)
+                   for i, part in enumerate(parts)).replace("\n", " ")
+
+
 def markdown_table(columns, rows):
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(escape_markdown(str(c)) for c in columns) + " |",
+             "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(escape_markdown(fmt(c)) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

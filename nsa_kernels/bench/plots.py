@@ -1,61 +1,109 @@
-"""The plots the notebooks draw, one function each, so every notebook draws them alike."""
+"""The plots the notebooks draw, one function each, so every notebook draws them alike.
+
+Axes say what was measured in words (``METRIC_LABELS``), log axes carry plain numbers
+(1, 2, 5, 10, 20, ...), and figures are sized for a full-width page.
+"""
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
 from .harness import ON_GPU
 
-UNIT = "µs (GPU)" if ON_GPU else "µs (interpreter on CPU, not GPU speed)"
+TIMING = "GPU" if ON_GPU else "Triton interpreter on CPU, not GPU speed"
+
+#: What each record field measures, as an axis label says it.
+METRIC_LABELS = {
+    "eager_us": "eager latency per call (µs)",
+    "throughput_us": "back-to-back time per call (µs)",
+    "graph_us": "CUDA-graph replay per call (µs)",
+    "kernel_graph_us": "kernel alone, CUDA-graph replay per call (µs)",
+}
+X_LABELS = {"bs": "batch size (requests)", "tokens": "tokens N"}
+WORKLOAD_LABELS = {"draft_extend": "draft extend", "prefill": "prefill"}
+
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "legend.fontsize": 10,
+                     "xtick.labelsize": 10, "ytick.labelsize": 10})
 
 
-def _suffix(title):
-    return title if ON_GPU else title + "\n[Triton interpreter timings]"
+def metric_label(metric):
+    return f"{METRIC_LABELS.get(metric, metric)}\n[{TIMING}]"
+
+
+def _title(title):
+    return title if ON_GPU else f"{title}\n(Triton interpreter timings: not GPU speed)"
+
+
+def _plain_log_axis(axis, base=10):
+    """Ticks at 1, 2, 5 x powers of ``base`` written as plain numbers, no minor labels."""
+    axis.set_major_locator(LogLocator(base=base, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _group_label(workload, bs, tokens):
+    kind = WORKLOAD_LABELS.get(workload, workload)
+    return f"{kind}\nbs={bs}\nN={tokens:,}"
 
 
 def stage_bars(records, workload_label, stages, metric="eager_us", title=None):
     """Grouped bars: one group per workload row, one bar per stage."""
     rows = sorted({(r["workload"], r["bs"], r["tokens"]) for r in records})
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(9.0, 1.6 * len(rows) + 3)), 5))
     width = 0.8 / max(len(stages), 1)
     for i, stage in enumerate(stages):
         values = []
         for row in rows:
             match = [r[metric] for r in records if (r["workload"], r["bs"], r["tokens"]) == row
                      and r["stage"] == stage and r.get(metric) is not None]
-            values.append(match[0] if match else 0)
+            values.append(match[0] if match else float("nan"))
         ax.bar([j + i * width for j in range(len(rows))], values, width, label=stage)
     ax.set_xticks([j + width * (len(stages) - 1) / 2 for j in range(len(rows))])
-    ax.set_xticklabels([f"{w}\nbs={b}, N={n}" for w, b, n in rows], fontsize=8)
+    ax.set_xticklabels([_group_label(*row) for row in rows])
     ax.set_yscale("log")
-    ax.set_ylabel(f"{metric.replace('_us', '')} time, {UNIT}")
-    ax.set_title(_suffix(title or f"{metric} per stage — {workload_label}"))
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
+    _plain_log_axis(ax.yaxis)
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(_title(title or f"{METRIC_LABELS.get(metric, metric)}: {workload_label}"))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.grid(axis="y", which="major", alpha=0.3)
+    fig.tight_layout()
     return fig
 
 
 def scaling(records, stages, x_key="bs", metric="eager_us", title=None, marks=()):
     """Log-log time versus ``x_key`` per stage; ``marks`` are (x, label) vertical lines."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    xs = set()
     for stage in stages:
         points = sorted((r[x_key], r[metric]) for r in records
                         if r["stage"] == stage and r.get(metric) is not None)
         if points:
+            xs.update(x for x, _ in points)
             ax.plot(*zip(*points), marker="o", label=stage)
-    for x, label in marks:
-        ax.axvline(x, color="grey", linestyle="--", alpha=0.6)
-        ax.annotate(label, (x, ax.get_ylim()[1]), fontsize=8, rotation=90, va="top", ha="right")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("batch size (requests)" if x_key == "bs" else "tokens N")
-    ax.set_ylabel(f"{metric.replace('_us', '')} time, {UNIT}")
-    ax.set_title(_suffix(title or f"{metric} versus {x_key}"))
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    _plain_log_axis(ax.yaxis)
+    # The measured sizes themselves, as integers; thinned so that at most 13 labels show.
+    ticks = sorted(xs)
+    step = max(1, -(-len(ticks) // 13))
+    ax.xaxis.set_major_locator(FixedLocator(ticks[::step]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    for x, label in marks:
+        ax.axvline(x, color="grey", linestyle="--", alpha=0.6)
+        ax.annotate(label, (x, 0.98), xycoords=("data", "axes fraction"), rotation=90,
+                    va="top", ha="right", fontsize=10)
+    ax.set_xlabel(X_LABELS.get(x_key, x_key))
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(_title(title or f"{METRIC_LABELS.get(metric, metric)} versus "
+                                 f"{X_LABELS.get(x_key, x_key)}"))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
     return fig
 
 
 def stacked_breakdown(rows, title):
     """``rows``: [(stage, {part: µs})], drawn as one stacked horizontal bar per stage."""
-    fig, ax = plt.subplots(figsize=(9, 0.6 * len(rows) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 2))
     parts = list(rows[0][1]) if rows else []
     left = [0.0] * len(rows)
     for part in parts:
@@ -63,8 +111,9 @@ def stacked_breakdown(rows, title):
         ax.barh([s for s, _ in rows], values, left=left, label=part)
         left = [a + b for a, b in zip(left, values)]
     ax.invert_yaxis()
-    ax.set_xlabel(f"time per call, {UNIT}")
-    ax.set_title(_suffix(title))
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel(f"time per call (µs) [{TIMING}]")
+    ax.set_title(_title(title))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
     return fig
