@@ -89,6 +89,16 @@ def show_source(*objects):
         display(Markdown(f"```python\n{inspect.getsource(fn)}```"))
 
 
+#: Table headers of the record fields (``plots.METRIC_LABELS`` has the axis labels).
+COLUMN_LABELS = {"eager_us": "eager (µs)", "throughput_us": "back-to-back (µs)",
+                 "graph_us": "CUDA graph (µs)", "kernel_graph_us": "kernel alone, CUDA graph (µs)",
+                 "best_graph_us": "CUDA graph (µs; kernel alone where the stage syncs)"}
+
+
+def column_label(metric):
+    return COLUMN_LABELS.get(metric, metric)
+
+
 def records_table(records, stages=None, metric_columns=("eager_us", "throughput_us", "graph_us")):
     """Rows of ``stage, workload, bs, tokens, metrics...`` for the chosen stages."""
     rows = []
@@ -96,7 +106,7 @@ def records_table(records, stages=None, metric_columns=("eager_us", "throughput_
         if stages is None or r["stage"] in stages:
             rows.append([r["stage"], r["workload"], r["bs"], r["tokens"]]
                         + [r.get(m) for m in metric_columns])
-    return ["stage", "workload", "bs", "tokens"] + [m.replace("_us", " (µs)") for m in metric_columns], rows
+    return ["stage", "workload", "bs", "tokens"] + [column_label(m) for m in metric_columns], rows
 
 
 def compare_stages(records, new, old):

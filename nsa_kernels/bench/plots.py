@@ -16,6 +16,7 @@ METRIC_LABELS = {
     "throughput_us": "back-to-back time per call (µs)",
     "graph_us": "CUDA-graph replay per call (µs)",
     "kernel_graph_us": "kernel alone, CUDA-graph replay per call (µs)",
+    "best_graph_us": "CUDA-graph replay per call (µs; kernel alone where the stage syncs)",
 }
 X_LABELS = {"bs": "batch size (requests)", "tokens": "tokens N"}
 WORKLOAD_LABELS = {"draft_extend": "draft extend", "prefill": "prefill"}

@@ -32,6 +32,7 @@ seed also did, so our stage should cost the seed's stage plus ``validation``.
 """
 import torch
 
+from ..bench.display import fmt_ratio, fmt_us
 from ..stage1_triton_fused import launch_linear_scan
 from ..validation import host_lengths, validate
 
@@ -161,5 +162,5 @@ def faithful_baseline_target(by, bs, workload="draft_extend", tolerance=0.05):
     ratio = seed_us / loop_us
     return dict(target=f"seed_python_baseline within {tolerance:.0%} of sglang_loop "
                        f"(eager, draft extend bs={bs}, same run)",
-                measured=f"{ratio:.3f}x ({seed_us:.1f} vs {loop_us:.1f} µs)",
+                measured=f"{fmt_ratio(ratio)} ({fmt_us(seed_us)} vs {fmt_us(loop_us)})",
                 met=abs(ratio - 1) <= tolerance, ratio=ratio)
