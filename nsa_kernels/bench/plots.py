@@ -25,6 +25,19 @@ plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "legend.fontsize": 1
                      "xtick.labelsize": 10, "ytick.labelsize": 10})
 
 
+#: One colour per stage in every plot, so a stage is recognised from plot to plot.
+_ORDER = ("empty_kernel", "empty_kernel_bound", "python_baseline", "triton_fused", "triton_inplace",
+          "triton_bsearch", "triton_autotuned", "zero_sync", "full_pipeline", "seed_python_baseline",
+          "seed_triton_fused", "seed_triton_inplace", "sglang_loop", "validation")
+_PALETTE = plt.get_cmap("tab20").colors
+
+
+def stage_color(stage):
+    """A fixed colour for ``stage``: known stages in journey order, others by name."""
+    index = _ORDER.index(stage) if stage in _ORDER else len(_ORDER) + sum(map(ord, stage))
+    return _PALETTE[(2 * index + index // 10) % len(_PALETTE)]
+
+
 def metric_label(metric):
     return f"{METRIC_LABELS.get(metric, metric)}\n[{TIMING}]"
 
@@ -56,7 +69,8 @@ def stage_bars(records, workload_label, stages, metric="eager_us", title=None):
             match = [r[metric] for r in records if (r["workload"], r["bs"], r["tokens"]) == row
                      and r["stage"] == stage and r.get(metric) is not None]
             values.append(match[0] if match else float("nan"))
-        ax.bar([j + i * width for j in range(len(rows))], values, width, label=stage)
+        ax.bar([j + i * width for j in range(len(rows))], values, width, label=stage,
+               color=stage_color(stage))
     ax.set_xticks([j + width * (len(stages) - 1) / 2 for j in range(len(rows))])
     ax.set_xticklabels([_group_label(*row) for row in rows])
     ax.set_yscale("log")
@@ -78,7 +92,7 @@ def scaling(records, stages, x_key="bs", metric="eager_us", title=None, marks=()
                         if r["stage"] == stage and r.get(metric) is not None)
         if points:
             xs.update(x for x, _ in points)
-            ax.plot(*zip(*points), marker="o", label=stage)
+            ax.plot(*zip(*points), marker="o", label=stage, color=stage_color(stage))
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     _plain_log_axis(ax.yaxis)

@@ -1,0 +1,122 @@
+"""What the notebooks show: numbers, Markdown tables as rendered, plots' labels, fill checks."""
+import nsa_kernels as nk  # noqa: F401  (first: interpreter on CPU-only machines)
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from nsa_kernels.bench import checks, display, plots  # noqa: E402
+from nsa_kernels.testing import lengths  # noqa: E402
+
+
+@pytest.mark.parametrize("value, text", [(707.23, "707 µs"), (48.14, "48.1 µs"), (4.567, "4.57 µs"),
+                                         (0.04812, "0.0481 µs"), (12345.6, "12,346 µs"),
+                                         (None, "–")])
+def test_fmt_us(value, text):
+    assert display.fmt_us(value) == text
+
+
+def test_fmt_ratio_and_table_cells_share_the_formatter():
+    assert display.fmt_ratio(3.2844) == "3.28×"
+    assert display.fmt_ratio(15.04) == "15.0×"
+    assert display.fmt(204.4) == display.fmt_us(204.4, unit=False) == "204"
+    assert display.fmt(32) == "32"
+
+
+def _rendered(markdown_text):
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    return markdown2html_mistune(markdown_text)
+
+
+def test_markdown_table_cells_render_literally():
+    table = display.markdown_table(
+        ["stage", "eager_us"],
+        [["Triton dispatch + launch: kernel[grid](...)", 1.0], ["a|b *c* <d>", 2.0],
+         ["`kernel[grid](x)` stays code", 3.0]])
+    html = _rendered(table)
+    assert "<a " not in html, html
+    assert "kernel[grid](...)" in html
+    assert "eager_us" in html and "<em>" not in html
+    assert "a|b *c* &lt;d&gt;" in html
+    assert "<code>kernel[grid](x)</code>" in html
+    assert html.count("<tr>") == 4  # the header and three rows: no cell split by its "|"
+
+
+def _draw(fig):
+    fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def _overlaps(labels, renderer):
+    boxes = [t.get_window_extent(renderer) for t in labels if t.get_text()]
+    return [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+
+
+def _records():
+    rows = [("draft_extend", bs, 3 * bs) for bs in (1, 8, 32, 128, 512)]
+    rows += [("prefill", 4, 4096), ("prefill", 4, 16384)]
+    stages = ["empty_kernel", "python_baseline", "triton_inplace", "zero_sync"]
+    return stages, [dict(workload=w, bs=b, tokens=n, stage=s, eager_us=(i + 1) * b + 3.0,
+                         kernel_graph_us=2.0 + i) for w, b, n in rows
+                    for i, s in enumerate(stages)]
+
+
+def test_stage_bars_labels_do_not_collide_and_read_as_words():
+    stages, records = _records()
+    fig = plots.stage_bars(records, "standard workloads", stages)
+    ax = fig.axes[0]
+    renderer = _draw(fig)
+    assert not _overlaps(ax.get_xticklabels(), renderer)
+    assert not _overlaps(ax.get_yticklabels(), renderer)
+    assert "_us" not in ax.get_ylabel() and "eager latency per call (µs)" in ax.get_ylabel()
+    ticks = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert ticks and all("^" not in t and "$" not in t for t in ticks), ticks
+    assert {"1", "10", "100"} & set(ticks) or {"5", "50", "500"} & set(ticks), ticks
+    matplotlib.pyplot.close(fig)
+
+
+@pytest.mark.parametrize("metric", ["eager_us", "kernel_graph_us"])
+def test_scaling_axes_are_plain_numbers_and_labelled(metric):
+    stages, records = _records()
+    draft = [r for r in records if r["workload"] == "draft_extend"]
+    fig = plots.scaling(draft, stages, metric=metric, marks=[(32, "crossover")])
+    ax = fig.axes[0]
+    renderer = _draw(fig)
+    assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()] == ["1", "8", "32", "128", "512"]
+    assert not _overlaps(ax.get_yticklabels(), renderer)
+    assert plots.METRIC_LABELS[metric] in ax.get_ylabel()
+    assert ax.get_xlabel() == "batch size (requests)"
+    matplotlib.pyplot.close(fig)
+
+
+def test_stage_colours_are_fixed_and_distinct():
+    known = [plots.stage_color(s) for s in ("python_baseline", "triton_inplace", "zero_sync")]
+    assert len(set(known)) == 3
+    assert plots.stage_color("zero_sync") == plots.stage_color("zero_sync")
+
+
+def test_notebook_check_fill_catches_a_write_past_n():
+    def writes_one_too_many(ext, seq, topk, out, out_cache):
+        n = nk.STAGES["python_baseline"](ext, seq, topk, out, out_cache)
+        out[n:n + 1] = 0  # inside the buffer, past N
+        return n
+
+    ext, seq = lengths([2, 1], [5, 9])
+    case = [("two requests", ext, seq, 2048)]
+    assert checks.check_fill(nk.STAGES["python_baseline"], case)[0][2] == 3
+    with pytest.raises(AssertionError, match="two requests: out_seqlens_expanded"):
+        checks.check_fill(writes_one_too_many, case)
+
+
+def test_notebook_check_fill_catches_a_write_outside_the_buffer():
+    def writes_past_the_view(ext, seq, topk, out, out_cache):
+        n = nk.STAGES["python_baseline"](ext, seq, topk, out, out_cache)
+        torch.as_strided(out, (out.numel() + 1,), (1,))[-1] = 0  # one entry beyond the view
+        return n
+
+    ext, seq = lengths([2, 1], [5, 9])
+    with pytest.raises(AssertionError, match="canary margin"):
+        checks.check_fill(writes_past_the_view, [("two requests", ext, seq, 2048)], slack=0)
