@@ -1,15 +1,15 @@
 """What the notebooks show: numbers, Markdown tables as rendered, plots' labels, fill checks."""
-import nsa_kernels as nk  # noqa: F401  (first: interpreter on CPU-only machines)
-
 import matplotlib
+
+import nsa_kernels as nk
 
 matplotlib.use("Agg")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from nsa_kernels.bench import checks, display, plots  # noqa: E402
-from nsa_kernels.testing import lengths  # noqa: E402
+from nsa_kernels.bench import checks, display, plots
+from nsa_kernels.testing import lengths
 
 
 @pytest.mark.parametrize("value, text", [(707.23, "707 µs"), (48.14, "48.1 µs"), (4.567, "4.57 µs"),
@@ -59,8 +59,8 @@ def _records():
     rows = [("draft_extend", bs, 3 * bs) for bs in (1, 8, 32, 128, 512)]
     rows += [("prefill", 4, 4096), ("prefill", 4, 16384)]
     stages = ["empty_kernel", "python_baseline", "triton_inplace", "zero_sync"]
-    return stages, [dict(workload=w, bs=b, tokens=n, stage=s, eager_us=(i + 1) * b + 3.0,
-                         kernel_graph_us=2.0 + i) for w, b, n in rows
+    return stages, [{"workload": w, "bs": b, "tokens": n, "stage": s, "eager_us": (i + 1) * b + 3.0,
+                         "kernel_graph_us": 2.0 + i} for w, b, n in rows
                     for i, s in enumerate(stages)]
 
 

@@ -1,12 +1,11 @@
 """The seed's stages 0-2 and SGLang's loop replayed: the fill contract against ``reference``,
 and the journey table's arithmetic."""
-import nsa_kernels as nk  # noqa: F401  (first: interpreter on CPU-only machines)
-
 import pytest
 import torch
 from hypothesis import given
 from nsa_testing import describe, examples, fill_inputs
 
+import nsa_kernels as nk
 from nsa_kernels.bench import checks
 from nsa_kernels.bench.harness import measure_group
 from nsa_kernels.bench.workloads import draft_extend
@@ -64,7 +63,7 @@ def test_validation_call_checks_and_writes_nothing():
 
 def test_seed_entries_measure_as_named_records():
     workload = draft_extend(4, seed=2)
-    settings = dict(iters=2, warmup=1, graph_calls=2)
+    settings = {"iters": 2, "warmup": 1, "graph_calls": 2}
     records = measure_group(seed.seed_entries(workload), workload, settings)
     assert [r["stage"] for r in records] == FILLS + ["validation"]
     for r in records:

@@ -36,7 +36,7 @@ def stage_call(name, workload):
         return hot, None
     ends = torch.cumsum(workload.extend_seq_lens, 0)
     n = workload.n_tokens
-    kernel = lambda: launcher(ends, workload.seq_lens, workload.topk, out_expanded, out_cache, n)  # noqa: E731
+    kernel = lambda: launcher(ends, workload.seq_lens, workload.topk, out_expanded, out_cache, n)
     return hot, kernel
 
 
@@ -46,5 +46,5 @@ def run_stages(workload, settings, names=None, floor=True, extra=()):
     for name in names or STAGES:
         check_against_reference(STAGES[name], workload)
         hot, kernel = stage_call(name, workload)
-        entries.append(dict(name=name, fn=hot, capturable=STAGES[name].capturable, kernel_fn=kernel))
+        entries.append({"name": name, "fn": hot, "capturable": STAGES[name].capturable, "kernel_fn": kernel})
     return measure_group(entries + list(extra), workload, settings)

@@ -66,12 +66,12 @@ def prefill(n_tokens, n_requests=4, seed=0, device=DEVICE, topk=TOPK, dtype=torc
 
 #: What each profile measures. ``quick`` is sized for the interpreter on a 2-core CPU.
 PROFILES = {
-    "quick": dict(draft_bs=[1, 8, 32], prefill_tokens=[2048], scaling_bs=[1, 8, 32, 128],
-                  scaling_tokens=[1024, 4096], iters=5, warmup=1, graph_calls=16),
-    "full": dict(draft_bs=[1, 8, 32, 128, 512], prefill_tokens=[4096, 16384],
-                 scaling_bs=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
-                 scaling_tokens=[1024, 4096, 16384, 65536, 131072], iters=200, warmup=20,
-                 graph_calls=16),
+    "quick": {"draft_bs": [1, 8, 32], "prefill_tokens": [2048], "scaling_bs": [1, 8, 32, 128],
+              "scaling_tokens": [1024, 4096], "iters": 5, "warmup": 1, "graph_calls": 16},
+    "full": {"draft_bs": [1, 8, 32, 128, 512], "prefill_tokens": [4096, 16384],
+             "scaling_bs": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096],
+             "scaling_tokens": [1024, 4096, 16384, 65536, 131072], "iters": 200, "warmup": 20,
+             "graph_calls": 16},
 }
 
 

@@ -129,10 +129,10 @@ def seed_entries(workload):
     entries = []
     for name, fill in SEED_FILLS.items():
         args = workload.args(*workload.buffers())
-        entries.append(dict(name=name, fn=lambda fill=fill, args=args: fill(*args),
-                            capturable=False))
-    entries.append(dict(name="validation", fn=validation_call(*workload.args(*workload.buffers())),
-                        capturable=False))
+        entries.append({"name": name, "fn": lambda fill=fill, args=args: fill(*args),
+                            "capturable": False})
+    entries.append({"name": "validation", "fn": validation_call(*workload.args(*workload.buffers())),
+                        "capturable": False})
     return entries
 
 
@@ -148,10 +148,10 @@ def journey_rows(by, bs, workload="draft_extend", tolerance=0.10):
         seed_us = by[(seed_name, workload, bs)]["eager_us"]
         ours_us = by[(ours_name, workload, bs)]["eager_us"]
         residual = ours_us / (seed_us + check) - 1
-        rows.append(dict(seed_stage=seed_name, ours=ours_name,
-                         published_us=SEED_PUBLISHED_MS[seed_name] * 1e3, seed_us=seed_us,
-                         validation_us=check, ours_us=ours_us, sum_residual=residual,
-                         sum_ok=abs(residual) <= tolerance))
+        rows.append({"seed_stage": seed_name, "ours": ours_name,
+                         "published_us": SEED_PUBLISHED_MS[seed_name] * 1e3, "seed_us": seed_us,
+                         "validation_us": check, "ours_us": ours_us, "sum_residual": residual,
+                         "sum_ok": abs(residual) <= tolerance})
     return rows
 
 
@@ -160,7 +160,7 @@ def faithful_baseline_target(by, bs, workload="draft_extend", tolerance=0.05):
     seed_us = by[("seed_python_baseline", workload, bs)]["eager_us"]
     loop_us = by[("sglang_loop", workload, bs)]["eager_us"]
     ratio = seed_us / loop_us
-    return dict(target=f"seed_python_baseline within {tolerance:.0%} of sglang_loop "
+    return {"target": f"seed_python_baseline within {tolerance:.0%} of sglang_loop "
                        f"(eager, draft extend bs={bs}, same run)",
-                measured=f"{fmt_ratio(ratio)} ({fmt_us(seed_us)} vs {fmt_us(loop_us)})",
-                met=abs(ratio - 1) <= tolerance, ratio=ratio)
+                "measured": f"{fmt_ratio(ratio)} ({fmt_us(seed_us)} vs {fmt_us(loop_us)})",
+                "met": abs(ratio - 1) <= tolerance, "ratio": ratio}
