@@ -120,3 +120,22 @@ def test_notebook_check_fill_catches_a_write_outside_the_buffer():
     ext, seq = lengths([2, 1], [5, 9])
     with pytest.raises(AssertionError, match="canary margin"):
         checks.check_fill(writes_past_the_view, [("two requests", ext, seq, 2048)], slack=0)
+
+
+def test_sync_debug_mode_silences_only_torchs_prototype_note(monkeypatch):
+    import warnings
+
+    modes = []
+
+    def fake_set_sync_debug_mode(mode):  # what torch does on a GPU: note once, then switch
+        warnings.warn("Synchronization debug mode is a prototype feature and does not yet detect "
+                      "all synchronizing operations", UserWarning, stacklevel=2)
+        modes.append(mode)
+
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", fake_set_sync_debug_mode)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with checks.sync_debug_mode("warn"):
+            warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
+    assert modes == ["warn", "default"]
+    assert [str(w.message) for w in caught] == ["called a synchronizing CUDA operation"]

@@ -1,4 +1,7 @@
 """Correctness checks the notebooks show: random and edge inputs against ``reference``."""
+import contextlib
+import warnings
+
 import torch
 
 from .. import testing
@@ -46,6 +49,27 @@ def check_fill(fill, cases, slack=5):
             raise AssertionError(f"{name}: {exc}") from None
         rows.append([name, len(ext), n, "equal; tail and margins untouched"])
     return rows
+
+
+@contextlib.contextmanager
+def sync_debug_mode(mode="error"):
+    """``torch.cuda.set_sync_debug_mode(mode)`` inside the block, ``default`` after (GPU only).
+
+    Torch warns once per process that the mode "is a prototype feature"; that note is silenced
+    here, where the mode is switched, and only that one: the warnings the mode exists to raise
+    (``mode="warn"``) still reach the caller.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype",
+                                category=UserWarning)
+        torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Synchronization debug mode is a prototype",
+                                    category=UserWarning)
+            torch.cuda.set_sync_debug_mode("default")
 
 
 def pipeline_inputs(workload, width, seed=0, device=DEVICE):
