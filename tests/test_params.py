@@ -132,3 +132,33 @@ def test_notebook_is_clean_and_checks_its_parameters(name):
     text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "(issue" not in text.lower(), f"{name}: a heading names an issue"
     assert "kernel[grid](" not in text, f"{name}: markdown renders kernel[grid](...) as a link"
+
+
+def test_papermill_run_with_a_list_parameter_writes_outside_the_notebook_folder(tmp_path):
+    """The reported failure, end to end: ``papermill ... -p batch_sizes '[1, 64]'`` from the
+    notebook's folder, no results_dir; the notebook sees ints and writes under reports/."""
+    import nbformat
+    import papermill
+
+    nb = nbformat.v4.new_notebook(metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"}})
+    params_cell = nbformat.v4.new_code_cell(
+        'profile = "quick"  # run profile\nbatch_sizes = None  # batch sizes\niters = None  # calls\n'
+        'seed = 0  # seed\nresults_dir = None  # output folder')
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells = [params_cell, nbformat.v4.new_code_cell(
+        "from nsa_kernels.bench.params import notebook_params\n"
+        "p = notebook_params(profile=profile, batch_sizes=batch_sizes, iters=iters, seed=seed, "
+        "results_dir=results_dir)\n"
+        "assert p.batch_sizes == [1, 64] and p.settings['draft_bs'] == [1, 64], p\n"
+        "assert sum(p.batch_sizes) == 65\n"
+        "print(p.results_dir)")]
+    source = tmp_path / "probe.ipynb"
+    nbformat.write(nb, source)
+    out = papermill.execute_notebook(str(source), str(tmp_path / "out.ipynb"), cwd=str(tmp_path),
+                                     parameters={"batch_sizes": papermill_typed("[1, 64]")},
+                                     kernel_name="python3", progress_bar=False)
+    printed = "".join(o.get("text", "") for o in out.cells[-1].outputs).strip()
+    assert printed == str(INTERACTIVE_DIR)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb", "probe.ipynb"]
