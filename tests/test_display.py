@@ -139,3 +139,19 @@ def test_sync_debug_mode_silences_only_torchs_prototype_note(monkeypatch):
             warnings.warn("called a synchronizing CUDA operation", UserWarning, stacklevel=1)
     assert modes == ["warn", "default"]
     assert [str(w.message) for w in caught] == ["called a synchronizing CUDA operation"]
+
+
+def test_config_sweep_ticks_are_plain_and_do_not_collide():
+    configs = [f"{block}/{warps}" for block in (64, 128, 256, 512, 1024, 2048) for warps in (1, 2, 4, 8)]
+    records = [{"workload": w, "tokens": n, "autotuned_us": 2.5,
+                "fixed_us": {c: 2.0 + i * n / 4096 for i, c in enumerate(configs)}}
+               for w, n in (("draft_extend", 96), ("prefill", 65536))]
+    fig = plots.config_sweep(records)
+    ax = fig.axes[0]
+    renderer = _draw(fig)
+    assert [t.get_text() for t in ax.get_xticklabels()] == configs
+    assert not _overlaps(ax.get_xticklabels(), renderer)
+    ticks = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert ticks and all("^" not in t and "$" not in t for t in ticks), ticks
+    assert "autotuned 2.50 µs" in ax.get_legend().get_texts()[0].get_text()
+    matplotlib.pyplot.close(fig)

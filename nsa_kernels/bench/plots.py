@@ -6,6 +6,7 @@ Axes say what was measured in words (``METRIC_LABELS``), log axes carry plain nu
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
+from .display import fmt_us
 from .harness import ON_GPU
 
 TIMING = "GPU" if ON_GPU else "Triton interpreter on CPU, not GPU speed"
@@ -46,10 +47,14 @@ def _title(title):
     return title if ON_GPU else f"{title}\n(Triton interpreter timings: not GPU speed)"
 
 
+def _plain_number(value, _position=None):
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
+
+
 def _plain_log_axis(axis, base=10):
     """Ticks at 1, 2, 5 x powers of ``base`` written as plain numbers, no minor labels."""
     axis.set_major_locator(LogLocator(base=base, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_major_formatter(FuncFormatter(_plain_number))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -130,5 +135,30 @@ def stacked_breakdown(rows, title):
     ax.set_title(_title(title))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def config_sweep(tuning_records, title="Every fixed config against the autotuned choice, per size"):
+    """One line per size: each fixed config's time; the legend gives the autotuned time.
+
+    ``tuning_records``: dicts with ``workload``, ``tokens``, ``autotuned_us`` and ``fixed_us``
+    (``{"BLOCK_SIZE/num_warps": µs}``), as notebook 04 builds them.
+    """
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    labels = list(tuning_records[0]["fixed_us"]) if tuning_records else []
+    for rec in tuning_records:
+        ax.plot(range(len(labels)), [rec["fixed_us"][label] for label in labels], marker="o",
+                alpha=0.8, label=f"{WORKLOAD_LABELS.get(rec['workload'], rec['workload'])}, "
+                                 f"N={rec['tokens']:,} (autotuned {fmt_us(rec['autotuned_us'])})")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=90)
+    ax.set_yscale("log")
+    _plain_log_axis(ax.yaxis)
+    ax.set_xlabel("fixed config (BLOCK_SIZE / num_warps)")
+    ax.set_ylabel(metric_label("kernel_graph_us"))
+    ax.set_title(_title(title))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
