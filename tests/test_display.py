@@ -155,3 +155,17 @@ def test_config_sweep_ticks_are_plain_and_do_not_collide():
     assert ticks and all("^" not in t and "$" not in t for t in ticks), ticks
     assert "autotuned 2.50 µs" in ax.get_legend().get_texts()[0].get_text()
     matplotlib.pyplot.close(fig)
+
+
+def test_seed_journey_stacks_validation_on_the_seed_work():
+    rows = [{"seed_stage": f"seed_{i}", "ours": f"ours_{i}", "published_us": 150.0 / (i + 1),
+             "seed_us": 600.0 / (i + 1), "validation_us": 30.0, "ours_us": 630.0 / (i + 1)}
+            for i in range(3)]
+    fig = plots.seed_journey(rows, "seed table")
+    ax = fig.axes[0]
+    renderer = _draw(fig)
+    assert not _overlaps(ax.get_xticklabels(), renderer)
+    stacked = [p for p in ax.patches if p.get_y() > 0]  # the validation bars sit on the seed's work
+    assert [p.get_y() for p in stacked] == [r["seed_us"] for r in rows]
+    assert [p.get_height() for p in stacked] == [30.0] * 3
+    matplotlib.pyplot.close(fig)

@@ -162,3 +162,32 @@ def config_sweep(tuning_records, title="Every fixed config against the autotuned
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     return fig
+
+
+def seed_journey(rows, title):
+    """The seed's table as bars: per seed stage, its published time, the seed's work measured
+    with our validation stacked on top, and our stage measured.
+
+    ``rows``: ``peers.seed.journey_rows``. Ours should reach the top of the stacked bar.
+    """
+    fig, ax = plt.subplots(figsize=(10, 5))
+    x = range(len(rows))
+    width = 0.26
+    ax.bar([i - width for i in x], [r["published_us"] for r in rows], width, color="#bbbbbb",
+           label="seed write-up, published (its machine)")
+    seed_work = [r["seed_us"] for r in rows]
+    ax.bar(x, seed_work, width, color=stage_color("seed_python_baseline"),
+           label="seed's work, this run")
+    ax.bar(x, [r["validation_us"] for r in rows], width, bottom=seed_work,
+           color=stage_color("validation"), label="+ our validation, this run")
+    ax.bar([i + width for i in x], [r["ours_us"] for r in rows], width,
+           color=stage_color("triton_inplace"), label="our stage, this run")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([f"{r['seed_stage']}\nours: {r['ours']}" for r in rows])
+    ax.yaxis.set_major_formatter(FuncFormatter(_plain_number))
+    ax.set_ylabel(metric_label("eager_us"))
+    ax.set_title(_title(title))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    return fig
