@@ -110,7 +110,8 @@ def scaling(records, stages, x_key="bs", metric="eager_us", title=None, marks=()
     for x, label in marks:
         ax.axvline(x, color="grey", linestyle="--", alpha=0.6)
         ax.annotate(label, (x, 0.98), xycoords=("data", "axes fraction"), rotation=90,
-                    va="top", ha="right", fontsize=10)
+                    va="top", ha="right", fontsize=10,
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
     ax.set_xlabel(X_LABELS.get(x_key, x_key))
     ax.set_ylabel(metric_label(metric))
     ax.set_title(_title(title or f"{METRIC_LABELS.get(metric, metric)} versus "
