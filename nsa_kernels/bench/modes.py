@@ -680,7 +680,12 @@ def run(points_, peers, timing, bandwidth, measure, progress=None, ours=None):
     before the next is allocated (the largest page tables are 2 GiB each)."""
     records, checks = [], {}
     for i, point in enumerate(points_):
-        recs, chk = run_point(point, peers, timing, bandwidth, measure, ours=ours)
+        try:
+            recs, chk = run_point(point, peers, timing, bandwidth, measure, ours=ours)
+        except Exception as exc:  # e.g. out of memory: recorded, the sweep goes on
+            recs = [record(point, stage_name("ours", point.workload), None, None, "", None,
+                           "point failed: " + _reason(exc))]
+            chk = {}
         records += recs
         checks[point.name] = chk
         if torch.cuda.is_available() and not INTERPRET:
