@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nsa_kernels  # noqa: E402,F401  (first: picks the interpreter on CPU-only machines)
-from nsa_kernels.bench import harness, modes, results  # noqa: E402
-from nsa_kernels.bench import modes_report as report  # noqa: E402
+import nsa_kernels  # noqa: F401  (first: picks the interpreter on CPU-only machines)
+from nsa_kernels.bench import harness, modes, results
+from nsa_kernels.bench import modes_report as report
 
 
 def parse_args():

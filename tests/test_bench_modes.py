@@ -14,7 +14,6 @@ import torch
 import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
 from nsa_kernels.bench import harness, modes
 
-
 # --------------------------------------------------------------------------- the stand-in
 
 def _write_rows(req_to_token, req, kv, out_row, page_table_1, real_page_table, page):
@@ -91,7 +90,7 @@ def standin_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_tok
 STANDIN = {"decode": standin_decode, "target_verify": standin_verify,
            "draft_extend_static": standin_draft_extend, "draft_extend_varlen": standin_draft_extend}
 NO_PEERS = SimpleNamespace(sglang=None, vllm=None, notes={"sglang": "test", "vllm": "test"})
-TIMING = dict(rounds=1, graph_calls=1, eager=1)
+TIMING = {"rounds": 1, "graph_calls": 1, "eager": 1}
 POINTS = [modes.Point("decode", 3, 256, 1, "page_table_1"), modes.Point("decode", 2, 256, 1, "real_only"),
           modes.Point("target_verify", 2, 256, 2), modes.Point("draft_extend_static", 2, 256, 4),
           modes.Point("draft_extend_varlen", 3, 256, 4)]
@@ -225,7 +224,8 @@ def test_run_point_records_schema_floor_and_ratios():
     point = POINTS[2]
 
     def fake_measure(entries, rounds, graph_calls, eager, graph=True):
-        return {name: {"graph_us": 2.0 if name == "empty_kernel" else 4.0, "eager_us": 9.0,
+        return {name: {"graph_us": 2.0 if name == "empty_kernel" else 4.0,
+                       "eager_us": 2.0 if name == "empty_kernel" else 4.0,
                        "note": None} for name in entries}
     records, checks = modes.run_point(point, NO_PEERS, TIMING, bandwidth=1.0,
                                       measure=fake_measure, ours=STANDIN[point.workload])
@@ -266,10 +266,46 @@ def test_run_point_refuses_to_time_a_wrong_kernel():
 
 def test_finish_point_uses_sglang_and_the_larger_floor():
     p = modes.Point("decode", 1, 256, 1, "page_table_1")
-    recs = [modes.record(p, s, t, None, "", 0) for s, t in
+    recs = [dict(modes.record(p, s, t, 100.0 * t, "", 0), interpreter=False) for s, t in
             (("nsa_decode", 3.0), ("sglang_decode", 6.0), ("empty_kernel", 2.5), ("bandwidth_floor", 1.0))]
     modes.finish_point(recs)
     assert recs[0]["vs_sglang"] == 2.0 and recs[0]["floor_us"] == 2.5 and recs[0]["vs_floor"] == 1.2
+    # interpreter records have no graph time: their ratios come from eager (interpreter) times
+    for r in recs:
+        r["interpreter"], r["graph_us"] = True, None
+    modes.finish_point(recs)
+    assert recs[0]["floor_us"] == 250.0 and recs[0]["vs_sglang"] == 2.0
+
+
+def _gpu_point_records(point, ours, sglang, empty, bandwidth, vllm=None):
+    stages = [("nsa_" + point.workload, ours), ("sglang_" + point.workload, sglang),
+              ("empty_kernel", empty), ("bandwidth_floor", bandwidth)] + ([("vllm_indexer", vllm)] if vllm else [])
+    recs = [dict(modes.record(point, s, None if point.workload == "extend" else t, t, "", 0),
+                 interpreter=False) for s, t in stages]
+    return modes.finish_point(recs)
+
+
+def test_targets_report_each_miss_with_its_measurement():
+    from nsa_kernels.bench import modes_report as report
+    recs = (_gpu_point_records(modes.Point("decode", 8, 131072, 1, "page_table_1"), 4.1, 3.9, 2.9, 1.0)
+            + _gpu_point_records(modes.Point("target_verify", 256, 8192, 2), 10.0, 30.0, 3.0, 9.0, vllm=12.0)
+            + _gpu_point_records(modes.Point("extend", 32, 8192, 0), 50.0, 1500.0, 10.0, 5.0))
+    by_name = {name: (ok, summary, misses) for name, ok, summary, misses in report.targets(recs)}
+    ok, summary, misses = by_name[report.TARGETS[0]]
+    assert ok is False and summary == "1 of 2 points meet it"
+    assert misses == [("decode page_table_1 bs 8 width 131072: ours 4.10 µs SGLang 3.90 µs "
+                       "floor: empty 2.90 µs, bandwidth 1.00 µs")]
+    assert by_name[report.TARGETS[1]][0] is True          # 3x at bs 256
+    ok, _, misses = by_name[report.TARGETS[2]]             # 4.1 > 1.3 x 2.9; 10 <= 1.3 x 9
+    assert ok is False and [m.split(":")[0] for m in misses] == ["decode page_table_1 bs 8 width 131072",
+                                                                 "extend bs 32 width 8192"]
+    assert by_name[report.TARGETS[3]][0] is True and by_name[report.TARGETS[4]][0] is True
+    rows = {(r["mode"], r["bs"]): r for r in report.ratio_rows(recs)}
+    assert rows[("target_verify next_n=2", 256)]["vs_vllm"] == 1.2
+    where = report.where_time_goes(recs)
+    assert where[8]["launch"] == 1 and where[256]["bandwidth"] == 1
+    interp = [dict(r, interpreter=True) for r in recs]
+    assert all(ok is None for _, ok, _, _ in report.targets(interp))
 
 
 def test_measure_interleaved_on_the_interpreter():

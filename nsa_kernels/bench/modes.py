@@ -441,9 +441,7 @@ def copy_bandwidth(measure_us, n_bytes=1 << 30, device=DEVICE):
     (a function of a zero-arg callable -> µs per call) on a ``n_bytes`` copy."""
     src = torch.empty(n_bytes // 4, dtype=torch.int32, device=device).fill_(1)
     dst = torch.empty_like(src)
-    us = measure_us(lambda: dst.copy_(src))
-    del src, dst
-    return 2 * n_bytes / us
+    return 2 * n_bytes / measure_us(lambda: dst.copy_(src))
 
 
 # --------------------------------------------------------------------------- profiles and records
@@ -501,8 +499,10 @@ def record(point, stage, graph_us, eager_us, config, n_bytes, note=None):
 def finish_point(records):
     """Add ``floor_us`` (max of the empty kernel and the bandwidth floor), ``vs_sglang``
     (SGLang time / this time: > 1 means faster than SGLang) and ``vs_floor`` (this / floor) to
-    the records of one point, on graph time (eager time for extend)."""
-    key = "eager_us" if records and records[0]["workload"] == "extend" else "graph_us"
+    the records of one point, on graph time (eager time for extend, and under the interpreter,
+    where there are no graphs: interpreter ratios, not GPU ones)."""
+    eager = records and (records[0]["workload"] == "extend" or records[0].get("interpreter"))
+    key = "eager_us" if eager else "graph_us"
     by_stage = {r["stage"]: r for r in records}
     empty = by_stage.get("empty_kernel", {}).get(key)
     bandwidth = by_stage.get("bandwidth_floor", {}).get(key)

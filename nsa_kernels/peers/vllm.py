@@ -35,7 +35,7 @@ PRODUCTION_CONFIG = (f"vLLM {VERSION} DSA indexer decode metadata (supports_varl
                      "v1/attention/backends/mla/indexer.py): grid = max(num_decodes, num_tokens + "
                      "cdiv(capacity - num_tokens, 256)), BLOCK_COLS = block-table width, num_warps=4")
 
-__all__ = ["PeerUnavailable", "load", "decode_metadata_call", "PRODUCTION_CONFIG"]
+__all__ = ["PRODUCTION_CONFIG", "PeerUnavailable", "decode_metadata_call", "load"]
 
 
 def _candidates():
