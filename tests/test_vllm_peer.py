@@ -5,6 +5,7 @@ vLLM's ``_indexer_decode_metadata_kernel`` does not run under Triton's interpret
 ``valid & (cols < BLOCK_COLS)`` mask mixes a scalar and a block: "mask has unsupported dtype"),
 so the equality test needs a GPU.
 """
+import os
 import shutil
 import sys
 import zipfile
@@ -116,14 +117,15 @@ def test_no_gpu_is_refused_with_the_reason(isolated):
                                    modes.Point("draft_extend_varlen", 9, 8192, 4)],
                          ids=lambda p: p.name)
 def test_vllm_outputs_equal_the_reference_on_live_regions(point, tmp_path, monkeypatch):
-    if not EXTRACTED.is_file() and not REPO_WHEELS:
-        pytest.skip("no vLLM copy")
-    if EXTRACTED.is_file():
+    if EXTRACTED.is_file() and not os.environ.get("NSA_VLLM_PATH"):
         target = tmp_path / vllm_peer.FILE
         target.parent.mkdir(parents=True)
         shutil.copy(EXTRACTED, target)
         monkeypatch.setenv("NSA_VLLM_PATH", str(tmp_path))
-    peer = vllm_peer.load()
+    try:
+        peer = vllm_peer.load()
+    except vllm_peer.PeerUnavailable as exc:
+        pytest.skip(str(exc))
     inputs = modes.make_inputs(point)
     view, out = modes.vllm_inputs(point, inputs), modes.vllm_buffers(point)
     vllm_peer.decode_metadata_call(peer, view.query_start_loc, view.seq_lens, view.block_table,
