@@ -489,11 +489,12 @@ def settings(profile, rounds=None, graph_calls=None):
 
 
 def record(point, stage, graph_us, eager_us, config, n_bytes, note=None):
-    """A results record with the issue's schema plus ``config``, ``variant``, ``bytes``."""
+    """A results record with the issue's schema plus ``config``, ``variant``, ``bytes`` (and the
+    report's common keys: ``tokens``, ``throughput_us`` (not measured here), ``interpreter``)."""
     return {"workload": point.workload, "stage": stage, "bs": point.bs, "width": point.width,
             "next_n": point.next_n, "variant": point.variant, "graph_us": graph_us,
-            "eager_us": eager_us, "config": config, "bytes": n_bytes, "note": note,
-            "interpreter": INTERPRET, "tokens": None}
+            "eager_us": eager_us, "throughput_us": None, "config": config, "bytes": n_bytes,
+            "note": note, "interpreter": INTERPRET, "tokens": None}
 
 
 def finish_point(records):
