@@ -114,6 +114,21 @@ def main():
             print(f"              {miss}")
         if len(misses) > 8:
             print(f"              ... and {len(misses) - 8} more")
+    print("\nLIVE-REGION CHECKS (each call against the plain reference, before timing)")
+    passed = {}
+    for per_stage in all_checks.values():
+        for stage in per_stage:
+            passed[stage] = passed.get(stage, 0) + 1
+    print("  passed: " + ", ".join(f"{stage} {n}" for stage, n in sorted(passed.items())))
+    wrong = [r for r in records_so_far if r.get("note") and "differs" in r["note"]]
+    for r in wrong:
+        print(f"  FAIL {r['stage']} bs {r['bs']} width {r['width']} next_n {r['next_n']}: {r['note'][:200]}")
+    if wrong:
+        print(f"  FAIL: {len(wrong)} calls differ from the reference (not timed)")
+    elif not passed:
+        print("  NOT CHECKED: no call ran (see the notes above)")
+    else:
+        print(f"  PASS: all {sum(passed.values())} checked calls wrote exactly the reference on their live regions")
     print("\nWHERE THE TIME GOES (points per binding floor, median ours / floor)")
     for bs, entry in report.where_time_goes(records_so_far).items():
         print(f"  bs {bs:5d}: launch-bound {entry['launch']:3d}, bandwidth-bound {entry['bandwidth']:3d}, "
@@ -127,7 +142,8 @@ def main():
                                     "records": records_so_far, "checks": all_checks},
                                    indent=1, default=str))
         print(f"wrote {path}")
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -294,7 +294,11 @@ def test_targets_report_each_miss_with_its_measurement():
     ok, summary, misses = by_name[report.TARGETS[0]]
     assert ok is False and summary == "1 of 2 points meet it"
     assert misses == [("decode page_table_1 bs 8 width 131072: ours 4.10 µs SGLang 3.90 µs "
-                       "floor: empty 2.90 µs, bandwidth 1.00 µs")]
+                       "floor: empty 2.90 µs, bandwidth 1.00 µs "
+                       "[launch-bound: ours is +1.20 µs over the empty kernel]")]
+    assert "[bandwidth-bound: ours moves its bytes at 90% of the copy bandwidth]" in \
+        report.explain(("target_verify", 2, "", 256, 8192),
+                       report.group_points(recs)[("target_verify", 2, "", 256, 8192)])
     assert by_name[report.TARGETS[1]][0] is True          # 3x at bs 256
     ok, _, misses = by_name[report.TARGETS[2]]             # 4.1 > 1.3 x 2.9; 10 <= 1.3 x 9
     assert ok is False and [m.split(":")[0] for m in misses] == ["decode page_table_1 bs 8 width 131072",

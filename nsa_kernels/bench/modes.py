@@ -481,8 +481,14 @@ def points(profile, batch_sizes=None, widths=None, workloads=WORKLOADS, seed=0, 
 
 
 def settings(profile, rounds=None, graph_calls=None):
-    """Timing settings. full: ~230 graph points x 4 entries; 15 rounds x 8 calls per replay keep
-    the sweep within about 4 minutes on an H100 (most of it is compiling and allocating)."""
+    """Timing settings.
+
+    full: 231 graph points (7 configurations x 11 bs x 3 widths) + 21 extend points, each with
+    up to 4 timed entries (ours, SGLang, vLLM, empty kernel): 5 eager calls + a capture of 2 + 8
+    calls + 15 rounds x 8 replayed calls = ~135 calls per entry, ~125k calls in all. Most are a
+    few µs; the ~60 points with bs >= 256 at the wide tables take 0.05-1 ms per call (~10 s in
+    all). Compiling (SGLang's kernels specialise on bs: ~80 variants) and allocating dominate:
+    about 2-3 minutes on an H100, within the ~4 minute budget."""
     if profile == "quick":
         return dict(rounds=rounds or 3, graph_calls=graph_calls or 1, eager=3)
     return dict(rounds=rounds or 15, graph_calls=graph_calls or 8, eager=5)

@@ -69,6 +69,12 @@ def explain(key, stages):
         parts.append(f"vLLM {_fmt(time_of(vllm))} µs")
     e, b = (time_of(empty) if empty else None), (time_of(band) if band else None)
     parts.append(f"floor: empty {_fmt(e)} µs, bandwidth {_fmt(b)} µs")
+    mine = time_of(ours) if ours else None
+    if mine and e and b:
+        if b > e:  # bandwidth-bound: how much of the copy bandwidth ours reaches
+            parts.append(f"[bandwidth-bound: ours moves its bytes at {100 * b / mine:.0f}% of the copy bandwidth]")
+        else:
+            parts.append(f"[launch-bound: ours is {mine - e:+.2f} µs over the empty kernel]")
     if ours and ours.get("note"):
         parts.append(f"({ours['note']})")
     return " ".join(parts)
