@@ -6,6 +6,8 @@ Python loop with SGLang 0.5.23's signatures and write contract (live prefixes on
 TEST STAND-IN, never measured as ours; it also cross-checks ``modes.reference_outputs``, which
 is written with vectorised torch ops.
 """
+import types
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -94,6 +96,83 @@ TIMING = {"rounds": 1, "graph_calls": 1, "eager": 1}
 POINTS = [modes.Point("decode", 3, 256, 1, "page_table_1"), modes.Point("decode", 2, 256, 1, "real_only"),
           modes.Point("target_verify", 2, 256, 2), modes.Point("draft_extend_static", 2, 256, 4),
           modes.Point("draft_extend_varlen", 3, 256, 4)]
+
+
+# --------------------------------------------------------------------------- peers on the CPU
+
+@pytest.fixture
+def interpreter_scalar_masks(monkeypatch):
+    """TEST SHIM for Triton 3.9's interpreter, which rejects a masked load or store whose mask
+    is a scalar (``mask=row < bs``, as SGLang's and vLLM's kernels write): "mask has unsupported
+    dtype". Broadcasting the mask to the pointers' shape is what the compiler does on a GPU.
+    Installed for one test only (monkeypatch restores the builder)."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    if not nk.INTERPRET:
+        return
+    builder = interpreter.InterpreterBuilder
+    load, store = builder.create_masked_load, builder.create_masked_store
+
+    def broadcast(mask, ptrs):
+        data = np.broadcast_to(np.asarray(mask.data).astype(bool), np.shape(ptrs.data)).copy()
+        return interpreter.TensorHandle(data, mask.dtype)
+
+    monkeypatch.setattr(builder, "create_masked_load",
+                        lambda self, ptrs, mask, other, *a: load(self, ptrs, broadcast(mask, ptrs), other, *a))
+    monkeypatch.setattr(builder, "create_masked_store",
+                        lambda self, ptrs, value, mask, *a: store(self, ptrs, value, broadcast(mask, ptrs), *a))
+
+
+def sglang_metadata_without_asserts():
+    """SGLang 0.5.23's ``dsa/metadata.py`` compiled with asserts stripped (``optimize=1``): its
+    launchers assert CUDA tensors, which is all that keeps them off the interpreter. A test-only
+    load; the benchmark uses ``nsa_kernels.peers.sglang.load()``."""
+    import os
+
+    from nsa_kernels.peers import sglang as sglang_peer
+
+    wheels = sorted(Path("/work/main/.peers").glob("sglang-*.whl"))
+    saved = os.environ.get("NSA_SGLANG_PATH")
+    if not saved and wheels:
+        os.environ["NSA_SGLANG_PATH"] = str(wheels[0])
+    try:
+        folder, _ = sglang_peer._source_folder()
+    except sglang_peer.PeerUnavailable as exc:
+        pytest.skip(str(exc))
+    finally:
+        if saved is None:
+            os.environ.pop("NSA_SGLANG_PATH", None)
+    path = folder / sglang_peer.FILES["metadata"]
+    module = types.ModuleType("nsa_test_sglang_metadata")
+    module.__file__ = str(path)
+    exec(compile(path.read_text(), str(path), "exec", optimize=1), module.__dict__)
+    return SimpleNamespace(metadata=module)
+
+
+@pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
+def test_sglang_production_call_matches_the_reference(point, interpreter_scalar_masks):
+    """SGLang's real kernels, called through our call builder with its production arguments,
+    write exactly the reference on every live region (under the interpreter here)."""
+    peer = sglang_metadata_without_asserts()
+    inputs = modes.make_inputs(point)
+    buffers = modes.allocate_buffers(point, inputs)
+    modes.bind_call(modes.sglang_function(peer, point.workload), point, inputs, buffers)()
+    counts = modes.check_live(point, modes.reference_outputs(point, inputs),
+                              modes.buffer_outputs(point, buffers), "sglang")
+    assert counts["real_page_table"] > 0 and counts["dsa_cu_seqlens_k"] == inputs.total_len + 1
+
+
+def test_run_point_times_sglang_after_checking_it(interpreter_scalar_masks):
+    point = POINTS[4]
+    peers = SimpleNamespace(sglang=sglang_metadata_without_asserts(), vllm=None, notes={"vllm": "test"})
+    records, checks = modes.run_point(point, peers, TIMING, 1e3, harness.measure_interleaved,
+                                      ours=STANDIN[point.workload])
+    by_stage = {r["stage"]: r for r in records}
+    assert {"nsa_draft_extend_varlen", "sglang_draft_extend_varlen"} <= set(checks)
+    assert by_stage["sglang_draft_extend_varlen"]["eager_us"] > 0
+    assert "static_extend_len=False" in by_stage["sglang_draft_extend_varlen"]["config"]
+    assert by_stage["nsa_draft_extend_varlen"]["vs_sglang"] is not None
 
 
 # --------------------------------------------------------------------------- workloads

@@ -1,9 +1,9 @@
 """vLLM 0.33.0 as a peer: the loader (wheel, folder, missing), the stand-in import, and output
-equality with the reference on a GPU.
+equality with the reference (expanded lengths, page-granular rows, token -> request).
 
-vLLM's ``_indexer_decode_metadata_kernel`` does not run under Triton's interpreter (its
-``valid & (cols < BLOCK_COLS)`` mask mixes a scalar and a block: "mask has unsupported dtype"),
-so the equality test needs a GPU.
+Triton 3.9's interpreter rejects the scalar masks of vLLM's ``_indexer_decode_metadata_kernel``
+("mask has unsupported dtype"); with the test shim ``interpreter_scalar_masks`` (from
+test_bench_modes) it runs on CPU tensors, so equality is checked here and again on a GPU.
 """
 import os
 import shutil
@@ -18,6 +18,7 @@ import torch
 import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
 from nsa_kernels.bench import harness, modes
 from nsa_kernels.peers import vllm as vllm_peer
+from test_bench_modes import interpreter_scalar_masks  # noqa: F401  (a fixture)
 
 EXTRACTED = Path("/work/peers_src/vllm/v1/attention/ops/metadata.py")
 REPO_WHEELS = sorted((Path(vllm_peer.REPO_ROOT) / ".peers").glob("vllm-*.whl"))
@@ -110,24 +111,28 @@ def test_no_gpu_is_refused_with_the_reason(isolated):
         vllm_peer.load()
 
 
-@pytest.mark.skipif(not harness.ON_GPU, reason="vLLM's kernel does not run under the interpreter")
-@pytest.mark.parametrize("point", [modes.Point("decode", 5, 8192, 1, "real_only"),
-                                   modes.Point("target_verify", 7, 8192, 4),
-                                   modes.Point("draft_extend_static", 3, 8192, 2),
-                                   modes.Point("draft_extend_varlen", 9, 8192, 4)],
+WIDTH = 8192 if harness.ON_GPU else 512
+
+
+@pytest.mark.parametrize("point", [modes.Point("decode", 5, WIDTH, 1, "real_only"),
+                                   modes.Point("target_verify", 7, WIDTH, 4),
+                                   modes.Point("draft_extend_static", 3, WIDTH, 2),
+                                   modes.Point("draft_extend_varlen", 9, WIDTH, 4)],
                          ids=lambda p: p.name)
-def test_vllm_outputs_equal_the_reference_on_live_regions(point, tmp_path, monkeypatch):
+def test_vllm_outputs_equal_the_reference_on_live_regions(point, tmp_path, monkeypatch,
+                                                           interpreter_scalar_masks):  # noqa: F811
     if EXTRACTED.is_file() and not os.environ.get("NSA_VLLM_PATH"):
         target = tmp_path / vllm_peer.FILE
         target.parent.mkdir(parents=True)
         shutil.copy(EXTRACTED, target)
         monkeypatch.setenv("NSA_VLLM_PATH", str(tmp_path))
     try:
-        peer = vllm_peer.load()
+        peer = vllm_peer.load(require_gpu=harness.ON_GPU)
     except vllm_peer.PeerUnavailable as exc:
         pytest.skip(str(exc))
     inputs = modes.make_inputs(point)
-    view, out = modes.vllm_inputs(point, inputs), modes.vllm_buffers(point)
+    view = modes.vllm_inputs(point, inputs)
+    out = modes.vllm_buffers(point, capacity=None if harness.ON_GPU else 300)
     vllm_peer.decode_metadata_call(peer, view.query_start_loc, view.seq_lens, view.block_table,
                                    out, point.bs, inputs.total_len)()
     counts = modes.check_live(point, modes.reference_outputs(point, inputs),
