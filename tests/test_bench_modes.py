@@ -412,3 +412,18 @@ def test_quick_sweep_runs_with_the_standin_on_the_interpreter():
     assert len(ours) == 7 and all(r["eager_us"] > 0 for r in ours)
     # checked and timed: the only note allowed is the interpreter's missing graph
     assert all(r["note"] is None or (not harness.ON_GPU and "no GPU" in r["note"]) for r in ours)
+
+
+def test_compare_extend_is_exact_over_the_same_keys():
+    a = {"seqlens_expanded": torch.tensor([3, 4], dtype=torch.int32), "indexer_ke": (torch.tensor([1]), torch.tensor([2])),
+         "page_table_1_flattened": None, "max_seqlen_k": 7}
+    same = {"seqlens_expanded": torch.tensor([3, 4], dtype=torch.int64), "indexer_ke": (torch.tensor([1]), torch.tensor([2])),
+            "page_table_1_flattened": None, "max_seqlen_k": 7}
+    assert modes.compare_extend(a, same) == sorted(a)
+    for key, value in (("seqlens_expanded", torch.tensor([3, 5])), ("indexer_ke", (torch.tensor([1]), torch.tensor([3]))),
+                       ("page_table_1_flattened", torch.tensor([0])), ("max_seqlen_k", 8),
+                       ("seqlens_expanded", torch.tensor([3, 4, 5]))):
+        with pytest.raises(AssertionError, match=key):
+            modes.compare_extend(a, dict(same, **{key: value}))
+    with pytest.raises(AssertionError, match="keys differ"):
+        modes.compare_extend(a, {k: v for k, v in same.items() if k != "max_seqlen_k"})

@@ -390,7 +390,10 @@ def compare_extend(ours, theirs, what="extend"):
         else:
             pairs = [(a, b)]
         for x, y in pairs:
-            if x.shape != y.shape or not torch.equal(x.to(torch.int64), y.to(torch.int64)):
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+                if x != y:
+                    raise AssertionError(f"{what}: {key} differs ({x!r} vs {y!r})")
+            elif x.shape != y.shape or not torch.equal(x.to(torch.int64), y.to(torch.int64)):
                 raise AssertionError(f"{what}: {key} differs (shapes {tuple(x.shape)} vs {tuple(y.shape)})")
     return sorted(ours)
 
