@@ -41,7 +41,7 @@ The bandwidth floor is those bytes over the device-to-device copy bandwidth (byt
 written) measured in the same run; a point's floor is the larger of it and the empty kernel.
 """
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
@@ -109,10 +109,9 @@ class Inputs:
     extend_seq_lens: torch.Tensor   # int32 [bs]: 1 (decode), next_n, or accept lengths
     kv_lens: torch.Tensor           # int64 [bs]: the kv each request's page-table rows cover
     total_len: int                  # expanded rows
-    extras: dict = field(default_factory=dict)
 
 
-def _generator(seed, device):
+def _generator(seed):
     gen = torch.Generator(device="cpu")
     gen.manual_seed(seed)
     return gen
@@ -140,7 +139,7 @@ def req_to_token_pool(rows, width, gen, device=DEVICE):
 def make_inputs(point, device=DEVICE):
     """Seeded inputs of ``point``; kv spread over [next_n, width]."""
     bs, width, next_n = point.bs, point.width, point.next_n
-    gen = _generator(point.seed * 1_000_003 + bs * 7919 + width + next_n, device)
+    gen = _generator(point.seed * 1_000_003 + bs * 7919 + width + next_n)
     pool_rows = bs + 1  # slot 0 kept free, as SGLang's req pool reserves it
     req_pool_indices = (torch.randperm(bs, generator=gen) + 1).to(device)
     ones = torch.ones(bs, dtype=torch.int32, device=device)
@@ -168,7 +167,7 @@ def extend_inputs(point, device=DEVICE, max_extend=256):
     """Prefill with cached prefixes: extend lengths 1..``max_extend``, prefixes spread so that
     prefix + extend stays within the width."""
     bs, width = point.bs, point.width
-    gen = _generator(point.seed * 1_000_003 + bs * 7919 + width, device)
+    gen = _generator(point.seed * 1_000_003 + bs * 7919 + width)
     extend = _randint(1, min(max_extend, width), bs, gen, "cpu")
     prefix = torch.stack([torch.randint(0, width - int(e) + 1, (1,), generator=gen)[0]
                           for e in extend]) if bs else extend
