@@ -172,7 +172,11 @@ def test_run_point_times_sglang_after_checking_it(interpreter_scalar_masks):
     assert {"nsa_draft_extend_varlen", "sglang_draft_extend_varlen"} <= set(checks)
     assert by_stage["sglang_draft_extend_varlen"]["eager_us"] > 0
     assert "static_extend_len=False" in by_stage["sglang_draft_extend_varlen"]["config"]
-    assert by_stage["nsa_draft_extend_varlen"]["vs_sglang"] is not None
+    if harness.ON_GPU:  # the stand-in reads lengths on the host: it cannot be captured
+        assert "not capturable" in by_stage["nsa_draft_extend_varlen"]["note"]
+        assert by_stage["sglang_draft_extend_varlen"]["graph_us"] > 0
+    else:
+        assert by_stage["nsa_draft_extend_varlen"]["vs_sglang"] is not None
 
 
 # --------------------------------------------------------------------------- workloads
@@ -185,7 +189,7 @@ def test_inputs_are_seeded_spread_and_page_consistent(point):
     assert a.req_to_token.dtype == torch.int32 and a.req_to_token.shape == (point.bs + 1, point.width)
     assert int(a.kv_lens.max()) == point.width  # one request at the width
     assert int(a.kv_lens.min()) >= 1 and sorted(a.req_pool_indices.tolist()) == list(range(1, point.bs + 1))
-    cols = torch.arange(point.width, dtype=torch.int32)
+    cols = torch.arange(point.width, dtype=torch.int32, device=a.req_to_token.device)
     assert torch.equal(a.req_to_token % modes.PAGE, (cols % modes.PAGE).expand_as(a.req_to_token))
     ext = a.extend_seq_lens.tolist()
     assert all(1 <= e <= point.next_n for e in ext) and a.total_len == sum(ext)
@@ -395,9 +399,10 @@ def test_measure_interleaved_on_the_interpreter():
     calls = []
     out = harness.measure_interleaved({"ok": lambda: calls.append(1), "bad": lambda: 1 / 0},
                                       rounds=2, graph_calls=1, eager=3)
-    assert out["ok"]["eager_us"] > 0 and len(calls) == 1 + 3
+    assert out["ok"]["eager_us"] > 0
     assert out["bad"]["eager_us"] is None and "ZeroDivisionError" in out["bad"]["note"]
-    if not harness.ON_GPU:
+    if not harness.ON_GPU:  # one warm-up call, three eager samples, no graph
+        assert len(calls) == 1 + 3
         assert out["ok"]["graph_us"] is None and "no GPU" in out["ok"]["note"]
 
 
@@ -410,8 +415,10 @@ def test_quick_sweep_runs_with_the_standin_on_the_interpreter():
         records += recs
     ours = [r for r in records if r["stage"].startswith("nsa_")]
     assert len(ours) == 7 and all(r["eager_us"] > 0 for r in ours)
-    # checked and timed: the only note allowed is the interpreter's missing graph
-    assert all(r["note"] is None or (not harness.ON_GPU and "no GPU" in r["note"]) for r in ours)
+    # checked and timed: the only note allowed is the missing graph (no GPU; or, on a GPU, the
+    # stand-in's host reads, which cannot be captured)
+    allowed = "not capturable" if harness.ON_GPU else "no GPU"
+    assert all(r["note"] is None or allowed in r["note"] for r in ours)
 
 
 def test_compare_extend_is_exact_over_the_same_keys():
