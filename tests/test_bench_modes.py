@@ -6,12 +6,15 @@ Python loop with SGLang 0.5.23's signatures and write contract (live prefixes on
 TEST STAND-IN, never measured as ours; it also cross-checks ``modes.reference_outputs``, which
 is written with vectorised torch ops.
 """
+import contextlib
 import types
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
 from nsa_kernels.bench import harness, modes
@@ -100,17 +103,18 @@ POINTS = [modes.Point("decode", 3, 256, 1, "page_table_1"), modes.Point("decode"
 
 # --------------------------------------------------------------------------- peers on the CPU
 
-@pytest.fixture
-def interpreter_scalar_masks(monkeypatch):
+@contextlib.contextmanager
+def _scalar_masks():
     """TEST SHIM for Triton 3.9's interpreter, which rejects a masked load or store whose mask
     is a scalar (``mask=row < bs``, as SGLang's and vLLM's kernels write): "mask has unsupported
     dtype". Broadcasting the mask to the pointers' shape is what the compiler does on a GPU.
-    Installed for one test only (monkeypatch restores the builder)."""
+    Installed only inside the ``with`` block; a no-op on a GPU."""
+    if not nk.INTERPRET:
+        yield
+        return
     import numpy as np
     from triton.runtime import interpreter
 
-    if not nk.INTERPRET:
-        return
     builder = interpreter.InterpreterBuilder
     load, store = builder.create_masked_load, builder.create_masked_store
 
@@ -118,10 +122,21 @@ def interpreter_scalar_masks(monkeypatch):
         data = np.broadcast_to(np.asarray(mask.data).astype(bool), np.shape(ptrs.data)).copy()
         return interpreter.TensorHandle(data, mask.dtype)
 
-    monkeypatch.setattr(builder, "create_masked_load",
-                        lambda self, ptrs, mask, other, *a: load(self, ptrs, broadcast(mask, ptrs), other, *a))
-    monkeypatch.setattr(builder, "create_masked_store",
-                        lambda self, ptrs, value, mask, *a: store(self, ptrs, value, broadcast(mask, ptrs), *a))
+    builder.create_masked_load = lambda self, ptrs, mask, other, *a: load(
+        self, ptrs, broadcast(mask, ptrs), other, *a)
+    builder.create_masked_store = lambda self, ptrs, value, mask, *a: store(
+        self, ptrs, value, broadcast(mask, ptrs), *a)
+    try:
+        yield
+    finally:
+        builder.create_masked_load, builder.create_masked_store = load, store
+
+
+@pytest.fixture
+def interpreter_scalar_masks():
+    """``_scalar_masks`` for the whole test."""
+    with _scalar_masks():
+        yield
 
 
 def sglang_metadata_without_asserts():
@@ -434,3 +449,23 @@ def test_compare_extend_is_exact_over_the_same_keys():
             modes.compare_extend(a, dict(same, **{key: value}))
     with pytest.raises(AssertionError, match="keys differ"):
         modes.compare_extend(a, {k: v for k, v in same.items() if k != "max_seqlen_k"})
+
+
+@settings(max_examples=12)
+@given(config=st.sampled_from(modes.mode_configs(modes.GRAPH_WORKLOADS)),
+       bs=st.integers(1, 9), width_pages=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_sglang_kernels_equal_the_reference_on_random_points(config, bs, width_pages, seed):
+    """Random points: SGLang's real kernels (interpreter, asserts stripped) and the stand-in both
+    write exactly the reference; widths not a multiple of SGLang's 128-column blocks included."""
+    workload, next_n, variant = config
+    point = modes.Point(workload, bs, width_pages * modes.PAGE, next_n, variant, seed)
+    if point.width <= next_n:
+        return
+    peer = sglang_metadata_without_asserts()
+    inputs = modes.make_inputs(point)
+    reference = modes.reference_outputs(point, inputs)
+    for who, function in (("sglang", modes.sglang_function(peer, workload)), ("standin", STANDIN[workload])):
+        buffers = modes.allocate_buffers(point, inputs)
+        with _scalar_masks():
+            modes.bind_call(function, point, inputs, buffers)()
+        modes.check_live(point, reference, modes.buffer_outputs(point, buffers), who)
