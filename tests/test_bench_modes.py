@@ -7,6 +7,7 @@ TEST STAND-IN, never measured as ours; it also cross-checks ``modes.reference_ou
 is written with vectorised torch ops.
 """
 import contextlib
+import os
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -143,8 +144,6 @@ def sglang_metadata_without_asserts():
     """SGLang 0.5.23's ``dsa/metadata.py`` compiled with asserts stripped (``optimize=1``): its
     launchers assert CUDA tensors, which is all that keeps them off the interpreter. A test-only
     load; the benchmark uses ``nsa_kernels.peers.sglang.load()``."""
-    import os
-
     from nsa_kernels.peers import sglang as sglang_peer
 
     wheels = sorted(Path("/work/main/.peers").glob("sglang-*.whl"))
@@ -178,13 +177,33 @@ def test_sglang_production_call_matches_the_reference(point, interpreter_scalar_
     assert counts["real_page_table"] > 0 and counts["dsa_cu_seqlens_k"] == inputs.total_len + 1
 
 
-def test_run_point_times_sglang_after_checking_it(interpreter_scalar_masks):
+def _vllm_peer_or_none():
+    """vLLM's module (the extracted copy here, else wherever the loader finds one), or None."""
+    from nsa_kernels.peers import vllm as vllm_peer
+    extracted = Path("/work/peers_src/vllm")
+    use_extracted = extracted.is_dir() and not os.environ.get("NSA_VLLM_PATH")
+    if use_extracted:
+        os.environ["NSA_VLLM_PATH"] = str(extracted)
+    try:
+        return vllm_peer.load(require_gpu=False)
+    except vllm_peer.PeerUnavailable:
+        return None
+    finally:
+        if use_extracted:
+            os.environ.pop("NSA_VLLM_PATH")
+
+
+def test_run_point_times_the_peers_after_checking_them(interpreter_scalar_masks):
     point = POINTS[4]
-    peers = SimpleNamespace(sglang=sglang_metadata_without_asserts(), vllm=None, notes={"vllm": "test"})
+    vllm = _vllm_peer_or_none()
+    peers = SimpleNamespace(sglang=sglang_metadata_without_asserts(), vllm=vllm, notes={"vllm": "absent"})
     records, checks = modes.run_point(point, peers, TIMING, 1e3, harness.measure_interleaved,
                                       ours=STANDIN[point.workload])
     by_stage = {r["stage"]: r for r in records}
     assert {"nsa_draft_extend_varlen", "sglang_draft_extend_varlen"} <= set(checks)
+    if vllm is not None:
+        assert set(checks["vllm_indexer"]) == {"seqlens_expanded", "real_page_table", "token_to_request"}
+        assert by_stage["vllm_indexer"]["eager_us"] > 0 and "BLOCK_COLS" in by_stage["vllm_indexer"]["config"]
     assert by_stage["sglang_draft_extend_varlen"]["eager_us"] > 0
     assert "static_extend_len=False" in by_stage["sglang_draft_extend_varlen"]["config"]
     if harness.ON_GPU:  # the stand-in reads lengths on the host: it cannot be captured
@@ -419,6 +438,39 @@ def test_measure_interleaved_on_the_interpreter():
     if not harness.ON_GPU:  # one warm-up call, three eager samples, no graph
         assert len(calls) == 1 + 3
         assert out["ok"]["graph_us"] is None and "no GPU" in out["ok"]["note"]
+
+
+def test_measure_interleaved_graph_plumbing(monkeypatch):
+    """The GPU branch with capture and replay faked: each capturable entry gets its replay time,
+    the one that cannot be captured keeps its eager time and the reason."""
+    replays = []
+
+    class FakeGraph:
+        def __init__(self, name):
+            self.name = name
+
+        def replay(self):
+            replays.append(self.name)
+
+    def fake_capture(fn, graph_calls):
+        name = fn()
+        return (None, "not capturable: syncs") if name == "syncs" else (FakeGraph(name), None)
+
+    seen = {}
+
+    def fake_samples(graphs, iters, graph_calls):
+        seen.update(iters=iters, graph_calls=graph_calls, names=sorted(graphs))
+        return {name: float(len(name)) for name in graphs}
+
+    monkeypatch.setattr(harness, "try_capture", fake_capture)
+    monkeypatch.setattr(harness, "_graph_samples", fake_samples)
+    out = harness.measure_interleaved({"a": lambda: "a", "bbb": lambda: "bbb", "syncs": lambda: "syncs"},
+                                      rounds=7, graph_calls=3, eager=2)
+    assert out["a"]["graph_us"] == 1.0 and out["bbb"]["graph_us"] == 3.0
+    assert out["syncs"]["graph_us"] is None and out["syncs"]["note"] == "not capturable: syncs"
+    assert out["syncs"]["eager_us"] > 0
+    assert seen == {"iters": 28, "graph_calls": 3, "names": ["a", "bbb"]}  # 28 // 4 = 7 rounds
+    assert replays == ["a", "bbb"]  # one warm replay each before timing
 
 
 def test_quick_sweep_runs_with_the_standin_on_the_interpreter():

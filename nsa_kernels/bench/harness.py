@@ -241,7 +241,7 @@ def measure_interleaved(entries, rounds, graph_calls, eager=5, graph=True):
     if graphs:
         for captured in graphs.values():
             captured.replay()
-        torch.cuda.synchronize()
+        synchronize()
         for name, value in _graph_samples(graphs, 4 * rounds, graph_calls).items():
             out[name]["graph_us"] = value
     del graphs
