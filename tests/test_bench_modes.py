@@ -7,6 +7,7 @@ TEST STAND-IN, never measured as ours; it also cross-checks ``modes.reference_ou
 is written with vectorised torch ops.
 """
 import contextlib
+import functools
 import os
 import types
 from pathlib import Path
@@ -140,6 +141,14 @@ def interpreter_scalar_masks():
         yield
 
 
+@functools.lru_cache(maxsize=1)
+def _sglang_module_without_asserts(path):
+    module = types.ModuleType("nsa_test_sglang_metadata")
+    module.__file__ = str(path)
+    exec(compile(Path(path).read_text(), str(path), "exec", optimize=1), module.__dict__)
+    return module
+
+
 def sglang_metadata_without_asserts():
     """SGLang 0.5.23's ``dsa/metadata.py`` compiled with asserts stripped (``optimize=1``): its
     launchers assert CUDA tensors, which is all that keeps them off the interpreter. A test-only
@@ -157,11 +166,8 @@ def sglang_metadata_without_asserts():
     finally:
         if saved is None:
             os.environ.pop("NSA_SGLANG_PATH", None)
-    path = folder / sglang_peer.FILES["metadata"]
-    module = types.ModuleType("nsa_test_sglang_metadata")
-    module.__file__ = str(path)
-    exec(compile(path.read_text(), str(path), "exec", optimize=1), module.__dict__)
-    return SimpleNamespace(metadata=module)
+    # one module per session: on a GPU each fresh copy would compile its kernels again
+    return SimpleNamespace(metadata=_sglang_module_without_asserts(str(folder / sglang_peer.FILES["metadata"])))
 
 
 @pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
