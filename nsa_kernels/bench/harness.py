@@ -8,6 +8,11 @@
 Everything measured together (a stage and its floor) is sampled round-robin, so that the
 machine's noise, which comes in bursts on a shared host, falls on all of them alike.
 
+``measure_interleaved`` times a group of callables that share a workload (ours, the peers and
+the floor of one point of a sweep) the way a CUDA-graph runner calls them: each captured alone
+in its own graph, replays alternating between them round by round, plus a few eager samples
+(call then synchronize). It is the cheaper sibling of ``measure_group`` for large sweeps.
+
 Under the Triton interpreter (no GPU) the same code times the CPU with ``perf_counter``:
 those numbers are interpreter timings and say nothing about GPU speed; records carry the
 ``interpreter`` flag and graph times are ``None``.
@@ -186,3 +191,58 @@ def compiled_variants(kernel):
     if isinstance(cache, dict):
         return sum(len(v) for v in cache.values())
     return None
+
+
+def eager_us(fn, samples):
+    """Median of ``samples`` calls of ``fn``, each followed by a synchronize (µs, host clock)."""
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        fn()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def measure_interleaved(entries, rounds, graph_calls, eager=5, graph=True):
+    """``{name: {"graph_us", "eager_us", "note"}}`` for ``entries`` (name -> zero-arg callable).
+
+    Every callable is warmed up (compiled), then timed eagerly in interleaved rounds, then, when
+    ``graph`` and on a GPU, captured alone in a graph of ``graph_calls`` calls and replayed in
+    ``rounds`` interleaved rounds (per-call median). One that cannot be captured gets
+    ``graph_us=None`` and the reason in ``note``; one that raises gets both times None.
+    """
+    out, live = {}, {}
+    for name, fn in entries.items():
+        try:
+            fn()
+            synchronize()
+            live[name] = fn
+            out[name] = {"graph_us": None, "eager_us": None, "note": None}
+        except Exception as exc:  # recorded, so one broken entry does not stop the sweep
+            synchronize()
+            out[name] = {"graph_us": None, "eager_us": None,
+                         "note": f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
+    samples = {name: [] for name in live}
+    for _ in range(max(eager, 1)):
+        for name, fn in live.items():
+            samples[name].append(eager_us(fn, 1))
+    for name in live:
+        out[name]["eager_us"] = statistics.median(samples[name])
+    if not graph:
+        return out
+    graphs = {}
+    for name, fn in live.items():
+        captured, note = try_capture(fn, graph_calls)
+        if captured is None:
+            out[name]["note"] = note
+        else:
+            graphs[name] = captured
+    if graphs:
+        for captured in graphs.values():
+            captured.replay()
+        synchronize()
+        for name, value in _graph_samples(graphs, 4 * rounds, graph_calls).items():
+            out[name]["graph_us"] = value
+    del graphs
+    return out
