@@ -248,7 +248,8 @@ def test_points_cover_the_issue_sizes():
     assert ("decode", 1, "real_only") in configs and ("target_verify", 4, "") in configs
     assert ("draft_extend_static", 2, "") in configs and ("draft_extend_varlen", 4, "") in configs
     assert max(p.bs for p in full if p.workload == "extend") == 64
-    assert len(graph) == 7 * 11 * 3
+    assert ("target_verify", 2, "hopper") in configs
+    assert len(graph) == 9 * 11 * 3
 
 
 def test_buffers_follow_the_graph_runner():

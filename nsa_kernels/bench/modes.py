@@ -12,9 +12,10 @@ Production configurations (SGLang 0.5.23 ``srt/layers/attention/dsa_backend.py``
 * decode: ``fused_dsa_decode_metadata(..., max_len=width)``; ``page_table_1`` is the graph's
   wide table, or ``None`` when ``dsa_drop_wide_page_table`` holds (no speculative decoding,
   fused top-k v2): two variants, ``page_table_1`` and ``real_only``.
-* target_verify: ``fused_dsa_target_verify_metadata(..., max_seqlen_k=width, next_n)`` with
-  ``paged_mqa_ctx_lens_2d`` (SGLang passes it on SM100 when next_n >= 2; measured with it here,
-  as the issue asks: it is the larger of the two jobs).
+* target_verify: ``fused_dsa_target_verify_metadata(..., max_seqlen_k=width, next_n)``, two
+  variants: the default passes ``paged_mqa_ctx_lens_2d`` (SGLang does so on SM100 when
+  next_n >= 2; the larger job, the one the issue names) and ``hopper`` passes ``None`` (what
+  SGLang's server calls on the H100 and H200 this workbook is measured on).
 * draft_extend_static: ``fused_dsa_draft_extend_metadata(..., max_seqlen_k=width,
   static_extend_len=True)``, every request extending by ``next_n`` = num_draft_tokens
   (draft-extend v2 graph replay).
@@ -63,9 +64,12 @@ CONFIG = {
     "page_table_1 = graph page table [bs, width], max_len = width",
     ("decode", "real_only"): "SGLang 0.5.23 CUDA-graph replay (decode, dsa_drop_wide_page_table): "
     "fused_dsa_decode_metadata, page_table_1=None, max_len = req_to_token width",
-    ("target_verify", ""): "SGLang 0.5.23 CUDA-graph replay (target_verify): "
+    ("target_verify", ""): "SGLang 0.5.23 CUDA-graph replay (target_verify, SM100): "
     "fused_dsa_target_verify_metadata, max_seqlen_k = width, next_n = num_draft_tokens, "
-    "paged_mqa_ctx_lens_2d [bs, next_n] (as on SM100)",
+    "paged_mqa_ctx_lens_2d [bs, next_n]",
+    ("target_verify", "hopper"): "SGLang 0.5.23 CUDA-graph replay (target_verify, Hopper): "
+    "fused_dsa_target_verify_metadata, max_seqlen_k = width, next_n = num_draft_tokens, "
+    "paged_mqa_ctx_lens_2d=None (SGLang builds it only on SM100)",
     ("draft_extend_static", ""): "SGLang 0.5.23 CUDA-graph replay (draft_extend v2): "
     "fused_dsa_draft_extend_metadata, static_extend_len=True, max_seqlen_k = width, "
     "extend = num_draft_tokens per request",
@@ -185,6 +189,10 @@ def _has_page_table_1(point):
     return not (point.workload == "decode" and point.variant == "real_only")
 
 
+def _has_ctx_lens_2d(point):
+    return point.workload == "target_verify" and point.variant != "hopper"
+
+
 def allocate_buffers(point, inputs, poison=-1, device=DEVICE):
     """The graph runner's metadata buffers for this bs, poisoned: rows = bs x next_n (decode:
     bs); the wide table [rows, width] unless dropped, the real table [rows, width / 64]."""
@@ -197,7 +205,7 @@ def allocate_buffers(point, inputs, poison=-1, device=DEVICE):
         page_table_1=full(rows, point.width) if _has_page_table_1(point) else None,
         seqlens_expanded=full(rows), dsa_cache_seqlens=full(rows),
         dsa_cu_seqlens_k=full(rows + 1), real_page_table=full(rows, point.width // PAGE),
-        paged_mqa_ctx_lens_2d=full(point.bs, point.next_n) if point.workload == "target_verify" else None,
+        paged_mqa_ctx_lens_2d=full(point.bs, point.next_n) if _has_ctx_lens_2d(point) else None,
         rows=rows)
 
 
@@ -304,7 +312,7 @@ def reference_outputs(point, inputs):
     if _has_page_table_1(point):
         out["page_table_1"] = (rows, row_kv)
     out["real_page_table"] = (rows[:, ::PAGE] // PAGE, (row_kv + PAGE - 1) // PAGE)
-    if point.workload == "target_verify":
+    if _has_ctx_lens_2d(point):
         out["paged_mqa_ctx_lens_2d"] = ((seq + point.next_n).to(torch.int32)[:, None]
                                         .expand(bs, point.next_n), None)
     out["token_to_request"] = (row_req.to(torch.int32), None)
@@ -350,7 +358,7 @@ def buffer_outputs(point, buffers):
         names.append("seqlens_expanded")
     if _has_page_table_1(point):
         names.append("page_table_1")
-    if point.workload == "target_verify":
+    if _has_ctx_lens_2d(point):
         names.append("paged_mqa_ctx_lens_2d")
     return {name: getattr(buffers, name) for name in names}
 
@@ -420,7 +428,7 @@ def bytes_moved(point, inputs):
     written += rows * INT32 + (rows + 1) * INT32   # dsa_cache_seqlens, dsa_cu_seqlens_k
     if point.workload != "decode":
         written += rows * INT32                    # seqlens_expanded
-    if point.workload == "target_verify":
+    if _has_ctx_lens_2d(point):
         written += rows * INT32                    # paged_mqa_ctx_lens_2d
     return read + written
 
@@ -455,7 +463,7 @@ WIDTHS = (8192, 65536, 131072)
 def mode_configs(workloads=WORKLOADS):
     """(workload, next_n, variant) of every measured configuration."""
     table = {"decode": [(1, "page_table_1"), (1, "real_only")],
-             "target_verify": [(2, ""), (4, "")],
+             "target_verify": [(2, ""), (4, ""), (2, "hopper"), (4, "hopper")],
              "draft_extend_static": [(2, ""), (4, "")],
              "draft_extend_varlen": [(4, "")],
              "extend": [(0, "")]}
@@ -485,7 +493,7 @@ def points(profile, batch_sizes=None, widths=None, workloads=WORKLOADS, seed=0, 
 def settings(profile, rounds=None, graph_calls=None):
     """Timing settings.
 
-    full: 231 graph points (7 configurations x 11 bs x 3 widths) + 21 extend points, each with
+    full: 297 graph points (9 configurations x 11 bs x 3 widths) + 21 extend points, each with
     up to 4 timed entries (ours, SGLang, vLLM, empty kernel): 5 eager calls + a capture of 2 + 8
     calls + 15 rounds x 8 replayed calls = ~135 calls per entry, ~125k calls in all. Most are a
     few µs; the ~60 points with bs >= 256 at the wide tables take 0.05-1 ms per call (~10 s in
