@@ -315,11 +315,18 @@ def tensor_key(t):
 
 
 def metadata_key(*values, _tensor=torch.Tensor):
-    """Key of a call's arguments: tensors by ``tensor_key`` (inlined: this runs on every call),
-    other values by type and value (``True`` and ``1`` must not share an entry: one of them
-    fails the checks)."""
-    return tuple([(v.data_ptr(), v.shape, v.stride(), v.dtype, v.get_device())
-                  if isinstance(v, _tensor) else (v.__class__, v) for v in values])
+    """Key of a call's arguments, flat (a flat tuple hashes several times faster than nested
+    ones, and this runs on every call): each tensor as the five fields of ``tensor_key``,
+    every other value as its type and value (``True`` and ``1`` must not share an entry: one
+    of them fails the checks). Unambiguous: a tensor's fields start with an int, another
+    value's with a type."""
+    key = []
+    for v in values:
+        if isinstance(v, _tensor):
+            key += (v.data_ptr(), v.shape, v.stride(), v.dtype, v.get_device())
+        else:
+            key += (v.__class__, v)
+    return tuple(key)
 
 
 _CACHES = weakref.WeakSet()
@@ -352,22 +359,21 @@ class PlanCache:
         self._entries = collections.OrderedDict()
         _CACHES.add(self)
 
-    def launcher(self, key, build):
-        entries = self._entries
-        try:
-            launch = entries[key]
-        except KeyError:
-            pass
-        else:
+    def launcher(self, key, build, *build_args):
+        """The launcher under ``key``, or ``bind_plan(build(*build_args))`` stored there.
+        Raises ``TypeError`` for an unhashable key (the caller plans uncached: its checks
+        then name the bad argument)."""
+        launch = self._entries.get(key)
+        if launch is not None:
             self.hits += 1
             return launch
         self.misses += 1
-        launch = bind_plan(build(), path=self.path)
+        launch = bind_plan(build(*build_args), path=self.path)
         if launch.path == "driver":
             launch.release_args()
-        entries[key] = launch
-        if len(entries) > self.maxsize:
-            entries.popitem(last=False)
+        self._entries[key] = launch
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
         return launch
 
     def __len__(self):

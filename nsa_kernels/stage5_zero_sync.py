@@ -23,7 +23,7 @@ import triton.language as tl
 
 import threading
 
-from .launcher import LaunchPlan, PlanCache, bind_plan, metadata_key
+from .launcher import LaunchPlan, PlanCache, bind_plan
 from .validation import check_static, status_buffer, validate
 
 
@@ -190,28 +190,39 @@ def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expa
     if check:
         validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                  out_nsa_cache_seqlens)
-    args = (extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded, out_nsa_cache_seqlens)
-
-    def build():
-        checked = _checked_status(*args, status, False)
-        return plan_zero_sync(*args, checked, mapping, clamp_padded_rows)
-
+    ext, seq, out, cache = extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens
     try:
-        key = metadata_key(*args, status, mapping, clamp_padded_rows)
-        launch = PLANS.launcher(key, build)
-    except TypeError:  # an unhashable argument: plan it uncached; the checks name it
-        launch = build()
-        status = launch.args[_STATUS_SLOT]
-        launch()
-        return status
+        # launcher.metadata_key's fields, written out: this is the whole per-call cost.
+        key = (ext.data_ptr(), ext.shape, ext.stride(), ext.dtype, ext.get_device(),
+               seq.data_ptr(), seq.shape, seq.stride(), seq.dtype, seq.get_device(),
+               out.data_ptr(), out.shape, out.stride(), out.dtype, out.get_device(),
+               cache.data_ptr(), cache.shape, cache.stride(), cache.dtype, cache.get_device(),
+               nsa_index_topk.__class__, nsa_index_topk, mapping, clamp_padded_rows,
+               None if status is None else
+               (status.data_ptr(), status.shape, status.stride(), status.dtype, status.get_device()))
+        launch = PLANS.launcher(key, _checked_plan, ext, seq, nsa_index_topk, out, cache, status,
+                                mapping, clamp_padded_rows)
+    except (AttributeError, TypeError):  # not tensors, or unhashable: uncached, checks name it
+        plan = _checked_plan(ext, seq, nsa_index_topk, out, cache, status, mapping,
+                             clamp_padded_rows)
+        plan()
+        return plan.args[_STATUS_SLOT]
     if status is not None:
         launch()
         return status
-    status = status_buffer(None, extend_seq_lens.device)
+    status = status_buffer(None, ext.device)
     with _own_status_lock:  # the cached launcher is shared: point it at this call's status
         launch.set_arg(_STATUS_SLOT, status)
         launch()
     return status
+
+
+def _checked_plan(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                  out_nsa_cache_seqlens, status, mapping, clamp_padded_rows):
+    status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                             out_nsa_cache_seqlens, status, False)
+    return plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                          out_nsa_cache_seqlens, status, mapping, clamp_padded_rows)
 
 
 class ZeroSyncFill:
