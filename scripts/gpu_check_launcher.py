@@ -76,6 +76,14 @@ def environment():
 
 
 # ----------------------------------------------------------------------------- 2. equality
+def same_layout_copy(v):
+    """A copy with the same sizes and strides (``clone`` would make a strided view dense,
+    while the kernel indexes it with the original strides, passed as ints)."""
+    if not isinstance(v, torch.Tensor):
+        return v
+    return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device=v.device).copy_(v)
+
+
 class Recorder:
     """Records every ``kernel[grid](...)`` launch with copies of its inputs."""
 
@@ -87,9 +95,8 @@ class Recorder:
 
         def run(kernel, *args, grid, warmup, **kwargs):
             if not warmup and not callable(grid):
-                snap = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
-                launches.append((kernel, tuple(grid), tuple(map(snap, args)),
-                                 {k: snap(v) for k, v in kwargs.items()}))
+                launches.append((kernel, tuple(grid), tuple(map(same_layout_copy, args)),
+                                 {k: same_layout_copy(v) for k, v in kwargs.items()}))
             return orig(kernel, *args, grid=grid, warmup=warmup, **kwargs)
         JITFunction.run = run
         return self
@@ -121,8 +128,7 @@ def exercise_package():
 
 def replay_equal(kernel, grid, args, kwargs):
     def copies():
-        c = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
-        return tuple(map(c, args)), {k: c(v) for k, v in kwargs.items()}
+        return tuple(map(same_layout_copy, args)), {k: same_layout_copy(v) for k, v in kwargs.items()}
     a1, k1 = copies()
     kernel[grid](*a1, **k1)
     a2, k2 = copies()

@@ -54,8 +54,9 @@ class CtypesLaunch:
             raise RuntimeError(f"cuLaunchKernel: {err}")
 
 
-def main(bs=32, iters=400):
-    """Every floor and path at draft_extend ``bs``; returns ``{"timing": records, "targets": ...}``."""
+def entries_for(bs):
+    """The workload and every path of one zero_sync launch, plus the parts of its host time."""
+    from nsa_kernels.validation import check_static
     w = workloads.draft_extend(bs)
     out, cache = w.buffers()
     status = torch.empty(2, dtype=torch.int32, device="cuda")
@@ -65,7 +66,9 @@ def main(bs=32, iters=400):
     entries += [dict(name="launch_zero_sync(status=)", fn=lambda: s5.launch_zero_sync(*args, status=status)),
                 dict(name="launch_zero_sync()", fn=lambda: s5.launch_zero_sync(*args)),
                 dict(name="plan_zero_sync + kernel[grid]", fn=lambda: s5.plan_zero_sync(*args, status)()),
-                dict(name="metadata_key alone", fn=lambda: launcher.metadata_key(*args, status, "auto", False),
+                dict(name="part: check_static", fn=lambda: check_static(*args), capturable=False),
+                dict(name="part: plan_zero_sync", fn=lambda: s5.plan_zero_sync(*args, status), capturable=False),
+                dict(name="part: metadata_key", fn=lambda: launcher.metadata_key(*args, status, "auto", False),
                      capturable=False)]
     try:
         entries.append(dict(name="empty_ctypes (libcuda by ctypes)",
@@ -73,36 +76,32 @@ def main(bs=32, iters=400):
         entries.append(dict(name="ZeroSyncFill[ctypes]", fn=CtypesLaunch(fills["driver"].launch)))
     except Exception as exc:
         print("ctypes variant unavailable:", exc)
-    settings = {"iters": iters, "warmup": 20, "graph_calls": 16}
-    records, skipped = floors.measure_with_floors(entries, w, settings)
+    return w, entries
+
+
+def main(bs=32, iters=400):
+    """Every floor and path at draft_extend ``bs``; returns ``{"timing": records, "targets": ...}``."""
+    w, entries = entries_for(bs)
+    records, skipped = floors.measure_with_floors(entries, w, {"iters": iters, "warmup": 20, "graph_calls": 16})
     for name, reason in skipped.items():
         print(f"skipped floor {name}: {reason}")
-    empties = [r for r in records if r["stage"] in ("empty_kernel", "empty_driver", "empty_graph")]
-    cheapest = min(empties, key=lambda r: r["eager_us"])
-    cheapest_host = min(empties, key=lambda r: r["host_us"])
+    cheapest = floors.cheapest_empty(records, "eager_us")
     print(f"\n{f'draft_extend bs {bs}':40s} {'host µs':>8s} {'call+sync µs':>13s} {'x cheapest':>11s} {'graph µs':>9s}")
     for r in records:
         graph = f"{r['graph_us']:.2f}" if r.get("graph_us") else "-"
         print(f"{r['stage']:40s} {r['host_us']:8.2f} {r['eager_us']:13.2f} "
               f"{r['eager_us'] / cheapest['eager_us']:11.2f} {graph:>9s}")
-    by = {r["stage"]: r for r in records}
-    best = min((by[f"ZeroSyncFill[{p}]"] for p in launcher.PATHS), key=lambda r: r["eager_us"])
-    targets = [
-        (f"best bound ({best['stage']}) call+sync <= 1.1x cheapest empty ({cheapest['stage']})",
-         best["eager_us"] / cheapest["eager_us"], 1.1),
-        (f"best bound host <= 1.2x cheapest empty host ({cheapest_host['stage']})",
-         best["host_us"] / cheapest_host["host_us"], 1.2),
-        ("launch_zero_sync(status=) call+sync <= 1.5x cheapest empty",
-         by["launch_zero_sync(status=)"]["eager_us"] / cheapest["eager_us"], 1.5),
-        ("launch_zero_sync() call+sync <= 1.5x cheapest empty",
-         by["launch_zero_sync()"]["eager_us"] / cheapest["eager_us"], 1.5)]
-    for name, ratio, limit in targets:
-        print(f"{'MET ' if ratio <= limit else 'MISS'}  {name}: {ratio:.2f}x")
+    targets = floors.launch_targets(records, [f"ZeroSyncFill[{p}]" for p in launcher.PATHS],
+                                    ["launch_zero_sync(status=)", "launch_zero_sync()"])
+    for t in targets:
+        print(f"{'MET ' if t['met'] else 'MISS'}  {t['target']}: {t['measured']} {t['note']}")
+    for p in launcher.PATHS:
+        launch = nk.ZeroSyncFill(*w.args(*w.buffers()), path=p).launch
+        print(f"path {p!r}: took {launch.path!r}, fallback reason: {launch.fallback_reason}")
     print(f"PlanCache: {s5.PLANS.hits} hits, {s5.PLANS.misses} misses, {len(s5.PLANS)} entries")
     return {"environment": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                             "triton": triton.__version__},
-            "timing": records,
-            "targets": [{"target": n, "ratio": r, "limit": lim, "met": r <= lim} for n, r, lim in targets]}
+            "timing": records, "targets": targets, "skipped": skipped}
 
 
 if __name__ == "__main__":

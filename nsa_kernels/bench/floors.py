@@ -82,3 +82,42 @@ def measure_with_floors(entries, workload, settings, floors=True):
     for record in records:
         record["host_us"] = host[record["stage"]]
     return records, skipped
+
+
+EMPTY_LAUNCHES = ("empty_kernel", "empty_driver", "empty_graph")
+
+
+def cheapest_empty(records, metric):
+    """The record of the cheapest empty launch by ``metric`` (the floor a user can reach)."""
+    empties = [r for r in records if r["stage"] in EMPTY_LAUNCHES and r.get(metric) is not None]
+    return min(empties, key=lambda r: r[metric]) if empties else None
+
+
+def launch_targets(records, bound, per_call):
+    """The launch-path targets of one measured group, as ``{"target", "measured", "met",
+    "note"}``: the best of the ``bound`` stages within 1.1x of the cheapest empty launch
+    (call + synchronize) and within 1.2x of the cheapest empty host time; every ``per_call``
+    stage within 1.5x of the cheapest empty launch. Empty under the interpreter, whose
+    timings say nothing about a GPU."""
+    if any(r.get("interpreter") for r in records):
+        return []
+    by = {r["stage"]: r for r in records}
+    floor, host_floor = cheapest_empty(records, "eager_us"), cheapest_empty(records, "host_us")
+    if floor is None or not any(r in by for r in bound):
+        return []
+    best = min((by[name] for name in bound if name in by), key=lambda r: r["eager_us"])
+    eager, host = best["eager_us"] / floor["eager_us"], best["host_us"] / host_floor["host_us"]
+    targets = [
+        {"target": "best bound fill, call + sync <= 1.1x the cheapest empty launch",
+         "measured": f"{best['stage']}: {best['eager_us']:.1f} µs = {eager:.2f}x {floor['stage']}",
+         "met": eager <= 1.1, "note": f"bs {best['bs']}, {best['workload']}"},
+        {"target": "best bound fill, host time <= 1.2x the cheapest empty launch's",
+         "measured": f"{best['stage']}: {best['host_us']:.1f} µs = {host:.2f}x {host_floor['stage']}",
+         "met": host <= 1.2, "note": ""}]
+    for name in per_call:
+        if name in by:
+            ratio = by[name]["eager_us"] / floor["eager_us"]
+            targets.append({"target": f"{name}, call + sync <= 1.5x the cheapest empty launch",
+                            "measured": f"{by[name]['eager_us']:.1f} µs = {ratio:.2f}x {floor['stage']}",
+                            "met": ratio <= 1.5, "note": f"host {by[name]['host_us']:.1f} µs"})
+    return targets
