@@ -104,6 +104,21 @@ def test_unsupported_argument_types_are_reasons_not_crashes():
 
 
 # --------------------------------------------------------------------------- plan cache
+def test_metadata_key_tells_apart_what_checks_and_plans_read():
+    base = torch.zeros(8, dtype=torch.int32, device=DEVICE)
+    dense, strided = base[:4], base[::2]  # same address, same shape, other stride
+    assert dense.data_ptr() == strided.data_ptr() and dense.shape == strided.shape
+    key = launcher.metadata_key
+    assert key(dense) != key(strided)
+    assert key(dense) != key(base[1:5])  # address
+    assert key(dense) != key(dense.view(torch.float32))  # dtype
+    assert key(dense, 1) != key(dense, True)  # equal as dict keys, not to the checks
+    assert key(dense, 4) != key(dense, 4.0)
+    assert key(dense, 7) == key(base[:4], 7)  # another view of the same memory and metadata
+    with pytest.raises(TypeError):
+        hash(key(dense, [1, 2]))
+
+
 @pytest.fixture
 def fresh_plans(monkeypatch):
     plans = launcher.PlanCache(maxsize=4)
