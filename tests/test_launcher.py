@@ -342,7 +342,34 @@ def test_fallback_when_cuda_python_is_hidden(monkeypatch):
     launch()
 
 
-for _test in (test_driver_launch_equals_triton_launch, test_driver_launch_goes_to_the_current_stream,
+def test_fallback_when_compiled_parameters_differ(monkeypatch):
+    # A Triton build that passes other parameters than the packer expects must not be launched
+    # with a wrong parameter array: the PTX check turns it into the Triton path, with the reason.
+    if not ON_GPU:
+        pytest.skip("compiling PTX needs a GPU")
+    monkeypatch.setattr(launcher, "ptx_param_widths", lambda ptx, name: [8, 8, 8])
+    launch = bound_empty(path="driver")
+    assert launch.path == "triton" and "compiled parameters" in launch.fallback_reason
+    launch()
+
+
+def test_graph_path_bound_during_capture_falls_back_to_driver():
+    if not ON_GPU:
+        pytest.skip("CUDA graphs need a GPU")
+    bound_empty(path="driver")()  # compiled and loaded before the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        launch = bound_empty(path="graph")
+        launch()
+    assert launch.path == "driver" and "outer CUDA-graph capture" in launch.fallback_reason
+    graph.replay()
+    torch.cuda.synchronize()
+
+
+for _test in (test_fallback_when_compiled_parameters_differ,
+              test_graph_path_bound_during_capture_falls_back_to_driver,
+              test_driver_launch_equals_triton_launch, test_driver_launch_goes_to_the_current_stream,
               test_bound_fill_captured_in_outer_graph_follows_new_lengths,
               test_fallback_when_cuda_python_is_hidden):
     _test.pytestmark = getattr(_test, "pytestmark", []) + list(gpu)
