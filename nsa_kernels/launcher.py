@@ -83,12 +83,12 @@ def bind_launch(kernel, grid, args=(), kwargs=None, path=None):
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     plan = LaunchPlan(kernel, tuple(grid), tuple(args), dict(kwargs or {}))
-    reasons = []
+    reason = None
     if path in ("driver", "graph"):
         try:
             driver = DriverLaunch(plan)
         except LaunchUnavailable as exc:
-            reasons.append(f"driver: {exc}")
+            reason = f"driver: {exc}"
         else:
             if path == "driver":
                 return driver
@@ -97,7 +97,7 @@ def bind_launch(kernel, grid, args=(), kwargs=None, path=None):
             except LaunchUnavailable as exc:
                 driver.fallback_reason = f"graph: {exc}"
                 return driver
-    return TritonLaunch(plan, "; ".join(reasons) or None)
+    return TritonLaunch(plan, reason)
 
 
 def bind_plan(plan: LaunchPlan, path=None):
@@ -278,7 +278,7 @@ class DriverLaunch:
 
     def release_args(self):
         """Stop keeping the bound tensors alive (the caller guarantees their addresses)."""
-        self._args = None
+        self._args = self.plan = None
 
 
 def _bind_arguments(kernel, args, kwargs):

@@ -342,6 +342,22 @@ def test_fallback_when_cuda_python_is_hidden(monkeypatch):
     launch()
 
 
+def test_cached_driver_launchers_do_not_keep_buffers_alive(fresh_plans):
+    # A per-call cache that held every buffer set it saw would pin memory a serving loop freed.
+    if not ON_GPU:
+        pytest.skip("the Triton fallback keeps its tensors on purpose; the driver path needs a GPU")
+    import gc
+    import weakref
+    ext, seq = batch(16, seed=3, device="cuda")
+    out = torch.full((64,), -7, dtype=torch.int32, device="cuda")
+    s5.launch_zero_sync(ext, seq, TOPK, out, out.clone())
+    assert fresh_plans.misses == 1
+    alive = weakref.ref(out)
+    del out
+    gc.collect()
+    assert alive() is None
+
+
 def test_fallback_when_compiled_parameters_differ(monkeypatch):
     # A Triton build that passes other parameters than the packer expects must not be launched
     # with a wrong parameter array: the PTX check turns it into the Triton path, with the reason.
@@ -367,7 +383,8 @@ def test_graph_path_bound_during_capture_falls_back_to_driver():
     torch.cuda.synchronize()
 
 
-for _test in (test_fallback_when_compiled_parameters_differ,
+for _test in (test_cached_driver_launchers_do_not_keep_buffers_alive,
+              test_fallback_when_compiled_parameters_differ,
               test_graph_path_bound_during_capture_falls_back_to_driver,
               test_driver_launch_equals_triton_launch, test_driver_launch_goes_to_the_current_stream,
               test_bound_fill_captured_in_outer_graph_follows_new_lengths,

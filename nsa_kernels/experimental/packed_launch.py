@@ -7,7 +7,9 @@ status pointer and the four other buffers as byte offsets from it.
 What it measured (H100, host time per launch, through ``BoundLaunch``, the direct call of
 Triton's compiled launcher that preceded ``launcher.DriverLaunch``): 17.2 µs packed against
 14.4 µs with five pointers on one VM, ~0.8 µs per pointer on another; in the published report
-``ZeroSyncFill(packed=True)`` was never faster than the plain one. It did not pay, and
+``ZeroSyncFill(packed=True)`` was never faster than the plain one; measured again beside the
+new launch paths (notebook 05, both through ``kernel[grid](...)``, draft_extend bs 32): 30.8 µs
+of host time packed against 29.8 µs with five pointers. It did not pay, and
 ``cuLaunchKernel`` with a parameter array packed once (``launcher.DriverLaunch``) removes the
 per-pointer query altogether, so the packed entry points left the package's hot paths. They
 stay here, tested (tests/test_launcher.py), for notebook 05's story.
