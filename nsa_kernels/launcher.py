@@ -40,6 +40,7 @@ bind again to profile.
 """
 import collections
 import ctypes
+import os
 import re
 import weakref
 from typing import Callable, NamedTuple
@@ -49,11 +50,15 @@ import torch
 from ._env import INTERPRET
 
 PATHS = ("driver", "graph", "triton")
-#: The path bound fills take unless told otherwise. Measured on the lent H100 (draft_extend
-#: bs 32, call + sync, one interleaved group each): ZeroSyncFill driver 16.98 / graph 16.68 µs,
-#: 18.47 / 18.11, 19.9 / 19.9; within 3% of each other, so the driver path stays: an outer
-#: capture records it natively, and binding it needs no capture (no device sync, no graph).
-DEFAULT_PATH = "driver"
+#: The path bound fills take unless told otherwise (``NSA_LAUNCH_PATH`` overrides it, to run a
+#: whole suite on another path). Measured on the lent H100 (draft_extend bs 32, call + sync,
+#: four interleaved groups, ZeroSyncFill driver / graph): 16.98 / 16.68, 18.47 / 18.11,
+#: 19.9 / 19.9, 19.22 / 18.26 µs. The graph replay is 0-5% faster; the driver path stays the
+#: default because an outer capture records it natively, and binding it captures nothing
+#: (``torch.cuda.graph`` synchronizes the device and empties the allocator's cache per bind).
+DEFAULT_PATH = os.environ.get("NSA_LAUNCH_PATH", "driver")
+if DEFAULT_PATH not in PATHS:
+    raise ValueError(f"NSA_LAUNCH_PATH must be one of {PATHS}, got {DEFAULT_PATH!r}")
 
 
 class LaunchPlan(NamedTuple):

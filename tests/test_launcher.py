@@ -390,3 +390,10 @@ for _test in (test_cached_driver_launchers_do_not_keep_buffers_alive,
               test_bound_fill_captured_in_outer_graph_follows_new_lengths,
               test_fallback_when_cuda_python_is_hidden):
     _test.pytestmark = getattr(_test, "pytestmark", []) + list(gpu)
+
+
+def test_default_path_override_is_checked():
+    import subprocess
+    result = subprocess.run([sys.executable, "-c", "import nsa_kernels.launcher"], capture_output=True,
+                            text=True, env={**__import__("os").environ, "NSA_LAUNCH_PATH": "fastest"})
+    assert result.returncode != 0 and "NSA_LAUNCH_PATH must be one of" in result.stderr
