@@ -1,7 +1,7 @@
 """The floor: an empty Triton kernel. Every stage is measured against its launch."""
 import triton
 
-from .bound_launch import BoundLaunch
+from .launcher import bind_launch
 
 
 @triton.jit
@@ -10,9 +10,10 @@ def empty_kernel():
 
 
 def launch_empty():
+    """Triton's normal path: ``kernel[grid]()``, with its per-call dispatch."""
     empty_kernel[(1,)]()
 
 
-def bound_empty():
-    """The same empty launch through ``BoundLaunch``: the floor without Triton's dispatch."""
-    return BoundLaunch(empty_kernel, (1,))
+def bound_empty(path=None):
+    """The same empty launch bound once through ``launcher.bind_launch`` (``path`` as there)."""
+    return bind_launch(empty_kernel, (1,), path=path)

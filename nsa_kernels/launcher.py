@@ -2,16 +2,63 @@
 
 ``bind_launch(kernel, grid, args, kwargs)`` returns a zero-argument callable that launches
 ``kernel[grid](*args, **kwargs)`` on the current stream, as cheaply as this machine allows.
-Every bound fill (``ZeroSyncFill``, ``FullPipelineFill``, the modes' ``*Fill`` classes) and
-every per-call entry point goes through here, so a faster launch path lands everywhere at once.
+Every bound fill and every per-call entry point goes through here, so a faster launch path
+lands everywhere at once. Its ``.path`` says how it launches, ``.fallback_reason`` why not
+faster:
 
-Today it delegates to ``bound_launch.BoundLaunch`` (Triton's compiled launcher, called
-directly). The issue "Eager at the physical launch floor" replaces the body with a
-``cuLaunchKernel`` path and keeps this signature.
+* ``"driver"`` (the default): the compiled kernel is launched with ``cuLaunchKernel`` and a
+  parameter array packed once at bind time. Triton's ``kernel[grid](...)`` re-binds the
+  arguments, recomputes their specialisation and cache key and asks the driver about every
+  pointer on every call, 14-15 µs of host time on the lent H100 for an empty kernel; the
+  driver call alone is about 6 µs. Launched on the current stream, it is captured by an outer
+  CUDA-graph capture like any kernel.
+* ``"graph"``: a one-kernel CUDA graph captured at bind time and replayed; inside an outer
+  capture (where a replay cannot be captured) it launches through the driver path instead.
+* ``"triton"``: ``kernel[grid](*args, **kwargs)``, the fallback: no GPU (the interpreter),
+  no cuda-python, a kernel this packer does not understand (autotuned, scratch memory,
+  clusters, tensor descriptors, a Triton whose compiled parameters differ), or a launch hook
+  installed (profilers), since the driver path would bypass it.
+
+The packing is checked against the compiled kernel itself: the PTX entry's parameter list
+must match the packed values one for one (count and widths), else the fallback is taken and
+the reason says what differed.
+
+Measured on the lent H100 (scripts/launch_cost.py, draft_extend bs 32, host µs / call + sync
+µs): empty kernel through ``kernel[grid]()`` 14.9 / 27.1, through the driver path 6.2 / 18.1,
+as a replayed graph 6.0 / 17.9; ``ZeroSyncFill`` on the driver path 6.7 / 18.5.
+
+Per-call entry points (``launch_zero_sync``, the modes' ``launch_*``) keep a ``PlanCache``:
+bound launchers keyed on the metadata of their arguments (see ``metadata_key``), so that a
+repeated call with the same buffers costs a key, a dict lookup and one driver launch::
+
+    PLANS = PlanCache()
+    def launch_thing(a, b, n, out):
+        PLANS.launcher(metadata_key(a, b, n, out), checked_plan, a, b, n, out)()
+
+A launch hook installed after binding (a profiler) is not seen by launchers bound before it:
+bind again to profile.
 """
-from typing import Any, Callable, NamedTuple
+import collections
+import ctypes
+import os
+import re
+import weakref
+from typing import Callable, NamedTuple
 
-from .bound_launch import BoundLaunch
+import torch
+
+from ._env import INTERPRET
+
+PATHS = ("driver", "graph", "triton")
+#: The path bound fills take unless told otherwise (``NSA_LAUNCH_PATH`` overrides it, to run a
+#: whole suite on another path). Measured on the lent H100 (draft_extend bs 32, call + sync,
+#: four interleaved groups, ZeroSyncFill driver / graph): 16.98 / 16.68, 18.47 / 18.11,
+#: 19.9 / 19.9, 19.22 / 18.26 µs. The graph replay is 0-5% faster; the driver path stays the
+#: default because an outer capture records it natively, and binding it captures nothing
+#: (``torch.cuda.graph`` synchronizes the device and empties the allocator's cache per bind).
+DEFAULT_PATH = os.environ.get("NSA_LAUNCH_PATH", "driver")
+if DEFAULT_PATH not in PATHS:
+    raise ValueError(f"NSA_LAUNCH_PATH must be one of {PATHS}, got {DEFAULT_PATH!r}")
 
 
 class LaunchPlan(NamedTuple):
@@ -22,14 +69,337 @@ class LaunchPlan(NamedTuple):
     kwargs: dict
 
     def __call__(self):
-        """Launch through Triton's normal path (the per-call entry points)."""
+        """Launch through Triton's normal path."""
         return self.kernel[self.grid](*self.args, **self.kwargs)
 
 
-def bind_launch(kernel, grid, args=(), kwargs=None):
-    """A zero-argument callable launching ``kernel[grid](*args, **kwargs)``; see module doc."""
-    return BoundLaunch(kernel, grid, args, kwargs or {})
+class LaunchUnavailable(Exception):
+    """Why a faster path cannot launch this kernel here (becomes ``fallback_reason``)."""
 
 
-def bind_plan(plan: LaunchPlan):
-    return bind_launch(*plan)
+def bind_launch(kernel, grid, args=(), kwargs=None, path=None):
+    """A zero-argument callable launching ``kernel[grid](*args, **kwargs)``; see module doc.
+
+    ``path`` picks ``"driver"``, ``"graph"`` or ``"triton"`` (default ``DEFAULT_PATH``); a path
+    that cannot launch this kernel here falls back (graph -> driver -> triton) with the reason
+    kept in ``.fallback_reason``.
+    """
+    path = DEFAULT_PATH if path is None else path
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    plan = LaunchPlan(kernel, tuple(grid), tuple(args), dict(kwargs or {}))
+    reason = None
+    if path in ("driver", "graph"):
+        try:
+            driver = DriverLaunch(plan)
+        except LaunchUnavailable as exc:
+            reason = f"driver: {exc}"
+        else:
+            if path == "driver":
+                return driver
+            try:
+                return GraphLaunch(driver)
+            except LaunchUnavailable as exc:
+                driver.fallback_reason = f"graph: {exc}"
+                return driver
+    return TritonLaunch(plan, reason)
+
+
+def bind_plan(plan: LaunchPlan, path=None):
+    return bind_launch(*plan, path=path)
+
+
+class TritonLaunch:
+    """``kernel[grid](*args, **kwargs)`` with the plan bound: the path that works everywhere."""
+    path = "triton"
+
+    def __init__(self, plan, fallback_reason=None):
+        self.plan, self.fallback_reason = plan, fallback_reason
+        self._launch = plan.kernel[plan.grid]
+        self._args, self._kwargs = plan.args, plan.kwargs
+
+    def __call__(self):
+        self._launch(*self._args, **self._kwargs)
+
+    def set_arg(self, index, value):
+        """Replace positional argument ``index`` (see ``DriverLaunch.set_arg``)."""
+        args = list(self._args)
+        args[index] = value
+        self._args = tuple(args)
+
+
+# ----------------------------------------------------------------------------- driver path
+
+_CTYPES = {"i1": ctypes.c_int8, "i8": ctypes.c_int8, "i16": ctypes.c_int16, "i32": ctypes.c_int32,
+           "i64": ctypes.c_int64, "u1": ctypes.c_uint8, "u8": ctypes.c_uint8, "u16": ctypes.c_uint16,
+           "u32": ctypes.c_uint32, "u64": ctypes.c_uint64, "fp32": ctypes.c_float,
+           "fp64": ctypes.c_double}
+_PTX_WIDTH = {"8": 1, "16": 2, "32": 4, "64": 8}
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg")
+
+
+def _cuda_bindings():
+    """NVIDIA's cuda-python driver module, or ``LaunchUnavailable`` saying how to get it."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        try:
+            from cuda import cuda as driver  # cuda-python < 12.6 spelled it this way
+        except ImportError:
+            raise LaunchUnavailable(
+                "cuda-python is not installed (pip install 'cuda-python==<torch's CUDA major>.*')"
+            ) from None
+    return driver
+
+
+def _hook_installed(hook):
+    return hook is not None and bool(getattr(hook, "calls", True))
+
+
+def _launch_hooks():
+    try:
+        from triton import knobs
+    except ImportError:
+        return False
+    runtime = knobs.runtime
+    return _hook_installed(runtime.launch_enter_hook) or _hook_installed(runtime.launch_exit_hook)
+
+
+def ptx_param_widths(ptx, name):
+    """Byte widths of the parameters of PTX entry ``name`` (``None`` for an aggregate)."""
+    match = re.search(r"\.entry\s+" + re.escape(name) + r"\s*\((.*?)\)", ptx, re.S)
+    if match is None:
+        raise LaunchUnavailable(f"no PTX entry {name!r} in the compiled kernel")
+    widths = []
+    for param in match.group(1).split(","):
+        kind = re.search(r"\.param\s+(?:\.align\s+\d+\s+)?\.[a-z]+?(\d+)\b(.*)", param.strip())
+        widths.append(None if kind is None or "[" in kind.group(2) else _PTX_WIDTH.get(kind.group(1)))
+    return widths
+
+
+def _pack_value(name, ty, value):
+    if ty.startswith("*"):
+        address = value.data_ptr() if isinstance(value, torch.Tensor) else value
+        if not isinstance(address, int):
+            raise LaunchUnavailable(f"argument {name!r} ({ty}) is neither a tensor nor an address")
+        return ctypes.c_uint64(address)
+    if ty not in _CTYPES:
+        raise LaunchUnavailable(f"argument {name!r} has type {ty!r}, which this packer does not handle")
+    return _CTYPES[ty](value)
+
+
+class DriverLaunch:
+    """The compiled kernel through ``cuLaunchKernel``, parameters packed once (module doc)."""
+    path = "driver"
+
+    def __init__(self, plan):
+        self.plan, self.fallback_reason = plan, None
+        if INTERPRET or not torch.cuda.is_available():
+            raise LaunchUnavailable("no GPU: Triton's interpreter runs the kernels")
+        driver = _cuda_bindings()
+        if _launch_hooks():
+            raise LaunchUnavailable("a Triton launch hook is installed (a profiler?): keeping its path")
+        kernel, grid, args, kwargs = plan
+        from triton.runtime.jit import JITFunction
+        if not isinstance(kernel, JITFunction):
+            raise LaunchUnavailable(f"{type(kernel).__name__} is not a plain @triton.jit kernel")
+        if not 1 <= len(grid) <= 3 or not all(isinstance(g, int) for g in grid):
+            raise LaunchUnavailable(f"grid {grid!r} is not 1 to 3 ints")
+        try:
+            compiled = kernel.warmup(*args, grid=grid, **kwargs)
+            compiled._init_handles()
+            meta = compiled.metadata
+            signature = dict(compiled.src.signature)
+            ptx = compiled.asm["ptx"]
+            function = compiled.function
+        except LaunchUnavailable:
+            raise
+        except Exception as exc:  # a Triton whose internals differ from 3.6 / 3.9's
+            raise LaunchUnavailable(f"Triton internals differ: {type(exc).__name__}: {exc}") from None
+        for field, expected in (("num_ctas", 1), ("launch_cooperative_grid", False),
+                                ("launch_pdl", False), ("global_scratch_size", 0),
+                                ("profile_scratch_size", 0), ("tensordesc_meta", None)):
+            value = getattr(meta, field, expected)
+            if value != expected and not (field == "tensordesc_meta" and not value):
+                raise LaunchUnavailable(f"compiled kernel has {field}={value!r}, the packer needs {expected!r}")
+        if getattr(meta, "cluster_dims", (1, 1, 1)) not in ((1, 1, 1), [1, 1, 1], (1,), None):
+            raise LaunchUnavailable(f"compiled kernel uses clusters {meta.cluster_dims!r}")
+        if meta.shared > 48 * 1024:
+            raise LaunchUnavailable(f"{meta.shared} bytes of shared memory (Triton sets its mode per launch)")
+        bound = _bind_arguments(kernel, args, kwargs)
+        values, slots = [], {}
+        positional = {name: i for i, name in enumerate(kernel.arg_names[:len(args)])}
+        for name, ty in signature.items():
+            if ty == "constexpr":
+                continue
+            if not isinstance(ty, str):
+                raise LaunchUnavailable(f"argument {name!r} has type {ty!r} (a tuple?)")
+            if name in positional and ty.startswith("*"):
+                slots[positional[name]] = len(values)
+            values.append(_pack_value(name, ty, bound[name]))
+        widths = ptx_param_widths(ptx, meta.name)
+        # Triton appends its scratch pointers (global, profile) after the kernel's own arguments.
+        extra = len(widths) - len(values)
+        if not 0 <= extra <= 2 or any(w != ctypes.sizeof(v) for w, v in zip(widths, values)) \
+                or any(w != 8 for w in widths[len(values):]):
+            raise LaunchUnavailable(
+                f"compiled parameters {widths} do not match the packed ones "
+                f"{[ctypes.sizeof(v) for v in values]} + scratch pointers")
+        values += [ctypes.c_uint64(0) for _ in range(extra)]
+        self._values, self._slots = values, slots
+        self._params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
+        self._params_address = ctypes.addressof(self._params)
+        self._function = driver.CUfunction(function)
+        self._cu_launch, self._cu_stream = driver.cuLaunchKernel, driver.CUstream
+        self._raw_stream, self._stream = None, None
+        self._success = driver.CUresult.CUDA_SUCCESS
+        self._grid = tuple(grid) + (1,) * (3 - len(grid))
+        self._block = 32 * meta.num_warps
+        self._shared = meta.shared
+        self._device = torch.cuda.current_device()
+        self._empty_grid = 0 in self._grid
+        self._args = args  # keeps the tensors, hence the packed addresses, alive
+        self.compiled = compiled
+
+    def __call__(self):
+        if self._empty_grid:  # as Triton: a grid with no program launches nothing
+            return
+        gx, gy, gz = self._grid
+        raw = torch._C._cuda_getCurrentRawStream(self._device)
+        if raw != self._raw_stream:  # converting an int to a CUstream costs as much as a launch's tenth
+            self._raw_stream, self._stream = raw, self._cu_stream(raw)
+        err, = self._cu_launch(self._function, gx, gy, gz, self._block, 1, 1, self._shared,
+                               self._stream, self._params_address, 0)
+        if err != self._success:
+            raise RuntimeError(f"cuLaunchKernel failed: {err!r}")
+
+    def set_arg(self, index, tensor):
+        """Point positional pointer argument ``index`` at ``tensor``, for the next launches.
+
+        The caller guarantees that ``tensor`` matches what the kernel was compiled for: same
+        dtype and the same 16-byte alignment (Triton specialises on it), and keeps it alive.
+        """
+        self._values[self._slots[index]].value = tensor.data_ptr()
+
+    def release_args(self):
+        """Stop keeping the bound tensors alive (the caller guarantees their addresses)."""
+        self._args = self.plan = None
+
+
+def _bind_arguments(kernel, args, kwargs):
+    import inspect
+    call_kwargs = {k: v for k, v in kwargs.items() if k not in _LAUNCH_OPTIONS}
+    bound = inspect.signature(kernel.fn).bind(*args, **call_kwargs)
+    bound.apply_defaults()
+    return bound.arguments
+
+
+# ----------------------------------------------------------------------------- graph path
+
+class GraphLaunch:
+    """A one-kernel CUDA graph captured at bind time, replayed on the current stream.
+
+    A replay cannot be captured into an outer graph, so under capture it launches through
+    the driver path instead (``torch.cuda.is_current_stream_capturing()`` is checked per call).
+    """
+    path = "graph"
+
+    def __init__(self, driver_launch):
+        self.driver, self.fallback_reason = driver_launch, None
+        if torch.cuda.is_current_stream_capturing():
+            raise LaunchUnavailable("bound during an outer CUDA-graph capture")
+        # No warm-up launch: the driver path has compiled and loaded the kernel already, and a
+        # launch here would write the buffers at bind time.
+        self.graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(self.graph):
+                driver_launch()
+        except Exception as exc:
+            raise LaunchUnavailable(f"capture failed: {type(exc).__name__}: {exc}") from None
+        self._replay = self.graph.replay
+        self._capturing = torch.cuda.is_current_stream_capturing
+
+    def __call__(self):
+        if self._capturing():
+            self.driver()
+        else:
+            self._replay()
+
+
+# ----------------------------------------------------------------------------- per-call cache
+
+def tensor_key(t):
+    """What of a tensor a launch plan and the static checks depend on, as a hashable tuple."""
+    return (t.data_ptr(), t.shape, t.stride(), t.dtype, t.get_device())
+
+
+def metadata_key(*values, _tensor=torch.Tensor):
+    """Key of a call's arguments, flat (a flat tuple hashes several times faster than nested
+    ones, and this runs on every call): each tensor as the five fields of ``tensor_key``,
+    every other value as its type and value (``True`` and ``1`` must not share an entry: one
+    of them fails the checks). Unambiguous: a tensor's fields start with an int, another
+    value's with a type."""
+    key = []
+    for v in values:
+        if isinstance(v, _tensor):
+            key += (v.data_ptr(), v.shape, v.stride(), v.dtype, v.get_device())
+        else:
+            key += (v.__class__, v)
+    return tuple(key)
+
+
+_CACHES = weakref.WeakSet()
+
+
+def clear_plan_caches():
+    """Empty every ``PlanCache`` (after changing ``DEFAULT_PATH``, say)."""
+    for cache in list(_CACHES):
+        cache.clear()
+
+
+class PlanCache:
+    """A small bounded cache (oldest entry evicted first) of bound launchers for a per-call
+    entry point.
+
+    ``launcher(key, build)`` returns the launcher stored under ``key`` or calls ``build()``
+    (which runs the checks and returns a ``LaunchPlan``), binds it and stores it. Keys are
+    built with ``metadata_key`` from every argument that the plan or the static checks read:
+    equal keys mean the checks would pass again and the plan would be the same, so a hit
+    skips both. Data checks (which read tensor contents) are not covered and must run
+    outside. Launchers on the driver path hold addresses only, not the tensors (a hit means
+    the caller passed buffers at those very addresses); those on the Triton path keep the
+    tensors of the call that bound them alive until evicted, so no other tensor can take
+    their addresses meanwhile.
+    """
+
+    def __init__(self, maxsize=32, path=None):
+        self.maxsize, self.path = maxsize, path
+        self.hits = self.misses = 0
+        self._entries = collections.OrderedDict()
+        _CACHES.add(self)
+
+    def launcher(self, key, build, *build_args):
+        """The launcher under ``key``, or ``bind_plan(build(*build_args))`` stored there.
+        Raises ``TypeError`` for an unhashable key (the caller plans uncached: its checks
+        then name the bad argument)."""
+        launch = self._entries.get(key)
+        if launch is not None:
+            self.hits += 1
+            return launch
+        self.misses += 1
+        # A graph per buffer set would cost graph memory per entry for no measured gain.
+        path = self.path or ("driver" if DEFAULT_PATH == "graph" else DEFAULT_PATH)
+        launch = bind_plan(build(*build_args), path=path)
+        if launch.path == "driver":
+            launch.release_args()
+        self._entries[key] = launch
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+        return launch
+
+    def __len__(self):
+        return len(self._entries)
+
+    def clear(self):
+        self._entries.clear()
+        self.hits = self.misses = 0

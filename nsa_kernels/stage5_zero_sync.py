@@ -18,11 +18,12 @@ A status tensor ``[N, overflow]`` is written on the device: ``overflow`` is 1 wh
 the buffers' capacity, in which case only the first ``capacity`` entries are written. The
 caller reads it when it chooses; reading it is the only sync, and it is optional.
 """
-import torch
 import triton
 import triton.language as tl
 
-from .launcher import bind_launch
+import threading
+
+from .launcher import LaunchPlan, PlanCache, bind_plan
 from .validation import check_static, status_buffer, validate
 
 
@@ -116,45 +117,6 @@ def zero_sync_token_kernel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, st
                     capacity, nsa_index_topk, CLAMP_PADDED, BLOCK_T, BLOCK_R)
 
 
-# The packed entry points take one pointer and the other four buffers as byte offsets from it.
-# Each pointer argument costs host time in Triton's launcher (it asks the driver about every
-# pointer on every launch: ~2.3 µs each on the lent H100 VM, see scripts/launch_cost.py) while
-# integers cost next to nothing. Offsets carry OFFSET_BIAS so that Triton always types them as
-# 64-bit (an int below 2**31 would be typed i32: another compiled variant).
-OFFSET_BIAS = tl.constexpr(1 << 62)  # a constexpr: kernels may read it
-
-
-@triton.jit
-def _at(base_ptr, biased_offset, DTYPE: tl.constexpr):
-    byte_ptr = base_ptr.to(tl.pointer_type(tl.int8), bitcast=True)
-    return (byte_ptr + (biased_offset - OFFSET_BIAS)).to(tl.pointer_type(DTYPE), bitcast=True)
-
-
-@triton.jit(do_not_specialize=["ext_at", "seq_at", "expanded_at", "cache_at", "batch_size",
-                               "capacity", "nsa_index_topk"])
-def zero_sync_request_packed_kernel(status_ptr, ext_at, seq_at, expanded_at, cache_at, batch_size,
-                                    capacity, nsa_index_topk, EXT_DTYPE: tl.constexpr,
-                                    SEQ_DTYPE: tl.constexpr, CLAMP_PADDED: tl.constexpr,
-                                    BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
-                                    PREFIX_BLOCK: tl.constexpr):
-    _request_parallel(_at(status_ptr, ext_at, EXT_DTYPE), _at(status_ptr, seq_at, SEQ_DTYPE),
-                      _at(status_ptr, expanded_at, tl.int32), _at(status_ptr, cache_at, tl.int32),
-                      status_ptr, batch_size, capacity, nsa_index_topk, CLAMP_PADDED, BLOCK_R,
-                      BLOCK_Q, PREFIX_BLOCK)
-
-
-@triton.jit(do_not_specialize=["ext_at", "seq_at", "expanded_at", "cache_at", "batch_size",
-                               "capacity", "nsa_index_topk"])
-def zero_sync_token_packed_kernel(status_ptr, ext_at, seq_at, expanded_at, cache_at, batch_size,
-                                  capacity, nsa_index_topk, EXT_DTYPE: tl.constexpr,
-                                  SEQ_DTYPE: tl.constexpr, CLAMP_PADDED: tl.constexpr,
-                                  BLOCK_T: tl.constexpr, BLOCK_R: tl.constexpr):
-    _token_parallel(_at(status_ptr, ext_at, EXT_DTYPE), _at(status_ptr, seq_at, SEQ_DTYPE),
-                    _at(status_ptr, expanded_at, tl.int32), _at(status_ptr, cache_at, tl.int32),
-                    status_ptr, batch_size, capacity, nsa_index_topk, CLAMP_PADDED, BLOCK_T,
-                    BLOCK_R)
-
-
 REQUEST_BLOCK_R = 128
 REQUEST_PREFIX_BLOCK = 1024
 TOKEN_BLOCK_T = 256
@@ -175,7 +137,7 @@ def extend_block(batch_size, capacity):
 
 def plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                    out_nsa_cache_seqlens, status, mapping="auto", clamp_padded_rows=False):
-    """``(kernel, grid, args, kwargs)`` of the one launch; host-known sizes only, no sync."""
+    """The ``LaunchPlan`` of the one launch; host-known sizes only, no sync."""
     if mapping not in MAPPINGS:
         raise ValueError(f"mapping must be one of {MAPPINGS}, got {mapping!r}")
     batch_size = extend_seq_lens.shape[0]
@@ -185,24 +147,12 @@ def plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expand
     args = (extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
             batch_size, capacity, nsa_index_topk)
     if mapping == "request":
-        return (zero_sync_request_kernel, (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),), args,
-                dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_R=REQUEST_BLOCK_R,
-                     BLOCK_Q=extend_block(batch_size, capacity), PREFIX_BLOCK=REQUEST_PREFIX_BLOCK))
-    return (zero_sync_token_kernel, (max(triton.cdiv(capacity, TOKEN_BLOCK_T), 1),), args,
-            dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R))
-
-
-_TL_DTYPES = {torch.int32: tl.int32, torch.int64: tl.int64}
-
-
-def pack_plan(kernel, grid, args, kwargs):
-    """The same launch with one pointer (``status``) and four biased byte offsets from it."""
-    ext, seq, out_expanded, out_cache, status = args[:5]
-    packed = {zero_sync_request_kernel: zero_sync_request_packed_kernel,
-              zero_sync_token_kernel: zero_sync_token_packed_kernel}[kernel]
-    at = [t.data_ptr() - status.data_ptr() + OFFSET_BIAS.value for t in (ext, seq, out_expanded, out_cache)]
-    return (packed, grid, (status, *at, *args[5:]),
-            dict(kwargs, EXT_DTYPE=_TL_DTYPES[ext.dtype], SEQ_DTYPE=_TL_DTYPES[seq.dtype]))
+        return LaunchPlan(zero_sync_request_kernel, (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),),
+                          args, dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_R=REQUEST_BLOCK_R,
+                                     BLOCK_Q=extend_block(batch_size, capacity),
+                                     PREFIX_BLOCK=REQUEST_PREFIX_BLOCK))
+    return LaunchPlan(zero_sync_token_kernel, (max(triton.cdiv(capacity, TOKEN_BLOCK_T), 1),), args,
+                      dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R))
 
 
 def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
@@ -216,6 +166,12 @@ def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expan
     return status_buffer(status, seq_lens.device)
 
 
+#: Bound launchers of ``launch_zero_sync``, keyed on its arguments' metadata (see ``PlanCache``).
+PLANS = PlanCache(maxsize=32)
+_STATUS_SLOT = 4  # position of ``status`` in the plan's arguments
+_own_status_lock = threading.Lock()
+
+
 def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                      out_nsa_cache_seqlens, status=None, *, mapping="auto",
                      clamp_padded_rows=False, check=False):
@@ -223,41 +179,70 @@ def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expa
 
     ``check=True`` adds the data checks (negative lengths, ``qo_len > kv_len``, capacity)
     at the cost of one device-to-host copy of the lengths, i.e. one sync. Static checks
-    (types, shapes, devices) always run: they read tensor metadata only.
+    (types, shapes, devices) read tensor metadata only, and their result is cached with the
+    launch plan in ``PLANS``: a call whose arguments have the metadata of an earlier call
+    (same addresses, shapes, strides, dtypes, devices, ints) skips the checks that passed
+    then and the planning, and costs one driver launch. ``status=None`` allocates a new
+    status per call (one allocation); pass a status buffer to avoid it.
     ``clamp_padded_rows=True`` is SGLang's production behaviour for CUDA-graph padding rows
     with ``kv_len < qo_len``: their values are clamped at 0 (consumers read them unsigned).
     """
-    status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                             out_nsa_cache_seqlens, status, check)
-    kernel, grid, args, kwargs = plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk,
-                                                out_seqlens_expanded, out_nsa_cache_seqlens,
-                                                status, mapping, clamp_padded_rows)
-    kernel[grid](*args, **kwargs)
+    if check:
+        validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                 out_nsa_cache_seqlens)
+    ext, seq, out, cache = extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens
+    try:
+        # launcher.metadata_key's fields, written out: this is the whole per-call cost.
+        key = (ext.data_ptr(), ext.shape, ext.stride(), ext.dtype, ext.get_device(),
+               seq.data_ptr(), seq.shape, seq.stride(), seq.dtype, seq.get_device(),
+               out.data_ptr(), out.shape, out.stride(), out.dtype, out.get_device(),
+               cache.data_ptr(), cache.shape, cache.stride(), cache.dtype, cache.get_device(),
+               nsa_index_topk.__class__, nsa_index_topk, mapping, clamp_padded_rows,
+               None if status is None else
+               (status.data_ptr(), status.shape, status.stride(), status.dtype, status.get_device()))
+        launch = PLANS.launcher(key, _checked_plan, ext, seq, nsa_index_topk, out, cache, status,
+                                mapping, clamp_padded_rows)
+    except (AttributeError, TypeError):  # not tensors, or unhashable: uncached, checks name it
+        plan = _checked_plan(ext, seq, nsa_index_topk, out, cache, status, mapping,
+                             clamp_padded_rows)
+        plan()
+        return plan.args[_STATUS_SLOT]
+    if status is not None:
+        launch()
+        return status
+    status = status_buffer(None, ext.device)
+    with _own_status_lock:  # the cached launcher is shared: point it at this call's status
+        launch.set_arg(_STATUS_SLOT, status)
+        launch()
     return status
 
 
+def _checked_plan(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                  out_nsa_cache_seqlens, status, mapping, clamp_padded_rows):
+    status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                             out_nsa_cache_seqlens, status, False)
+    return plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
+                          out_nsa_cache_seqlens, status, mapping, clamp_padded_rows)
+
+
 class ZeroSyncFill:
-    """The serving-loop form: bound once to static buffers, then one direct launch per call.
+    """The serving-loop form: bound once to static buffers, then one launch per call.
 
     A CUDA-graph runner (SGLang's included) owns static input and output buffers whose
     contents change between calls. Binding to them moves validation, planning and Triton's
-    per-call dispatch out of the hot path (see ``bound_launch``); ``__call__`` launches and
-    returns the device ``status``. ``packed=True`` launches the packed entry point instead (one
-    pointer, four offsets: see ``OFFSET_BIAS``): an experiment that did not pay on the H100
-    (scripts/launch_cost.py: 17.2 µs of host time per launch against 14.4 µs with five
-    pointers), so it is off by default. Same kernel bodies, same results as ``launch_zero_sync``.
+    per-call dispatch out of the hot path: ``__call__`` launches through ``launcher.bind_plan``
+    (the driver path where available; ``path`` picks another, see ``launcher``) and returns
+    the device ``status``. Same kernels, same results as ``launch_zero_sync``.
     """
 
     def __init__(self, extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                  out_nsa_cache_seqlens, status=None, *, mapping="auto", clamp_padded_rows=False,
-                 check=False, packed=False):
+                 check=False, path=None):
         self.status = _checked_status(extend_seq_lens, seq_lens, nsa_index_topk,
                                       out_seqlens_expanded, out_nsa_cache_seqlens, status, check)
-        plan = plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                              out_nsa_cache_seqlens, self.status, mapping, clamp_padded_rows)
-        # The tensors stay referenced by the plans, so the packed byte offsets stay valid.
-        self.plain = plan
-        self.launch = bind_launch(*(pack_plan(*plan) if packed else plan))
+        self.launch = bind_plan(plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk,
+                                               out_seqlens_expanded, out_nsa_cache_seqlens,
+                                               self.status, mapping, clamp_padded_rows), path=path)
 
     def __call__(self):
         self.launch()

@@ -1,91 +1,114 @@
-"""Where the host time of one launch goes: a kernel's arguments, its body, the launch path.
+"""Where the host time of one launch goes: every floor and every launch path, one run.
 
-Times, on the host and without a sync (median of many calls), launching:
-an empty kernel with no arguments; empty kernels with zero_sync's argument list (pointers
-and ints) and with subsets of it; and the zero_sync request kernel itself, each through
-``kernel[grid](...)`` and through ``BoundLaunch``. Prints compiled metadata that could add
-per-launch work (global/profile scratch). GPU only.
+At draft_extend bs 32 (by default), measured together in interleaved rounds
+(``floors.measure_with_floors``): call + synchronize (``eager``) and host time (the call
+returning, no sync) of
+
+* the floors: ``sync_only``, ``torch_op``, ``empty_kernel`` (Triton's ``kernel[grid]()``),
+  ``empty_driver`` (``cuLaunchKernel`` through cuda-python, parameters packed once),
+  ``empty_graph`` (a one-node CUDA graph replayed), and ``empty_ctypes`` (the same packed
+  launch through libcuda by ``ctypes``: a candidate backend, measured only);
+* ``ZeroSyncFill`` through each path of ``launcher`` (driver, graph, triton) and ctypes;
+* the per-call entry point ``launch_zero_sync`` (plan cache hit; with and without a status
+  buffer), the uncached plan + ``kernel[grid]``, and the cache key alone;
+
+then the issue's targets as MET / MISS with their ratios. GPU only; writes
+``$OUT/launch_cost.json`` when ``OUT`` is set.
 """
-import statistics
-import time
+import ctypes
+import json
+import os
+import sys
 
-import torch
-import triton
-import triton.language as tl
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nsa_kernels.bench import workloads
-from nsa_kernels.bound_launch import BoundLaunch
-from nsa_kernels.stage5_zero_sync import pack_plan, plan_zero_sync
+import nsa_kernels as nk  # noqa: E402  (first: picks Triton's mode)
 
+import torch  # noqa: E402
+import triton  # noqa: E402
 
-@triton.jit
-def no_args():
-    pass
-
-
-@triton.jit
-def one_pointer(a):
-    pass
+from nsa_kernels import launcher  # noqa: E402
+from nsa_kernels import stage5_zero_sync as s5  # noqa: E402
+from nsa_kernels.bench import floors, workloads  # noqa: E402
+from nsa_kernels.empty_kernel import empty_kernel  # noqa: E402
 
 
-@triton.jit
-def five_pointers(a, b, c, d, e):
-    pass
+class CtypesLaunch:
+    """The same packed launch through libcuda by ctypes (no cuda-python): measured only."""
+
+    def __init__(self, driver_launch):
+        lib = ctypes.CDLL("libcuda.so.1")
+        fn = lib.cuLaunchKernel
+        fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+        fn.restype = ctypes.c_int
+        d = driver_launch
+        self._fn, self._f, self._grid, self._block, self._shared = fn, int(d._function), d._grid, d._block, d._shared
+        self._params, self._device = d._params_address, d._device
+        self._keep = d
+
+    def __call__(self):
+        gx, gy, gz = self._grid
+        err = self._fn(self._f, gx, gy, gz, self._block, 1, 1, self._shared,
+                       torch._C._cuda_getCurrentRawStream(self._device), self._params, None)
+        if err:
+            raise RuntimeError(f"cuLaunchKernel: {err}")
 
 
-@triton.jit(do_not_specialize=["x", "y", "z"])
-def five_pointers_three_ints(a, b, c, d, e, x, y, z):
-    pass
-
-
-@triton.jit(do_not_specialize=["x", "y", "z"])
-def same_signature(a, b, c, d, e, x, y, z, CLAMP: tl.constexpr, BR: tl.constexpr, BQ: tl.constexpr,
-                   PB: tl.constexpr):
-    pass
-
-
-def host_us(fn, n=5000):
-    for _ in range(100):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    torch.cuda.synchronize()
-    return statistics.median(samples) * 1e6
-
-
-def main():
-    w = workloads.draft_extend(32)
-    out_e, out_c = w.buffers()
+def entries_for(bs):
+    """The workload and every path of one zero_sync launch, plus the parts of its host time."""
+    from nsa_kernels.validation import check_static
+    w = workloads.draft_extend(bs)
+    out, cache = w.buffers()
     status = torch.empty(2, dtype=torch.int32, device="cuda")
-    kernel, grid, args, kwargs = plan_zero_sync(*w.args(out_e, out_c), status)
-    p = args[:5]
-    ints = args[5:]
-    cases = [
-        ("no arguments", no_args, (), {}),
-        ("1 pointer", one_pointer, p[:1], {}),
-        ("5 pointers", five_pointers, p, {}),
-        ("5 pointers + 3 ints", five_pointers_three_ints, p + ints, {}),
-        ("zero_sync's signature, empty body", same_signature, p + ints,
-         dict(CLAMP=False, BR=128, BQ=4, PB=1024)),
-        ("zero_sync request kernel", kernel, args, kwargs),
-        ("zero_sync request kernel, packed (1 pointer)", *pack_plan(kernel, grid, args, kwargs)[::2],
-         pack_plan(kernel, grid, args, kwargs)[3]),
-    ]
-    print(f"{'kernel':46s} {'kernel[grid]':>13s} {'BoundLaunch':>12s}  metadata")
-    for name, k, a, kw in cases:
-        bound = BoundLaunch(k, grid, a, kw)
-        normal = host_us(lambda: k[grid](*a, **kw))
-        direct = host_us(bound)
-        meta = bound.direct[0].metadata if bound.is_direct else None
-        extra = (f"scratch={getattr(meta, 'global_scratch_size', '?')} "
-                 f"profile_scratch={getattr(meta, 'profile_scratch_size', '?')} "
-                 f"shared={getattr(meta, 'shared', '?')} warps={getattr(meta, 'num_warps', '?')}") if meta else "no direct path"
-        print(f"{name:46s} {normal:13.2f} {direct:12.2f}  {extra}", flush=True)
+    args = w.args(out, cache)
+    fills = {p: nk.ZeroSyncFill(*args, status=status, path=p) for p in launcher.PATHS}
+    entries = [dict(name=f"ZeroSyncFill[{p}]", fn=f) for p, f in fills.items()]
+    entries += [dict(name="launch_zero_sync(status=)", fn=lambda: s5.launch_zero_sync(*args, status=status)),
+                dict(name="launch_zero_sync()", fn=lambda: s5.launch_zero_sync(*args)),
+                dict(name="plan_zero_sync + kernel[grid]", fn=lambda: s5.plan_zero_sync(*args, status)()),
+                dict(name="part: check_static", fn=lambda: check_static(*args), capturable=False),
+                dict(name="part: plan_zero_sync", fn=lambda: s5.plan_zero_sync(*args, status), capturable=False),
+                dict(name="part: metadata_key", fn=lambda: launcher.metadata_key(*args, status, "auto", False),
+                     capturable=False)]
+    try:
+        entries.append(dict(name="empty_ctypes (libcuda by ctypes)",
+                            fn=CtypesLaunch(launcher.bind_launch(empty_kernel, (1,), path="driver"))))
+        entries.append(dict(name="ZeroSyncFill[ctypes]", fn=CtypesLaunch(fills["driver"].launch)))
+    except Exception as exc:
+        print("ctypes variant unavailable:", exc)
+    return w, entries
+
+
+def main(bs=32, iters=400):
+    """Every floor and path at draft_extend ``bs``; returns ``{"timing": records, "targets": ...}``."""
+    w, entries = entries_for(bs)
+    records, skipped = floors.measure_with_floors(entries, w, {"iters": iters, "warmup": 20, "graph_calls": 16})
+    for name, reason in skipped.items():
+        print(f"skipped floor {name}: {reason}")
+    cheapest = floors.cheapest_empty(records, "eager_us")
+    print(f"\n{f'draft_extend bs {bs}':40s} {'host µs':>8s} {'call+sync µs':>13s} {'x cheapest':>11s} {'graph µs':>9s}")
+    for r in records:
+        graph = f"{r['graph_us']:.2f}" if r.get("graph_us") else "-"
+        print(f"{r['stage']:40s} {r['host_us']:8.2f} {r['eager_us']:13.2f} "
+              f"{r['eager_us'] / cheapest['eager_us']:11.2f} {graph:>9s}")
+    targets = floors.launch_targets(records, [f"ZeroSyncFill[{p}]" for p in launcher.PATHS],
+                                    ["launch_zero_sync(status=)", "launch_zero_sync()"])
+    for t in targets:
+        print(f"{'MET ' if t['met'] else 'MISS'}  {t['target']}: {t['measured']} {t['note']}")
+    for p in launcher.PATHS:
+        launch = nk.ZeroSyncFill(*w.args(*w.buffers()), path=p).launch
+        print(f"path {p!r}: took {launch.path!r}, fallback reason: {launch.fallback_reason}")
+    print(f"PlanCache: {s5.PLANS.hits} hits, {s5.PLANS.misses} misses, {len(s5.PLANS)} entries")
+    return {"environment": {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                            "triton": triton.__version__},
+            "timing": records, "targets": targets, "skipped": skipped}
 
 
 if __name__ == "__main__":
-    main()
+    if not torch.cuda.is_available() or nk.INTERPRET:
+        print("SKIP: launch costs need a CUDA GPU")
+        sys.exit(0)
+    result = main()
+    if os.environ.get("OUT"):
+        with open(os.path.join(os.environ["OUT"], "launch_cost.json"), "w") as f:
+            json.dump(result, f, indent=1, default=str)
