@@ -1,0 +1,470 @@
+"""Run every notebook headless, render each to HTML, and publish a report folder.
+
+``./run_all.sh`` sets up Python and executes ``python -m nsa_report.run`` with the options it
+does not handle itself. Usage and exit codes: ``USAGE`` below (``./run_all.sh --help``).
+
+How a report folder is replaced (``DEST``, scratch folders beside it, so renames are atomic):
+the run writes into ``.tmp-NAME-PID``; when every notebook succeeded ``DEST`` is moved to
+``.old-NAME-PID``, the new run renamed to ``DEST`` and the old one removed (signals wait until
+the swap is done). A failed run is kept as ``.failed-NAME``; an interrupted run is discarded.
+``.lock-NAME`` (flock) keeps two runs off one ``DEST``. Leftovers of runs killed outright
+(``.tmp-``/``.old-`` of a dead PID, ``$TMPDIR/nsa-run-all-PID-*``) are cleaned on the next run.
+"""
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from .failure import describe_failure, failure_line, one_line
+
+PROG = "run_all.sh"
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH_PREFIX = "nsa-run-all-"
+REQUIRED_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "jinja2", "torch",
+                    "triton", "nsa_kernels")
+
+USAGE = """\
+Usage: ./run_all.sh [--profile quick|full] [--out DIR] [--only LIST] [--notebooks-dir DIR]
+                    [--replace-published] [--no-setup] [--setup-only] [-h]
+
+Runs every notebook (sorted by name) headless with papermill, renders each to HTML, and
+builds DIR/index.html (the answer first) and DIR/results.json (all records).
+
+  --profile quick|full  workload sizes (default: full when a GPU is usable, else quick)
+  --out DIR             report folder (default: reports/latest). It is replaced only when
+                        every notebook succeeded; a failed run is kept beside it as
+                        .failed-<name>, and an interrupted run leaves it untouched.
+  --only LIST           run a subset by number prefix, e.g. --only 00,03,07. Into a folder
+                        that already holds a report, the subset is merged: the other
+                        notebooks are carried over from that report (the index says so).
+  --notebooks-dir DIR   where the notebooks are (default: notebooks/)
+  --replace-published   allow replacing a published report: a folder with files tracked
+                        by git (e.g. reports/h100). Without it such a run is refused.
+  --no-setup            never create .venv or install anything
+  --setup-only          set up (as below), print the Python to use, and exit
+  -h, --help            this help
+
+Python: $NSA_PYTHON if set, else .venv/bin/python if .venv exists, else python3 with
+--no-setup, else a new .venv (python3 -m venv) with the project installed
+(pip install -e '.[test]', after the CPU build of torch when there is no NVIDIA GPU).
+
+Exit status: 0 when every notebook succeeded, 1 when one failed (each failure is printed as
+"FAILED: notebook NAME, cell N (In [k]): ErrorType: message", N counting the source
+notebook's code cells), 2 on bad usage or an unusable --out, 130/143 when interrupted.
+"""
+
+
+class UsageError(Exception):
+    """Bad command line: exit 2 with a pointer to --help."""
+
+
+class RefusedError(Exception):
+    """A well-formed request that would lose data or cannot be done: exit 2."""
+
+
+class Interrupted(BaseException):
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+        self.code = 128 + signum
+
+
+def say(message):
+    print(f"==> {message}", flush=True)
+
+
+def warn(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- options
+
+def parse_args(argv):
+    opts = {"profile": None, "out": None, "only": None, "notebooks_dir": None,
+            "replace_published": False}
+    valued = {"--profile": "profile", "--out": "out", "--only": "only",
+              "--notebooks-dir": "notebooks_dir"}
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, eq, inline = arg.partition("=")
+        if arg in ("-h", "--help"):
+            opts["help"] = True
+        elif name in valued and eq:
+            opts[valued[name]] = inline
+        elif arg in valued:
+            if not args or not args[0] or args[0].startswith("--"):
+                raise UsageError(f"option {arg} needs a value")
+            opts[valued[arg]] = args.pop(0)
+        elif arg == "--replace-published":
+            opts["replace_published"] = True
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option: {arg}")
+        else:
+            raise UsageError(f"unexpected argument: {arg}")
+    if opts["profile"] not in (None, "quick", "full"):
+        raise UsageError(f"--profile must be quick or full, not '{opts['profile']}'")
+    if opts["out"] == "":
+        raise UsageError("--out needs a folder")
+    return opts
+
+
+def select_notebooks(nb_dir, only):
+    """The notebooks to run, sorted; ``only`` picks by number prefix (or full name)."""
+    if not nb_dir.is_dir():
+        raise RefusedError(f"notebooks folder not found: {nb_dir}")
+    every = sorted(p.stem for p in nb_dir.glob("*.ipynb"))
+    if not every:
+        raise RefusedError(f"no notebooks (*.ipynb) in {nb_dir}")
+    if only is None:
+        return every
+    wanted = [w for w in only.replace(",", " ").split() if w]
+
+    def matches(name, want):
+        return name == want or name.startswith(f"{want}_")
+
+    for want in wanted:
+        if not any(matches(name, want) for name in every):
+            raise UsageError(f"--only: no notebook in {nb_dir} matches '{want}' "
+                             f"(have: {' '.join(every)})")
+    chosen = [name for name in every if any(matches(name, w) for w in wanted)]
+    if not chosen:
+        raise UsageError(f"--only '{only}' selects no notebook")
+    return chosen
+
+
+# --------------------------------------------------------------------------- destination
+
+def is_published(dest):
+    """A published report: a folder with at least one file tracked by git."""
+    try:
+        proc = subprocess.run(["git", "-C", str(dest), "ls-files", "--", "."],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+def resolve_destination(out, replace_published):
+    """The absolute report folder, after every check that can refuse the run up front."""
+    out = Path(os.path.abspath(out))
+    if out == Path(out.anchor):
+        raise RefusedError("--out cannot be /")
+    cwd = Path.cwd().resolve()
+    dest = out.parent.resolve() / out.name if out.parent.exists() else out
+    if cwd == dest or dest in cwd.parents:
+        raise RefusedError(f"--out {dest} is the current folder or holds it: the run could "
+                           "not replace it; run from outside the report folder")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RefusedError(f"--out {out}: cannot create its parent folder "
+                           f"({exc.strerror or exc})") from None
+    dest = dest.parent.resolve() / dest.name
+    if not os.access(dest.parent, os.W_OK | os.X_OK):
+        raise RefusedError(f"--out {dest}: its parent folder {dest.parent} is not writable")
+    if dest.exists() and not dest.is_dir():
+        raise RefusedError(f"--out {dest} exists and is not a folder")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not (dest / "results.json").exists() and not (dest / "index.html").exists():
+            raise RefusedError(f"refusing to replace {dest}: it is not empty and holds no "
+                               "report (no results.json/index.html)")
+        if is_published(dest) and not replace_published:
+            raise RefusedError(f"refusing to replace {dest}: it is a published report (files "
+                               "tracked by git); pass --replace-published to replace it, or "
+                               "choose another --out")
+    return dest
+
+
+@contextmanager
+def destination_lock(dest):
+    """Hold ``.lock-NAME`` beside ``dest`` for the whole run: one run per report folder."""
+    path = dest.parent / f".lock-{dest.name}"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise RefusedError(f"another run (pid {holder}) is writing to {dest}; wait for it "
+                           "or choose another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dead_pid(text):
+    return text.isdigit() and not _pid_alive(int(text))
+
+
+def clean_leftovers(dest, scratch_root):
+    """Put back a report moved aside by a killed run; remove dead runs' scratch folders."""
+    for path in sorted(dest.parent.glob(f".old-{dest.name}-*")) + sorted(
+            dest.parent.glob(f".tmp-{dest.name}-*")):
+        if not _dead_pid(path.name.rsplit("-", 1)[-1]):
+            continue
+        if path.name.startswith(".old-") and not dest.exists():
+            say(f"restoring {dest} from {path} (left by an interrupted run)")
+            path.rename(dest)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    for path in Path(scratch_root).glob(f"{SCRATCH_PREFIX}*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if path.is_dir() and _dead_pid(pid):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- environment
+
+def check_python():
+    import importlib.util
+
+    missing = [m for m in REQUIRED_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RefusedError(f"{sys.executable} lacks: {' '.join(missing)} (run without "
+                           f"--no-setup, or: {sys.executable} -m pip install -e '{ROOT}[test]')")
+
+
+def detect_profile():
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True)
+    if probe.stdout.strip() == "True":
+        say("profile: full (a GPU is usable)")
+        return "full"
+    say("profile: quick (no usable GPU: the kernels run in the Triton interpreter)")
+    return "quick"
+
+
+def install_kernel_spec(scratch):
+    """A kernel spec for this Python, ahead of any other "python3" spec (a user-wide one could
+    point at another interpreter), so the notebooks run where the checks above ran. Its log
+    level keeps ipykernel's start-up warnings out of the progress output."""
+    spec = scratch / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 "--IPKernelApp.log_level=ERROR"],
+        "display_name": "Python 3 (ipykernel)", "language": "python",
+        "metadata": {"debugger": True}}, indent=1))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(scratch / "jupyter")] + ([os.environ["JUPYTER_PATH"]]
+                                      if os.environ.get("JUPYTER_PATH") else []))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in paths if p])
+
+
+# --------------------------------------------------------------------------- running
+
+def execute(name, nb_dir, tmp, profile):
+    """Run one notebook into ``tmp`` (its working folder). Returns a status entry."""
+    import papermill
+
+    started = time.monotonic()
+    status = {"status": "ok"}
+    try:
+        # results_dir "." and the cwd keep temp paths out of the published pages.
+        papermill.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(tmp / f"{name}.ipynb"),
+                                   parameters={"profile": profile, "results_dir": "."},
+                                   kernel_name="python3", cwd=str(tmp), progress_bar=True)
+    except papermill.PapermillExecutionError as exc:
+        status = {"status": "failed", "reason": f"{exc.ename}: {exc.evalue}"}
+    except Exception as exc:  # a dead kernel, a missing kernel, an unreadable notebook
+        status = {"status": "failed", "reason": f"{type(exc).__name__}: {one_line(exc)}"}
+    if (tmp / f"{name}.ipynb").is_file():
+        try:
+            from nbconvert import HTMLExporter
+
+            body, _ = HTMLExporter().from_filename(str(tmp / f"{name}.ipynb"))
+            (tmp / f"{name}.html").write_text(body, encoding="utf-8")
+        except Exception as exc:
+            if status["status"] == "ok":
+                status = {"status": "failed", "error": "HTML conversion failed "
+                          f"({type(exc).__name__}: {one_line(exc)})"}
+    status["seconds"] = round(time.monotonic() - started, 1)
+    return status
+
+
+def carry_over(dest, tmp, names):
+    """Copy the notebooks of ``dest``'s report that this partial run does not redo.
+
+    Returns ``{name: status}`` of the carried notebooks (empty when nothing to merge)."""
+    try:
+        previous = json.loads((dest / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    env = previous.get("environment") or {}
+    origin = f"run of {env.get('date', '?')}, commit {env.get('commit', '?')}"
+    carried = {}
+    for nb in previous.get("notebooks") or []:
+        name = nb.get("name")
+        if not name or name in names or nb.get("status") not in ("ok", "failed"):
+            continue
+        for key in ("html", "notebook", "fragment"):
+            if nb.get(key) and (dest / nb[key]).is_file():
+                shutil.copy2(dest / nb[key], tmp / nb[key])
+        for fig in nb.get("figures") or []:
+            if (dest / fig).is_file():
+                shutil.copy2(dest / fig, tmp / fig)
+        status = {"status": nb["status"], "seconds": nb.get("seconds"), "carried_from": origin}
+        if nb["status"] == "failed":
+            status["error"] = (nb.get("error") or {}).get("summary") or "failed"
+        carried[name] = status
+    return carried
+
+
+def _on_signal(signum, frame):
+    raise Interrupted(signum)
+
+
+@contextmanager
+def signals_deferred():
+    """Signals are ignored while the report folder is being swapped."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def swap_in(tmp, dest, backup):
+    with signals_deferred():
+        if dest.exists():
+            dest.rename(backup)
+        tmp.rename(dest)
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def run(opts):
+    nb_dir = Path(opts["notebooks_dir"] or ROOT / "notebooks").resolve()
+    notebooks = select_notebooks(nb_dir, opts["only"])
+    dest = resolve_destination(opts["out"] or ROOT / "reports" / "latest",
+                               opts["replace_published"])
+    check_python()
+    with destination_lock(dest):
+        return _run_locked(opts, nb_dir, notebooks, dest)
+
+
+def _run_locked(opts, nb_dir, notebooks, dest):
+    from .index import build
+
+    pid = os.getpid()
+    tmp = dest.parent / f".tmp-{dest.name}-{pid}"
+    backup = dest.parent / f".old-{dest.name}-{pid}"
+    failed_dir = dest.parent / f".failed-{dest.name}"
+    scratch_root = Path(tempfile.gettempdir())
+    clean_leftovers(dest, scratch_root)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{pid}-", dir=scratch_root))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_signal)
+    try:
+        profile = opts["profile"] or detect_profile()
+        if opts["profile"]:
+            say(f"profile: {profile}")
+        install_kernel_spec(scratch)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        say(f"notebooks: {' '.join(notebooks)} (from {nb_dir})")
+        names, status = list(notebooks), {}
+        if opts["only"] is not None and (dest / "results.json").is_file():
+            status.update(carry_over(dest, tmp, notebooks))
+            if status:
+                say(f"partial run: merging into {dest}; carried over from its earlier report: "
+                    + " ".join(sorted(status)))
+                names = sorted(set(notebooks) | set(status))
+        elif opts["only"] is not None:
+            say(f"partial run: {dest} holds only the notebooks run now")
+        say(f"writing to {tmp}")
+
+        failures = []
+        for i, name in enumerate(notebooks, 1):
+            say(f"[{i}/{len(notebooks)}] {name} (profile {profile})")
+            status[name] = execute(name, nb_dir, tmp, profile)
+            if status[name]["status"] == "ok":
+                say(f"{name}: ok ({status[name]['seconds']}s)")
+                continue
+            if status[name].get("error"):
+                line = f"FAILED: notebook {name}, {status[name]['error']}"
+            else:
+                info = describe_failure(tmp / f"{name}.ipynb", reason=status[name].get("reason"))
+                line = failure_line(name, info)
+            failures.append(line)
+            warn(line)
+
+        say("building index.html and results.json")
+        try:
+            build(tmp, dest.name, names, status, profile)
+        except Exception as exc:
+            failures.append(f"FAILED: building the report: {type(exc).__name__}: {exc}")
+            warn(failures[-1])
+
+        if failures:
+            shutil.rmtree(failed_dir, ignore_errors=True)
+            tmp.rename(failed_dir)
+            warn(f"\nThis run FAILED ({len(failures)} of {len(notebooks)}):")
+            for line in failures:
+                warn(f"  {line}")
+            warn(f"The failed run is in {failed_dir} (index.html, the executed notebooks and "
+                 "their HTML).")
+            if dest.is_dir():
+                warn(f"The last good report, {dest}, was left as it was.")
+            return 1
+        swap_in(tmp, dest, backup)
+        say(f"report: {dest}/index.html ({len(notebooks)} of {len(notebooks)} notebooks ok)")
+        return 0
+    except Interrupted as exc:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        warn(f"\n{PROG}: interrupted ({signal.Signals(exc.signum).name}): discarding this run; "
+             f"{dest} is untouched")
+        shutil.rmtree(tmp, ignore_errors=True)
+        if backup.is_dir() and not dest.exists():
+            backup.rename(dest)
+        return exc.code
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main(argv=None):
+    try:
+        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        if opts.get("help"):
+            print(USAGE, end="")
+            return 0
+        return run(opts)
+    except UsageError as exc:
+        warn(f"{PROG}: error: {exc}\nTry './run_all.sh --help'.")
+        return 2
+    except RefusedError as exc:
+        warn(f"{PROG}: error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
