@@ -11,8 +11,7 @@ from pathlib import Path
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit|"
                        r"Timeout|NoSuchKernel)\b.*")
-DEAD_KERNEL_HINT = ("the kernel process died while running this cell (killed, crashed, or out "
-                    "of memory)")
+DEAD_KERNEL_HINT = "the kernel process died in this cell: killed, crashed or out of memory"
 
 
 def one_line(text, limit=300):

@@ -295,6 +295,7 @@ def execute(name, nb_dir, tmp, profile):
     except Exception as exc:  # a dead kernel, a missing kernel, an unreadable notebook
         status = {"status": "failed", "reason": f"{type(exc).__name__}: {one_line(exc)}"}
     if (tmp / f"{name}.ipynb").is_file():
+        _relative_paths(tmp / f"{name}.ipynb", nb_dir / f"{name}.ipynb")
         try:
             from nbconvert import HTMLExporter
 
@@ -306,6 +307,24 @@ def execute(name, nb_dir, tmp, profile):
                           f"({type(exc).__name__}: {one_line(exc)})"}
     status["seconds"] = round(time.monotonic() - started, 1)
     return status
+
+
+def _relative_paths(executed, source):
+    """papermill records absolute input and output paths: keep the scratch folder out."""
+    try:
+        nb = json.loads(executed.read_text(encoding="utf-8"))
+        meta = nb.get("metadata", {}).get("papermill")
+        if not isinstance(meta, dict):
+            return
+        try:
+            meta["input_path"] = str(source.relative_to(ROOT))
+        except ValueError:
+            meta["input_path"] = source.name
+        meta["output_path"] = executed.name
+        executed.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n",
+                            encoding="utf-8")
+    except (OSError, ValueError):
+        pass
 
 
 def carry_over(dest, tmp, names):
