@@ -82,7 +82,9 @@ def answer(records, interpreter, summary=None):
 
 
 def _group_label(key):
-    return ", ".join(f"{k}={v}" for k, v in zip(GROUP_KEYS, key) if v is not None)
+    workload, *rest = key
+    parts = [str(workload)] if workload is not None else []
+    return ", ".join(parts + [f"{k}={v}" for k, v in zip(GROUP_KEYS[1:], rest) if v is not None])
 
 
 def record_groups(records):
