@@ -224,7 +224,7 @@ def view(results):
             "nb": nb, "anchor": f"nb-{nb['name']}", "has_results": extra is not None,
             "headline": _headlines(extra) if extra else [], "tables": own,
             "targets": extra.get("targets", []) if extra else [],
-            "groups": record_groups(by_nb.get(nb["name"], [])), "groups_open": not own,
+            "groups": record_groups(by_nb.get(nb["name"], [])),
             "figures": list(nb.get("figures") or []),
             "carried_from": nb.get("carried_from")})
     all_targets = [dict(t, target=f"{nb['name']}: {t.get('target', '?')}")
