@@ -4,8 +4,8 @@ Each papermill run starts a kernel (a few seconds), so the good run is made once
 and copied where a test needs "the last good report" at the destination.
 """
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,7 +38,8 @@ def run_all(*args, timeout=300):
 
 
 def explain(proc):
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
+            f"--- stderr\n{proc.stderr[-6000:]}")
 
 
 def leftovers(parent):
@@ -109,8 +110,8 @@ def test_good_index_opens_with_the_answer(good_run):
     assert "&lt;eager&gt;" in index and "<eager>" not in index   # escaped headline
     assert "✓ met" in index and "✗ missed" in index and ">n/a<" in index
     assert "1,230" in index and "3.14" in index                  # 3 significant digits
-    assert re.search(r'id="nb-01_beta">01_beta<a[^>]*>top</a></h3>\s*<p class="none">no results</p>',
-                     index)
+    assert re.search(r'id="nb-01_beta">01_beta<a[^>]*>top</a></h3>\s*'
+                     r'<p class="none">no results</p>', index)
     assert "src=\"/" not in index and "href=\"/" not in index       # links are relative
 
 
@@ -292,7 +293,8 @@ def test_describe_failure_counts_source_code_cells(tmp_path):
     nb.write_text(json.dumps({"cells": cells, "metadata": {}}))
     info = failure.describe_failure(nb)
     assert (info["cell"], info["execution_count"]) == (3, 4)
-    assert failure.failure_line("n", info) == "FAILED: notebook n, cell 3 (In [4]): KeyError: 'k' more"
+    assert (failure.failure_line("n", info)
+            == "FAILED: notebook n, cell 3 (In [4]): KeyError: 'k' more")
     assert failure.notebook_failed(nb)
 
 
