@@ -78,5 +78,7 @@ print(" ".join(n for n in m if u.find_spec(n) is None))')"
   echo "$PY"
   exit 0
 fi
-say "python: $PY ($("$PY" -c 'import platform; print(platform.python_version())'), from $PY_FROM)"
+if [[ $HELP -eq 0 ]]; then
+  say "python: $PY ($("$PY" -c 'import platform; print(platform.python_version())'), from $PY_FROM)"
+fi
 exec "$PY" -m nsa_report.run ${ARGS[@]+"${ARGS[@]}"}
