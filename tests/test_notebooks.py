@@ -24,11 +24,16 @@ pytestmark = pytest.mark.notebooks
 
 
 def progress_printer(config):
-    """Write to the terminal past pytest's capture (its terminal reporter owns the real one)."""
+    """Write to the terminal past pytest's capture, as ``capsys.disabled()`` does."""
     reporter = config.pluginmanager.getplugin("terminalreporter")
-    if reporter is None:
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is None or capture is None:
         return lambda line: None
-    return lambda line: reporter.write_line(f"  [notebooks] {line}")
+
+    def show(line):
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"  [notebooks] {line}")
+    return show
 
 
 def is_progress(line):
