@@ -205,7 +205,7 @@ def _skipped(extras):
     return out
 
 
-def view(results):
+def view(results, report_dir):
     """Everything ``index.html.j2`` shows, computed here so the template only lays it out."""
     env = results["environment"]
     notebooks = results["notebooks"]
@@ -225,7 +225,9 @@ def view(results):
             "headline": _headlines(extra) if extra else [], "tables": own,
             "targets": extra.get("targets", []) if extra else [],
             "groups": record_groups(by_nb.get(nb["name"], [])),
-            "figures": list(nb.get("figures") or []),
+            "figures": [f for f in nb.get("figures") or [] if (report_dir / str(f)).is_file()],
+            "missing_figures": [f for f in nb.get("figures") or []
+                                if not (report_dir / str(f)).is_file()],
             "carried_from": nb.get("carried_from")})
     all_targets = [dict(t, target=f"{nb['name']}: {t.get('target', '?')}")
                    for nb in notebooks for t in (extras.get(nb["name"]) or {}).get("targets", [])]
@@ -245,8 +247,8 @@ def view(results):
     }
 
 
-def render_index(results):
-    return render("index.html.j2", **view(results))
+def render_index(results, report_dir):
+    return render("index.html.j2", **view(results, Path(report_dir)))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -261,7 +263,7 @@ def build(report_dir, run_name=None, names=None, status=None, profile=None):
     results, _ = merge(report_dir, run_name or report_dir.name, names, status, profile)
     write_json_atomic(report_dir / "results.json", results)
     tmp = report_dir / "index.html.tmp"
-    tmp.write_text(render_index(results), encoding="utf-8")
+    tmp.write_text(render_index(results, report_dir), encoding="utf-8")
     tmp.replace(report_dir / "index.html")
     return results
 

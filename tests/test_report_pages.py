@@ -108,12 +108,14 @@ def test_index_navigation_and_enlargeable_plots(tmp_path):
     report = tmp_path / "r"
     report.mkdir()
     (report / "a.png").write_bytes(b"png")
-    fragment(report, "00_a", [rec("python_baseline", "draft_extend", 1)], figures=["a.png"])
+    fragment(report, "00_a", [rec("python_baseline", "draft_extend", 1)],
+             figures=["a.png", "gone.png"])
     index.build(report, "x", ["00_a"], {"00_a": {"status": "ok"}})
     html = (report / "index.html").read_text()
     assert '<nav class="toc">' in html and 'href="#nb-00_a"' in html and 'id="nb-00_a"' in html
     assert 'href="#fig-nb-00_a-1"' in html and 'id="fig-nb-00_a-1"' in html
     assert ".lightbox:target" in html
+    assert "00_a: figure gone.png is missing" in html and 'src="gone.png"' not in html
 
 
 def test_compare_two_reports(tmp_path):
