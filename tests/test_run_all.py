@@ -1,10 +1,11 @@
-"""run_all.sh and scripts/build_report.py, on the tiny notebooks under tests/fixtures/.
+"""run_all.sh and the nsa_report package, on the tiny notebooks under tests/fixtures/.
 
 Each papermill run starts a kernel (a few seconds), so the good run is made once per module
 and copied where a test needs "the last good report" at the destination.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from nsa_report import failure
+from nsa_report import index as report_index
+from nsa_report.fmt import fmt
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = ROOT / "run_all.sh"
 FIXTURES = ROOT / "tests" / "fixtures"
-sys.path.insert(0, str(ROOT / "scripts"))
-import build_report  # noqa: E402
 
 ENV_KEYS = {"device", "driver", "torch", "triton", "python", "commit", "profile",
             "interpreter", "date", "run", "notebooks"}
@@ -35,7 +38,8 @@ def run_all(*args, timeout=300):
 
 
 def explain(proc):
-    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    return (f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
+            f"--- stderr\n{proc.stderr[-6000:]}")
 
 
 def leftovers(parent):
@@ -106,7 +110,8 @@ def test_good_index_opens_with_the_answer(good_run):
     assert "&lt;eager&gt;" in index and "<eager>" not in index   # escaped headline
     assert "✓ met" in index and "✗ missed" in index and ">n/a<" in index
     assert "1,230" in index and "3.14" in index                  # 3 significant digits
-    assert "01_beta</h3>\n<p class=\"none\">no results</p>" in index
+    assert re.search(r'id="nb-01_beta">01_beta<a[^>]*>top</a></h3>\s*'
+                     r'<p class="none">no results</p>', index)
     assert "src=\"/" not in index and "href=\"/" not in index       # links are relative
 
 
@@ -229,7 +234,7 @@ def test_interrupted_run_leaves_the_last_report(previous_report):
     ("text", "text"),
 ])
 def test_fmt(value, text):
-    assert build_report.fmt(value) == text
+    assert fmt(value) == text
 
 
 def _fragment(report, notebook, **extra):
@@ -248,7 +253,7 @@ def test_build_report_escapes_and_marks_missing(tmp_path):
                                         "rows": [["<img src=x onerror=alert(1)>"]]}],
               records=[{"stage": "s", "workload": "w", "bs": 1, "tokens": 1, "eager_us": 1.0,
                         "throughput_us": float("nan"), "graph_us": None}])
-    results = build_report.build(report, "gpu", ["00_a", "01_b", "07_summary"],
+    results = report_index.build(report, "gpu", ["00_a", "01_b", "07_summary"],
                                  {"00_a": {"status": "ok"}, "01_b": {"status": "ok"},
                                   "07_summary": {"status": "not run"}})
     index = (report / "index.html").read_text()
@@ -256,7 +261,7 @@ def test_build_report_escapes_and_marks_missing(tmp_path):
     assert "<img src=x" not in index
     assert "Triton interpreter on CPU" not in index          # interpreter is False here
     assert "Dev&lt;1&gt; · driver 555" in index
-    assert "07_summary: no results" in index and "no results" in index.split("01_b</h3>")[1]
+    assert "07_summary: no results" in index and "no results" in index.split('id="nb-01_b"')[1]
     saved = json.loads((report / "results.json").read_text())   # strict JSON: NaN -> null
     assert saved == results and saved["records"][0]["throughput_us"] is None
     assert saved["records"][0]["notebook"] == "00_a"
@@ -265,7 +270,7 @@ def test_build_report_escapes_and_marks_missing(tmp_path):
 def test_build_report_failed_without_notebook(tmp_path):
     report = tmp_path / "r"
     report.mkdir()
-    results = build_report.build(report, "x", ["00_a"], {"00_a": {"status": "failed"}})
+    results = report_index.build(report, "x", ["00_a"], {"00_a": {"status": "failed"}})
     index = (report / "index.html").read_text()
     assert results["status"] == "failed"
     assert index.startswith("<!DOCTYPE html>") and "This run FAILED" in index
@@ -286,7 +291,137 @@ def test_describe_failure_counts_source_code_cells(tmp_path):
     ]
     nb = tmp_path / "n.ipynb"
     nb.write_text(json.dumps({"cells": cells, "metadata": {}}))
-    info = build_report.describe_failure(nb)
+    info = failure.describe_failure(nb)
     assert (info["cell"], info["execution_count"]) == (3, 4)
-    assert build_report.failure_line("n", info) == "FAILED: notebook n, cell 3 (In [4]): KeyError: 'k' more"
-    assert build_report.notebook_failed(nb)
+    assert (failure.failure_line("n", info)
+            == "FAILED: notebook n, cell 3 (In [4]): KeyError: 'k' more")
+    assert failure.notebook_failed(nb)
+
+
+# ------------------------------------------------------------------------- issue 12 item 8
+
+def test_unwritable_out_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--out",
+                   blocker / "rep", timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert "run_all.sh: error: --out" in proc.stderr and "mkdir:" not in proc.stderr, explain(proc)
+
+
+def test_out_dot_from_inside_the_report_is_refused(previous_report):
+    dest, index_before, _ = previous_report
+    env = {**os.environ, "NSA_PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(RUN_ALL), "--no-setup", "--notebooks-dir",
+                           str(FIXTURES / "good"), "--only", "01", "--out", "."], cwd=dest,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert "is the current folder" in proc.stderr, explain(proc)
+    assert (dest / "index.html").read_bytes() == index_before
+    assert leftovers(dest.parent) == []
+
+
+def test_a_second_run_into_the_same_out_is_refused(tmp_path):
+    import fcntl
+
+    dest = tmp_path / "rep"
+    with open(tmp_path / ".lock-rep", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)   # what a running run holds
+        lock.write("4242\n")
+        lock.flush()
+        proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--out", dest,
+                       timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert "another run (pid 4242) is writing to" in proc.stderr, explain(proc)
+    assert not dest.exists() and leftovers(tmp_path) == []
+
+
+def test_a_dead_kernel_names_its_cell(tmp_path):
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "dies", "--out", tmp_path / "rep")
+    assert proc.returncode == 1, explain(proc)
+    # The execution count is known only when the kernel announced the cell before dying.
+    assert re.search(r"FAILED: notebook 00_dies, cell 2( \(In \[3\]\))?: DeadKernelError: "
+                     r"Kernel died \(the kernel process died in this cell", proc.stderr), \
+        explain(proc)
+    assert "cell ?" not in proc.stdout + proc.stderr
+
+
+def _dead_pid():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_scratch_of_a_killed_run_is_cleaned_next_time(tmp_path):
+    scratch_root = tmp_path / "scratch"
+    dead = scratch_root / f"nsa-run-all-{_dead_pid()}-abc"
+    alive = scratch_root / f"nsa-run-all-{os.getpid()}-def"
+    for d in (dead, alive):
+        (d / "logs").mkdir(parents=True)
+    env = {**os.environ, "NSA_PYTHON": sys.executable, "TMPDIR": str(scratch_root)}
+    proc = subprocess.run(["bash", str(RUN_ALL), "--no-setup", "--notebooks-dir",
+                           str(FIXTURES / "good"), "--only", "01", "--out", str(tmp_path / "r")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, explain(proc)
+    assert not dead.exists() and alive.is_dir()
+    assert sorted(p.name for p in scratch_root.iterdir()) == [alive.name]   # its own is gone
+
+
+# ------------------------------------------------------------------------- issue 13
+
+def _git(repo, *args):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                    *args], check=True, capture_output=True)
+
+
+def test_a_published_report_is_replaced_only_on_request(previous_report):
+    dest, index_before, _ = previous_report
+    repo = dest.parent
+    _git(repo, "init", "-q")
+    _git(repo, "add", "rep")
+    _git(repo, "commit", "-qm", "publish")
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", dest, timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert "published report" in proc.stderr and "--replace-published" in proc.stderr
+    assert (dest / "index.html").read_bytes() == index_before
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", dest, "--replace-published")
+    assert proc.returncode == 0, explain(proc)
+
+
+def test_a_partial_run_merges_into_an_existing_report(previous_report):
+    dest, _, results_before = previous_report
+    before = json.loads(results_before)
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", dest)
+    assert proc.returncode == 0, explain(proc)
+    assert "partial run: merging into" in proc.stdout and "00_alpha 07_summary" in proc.stdout
+    results = json.loads((dest / "results.json").read_text())
+    by_name = {nb["name"]: nb for nb in results["notebooks"]}
+    assert sorted(by_name) == ["00_alpha", "01_beta", "07_summary"]
+    assert "carried_from" not in by_name["01_beta"]
+    assert by_name["00_alpha"]["carried_from"].startswith("run of ")
+    assert len(results["records"]) == len(before["records"])        # 00_alpha's came along
+    assert (dest / "alpha_eager.png").is_file() and (dest / "00_alpha.html").is_file()
+    index = (dest / "index.html").read_text()
+    assert "Merged report: 00_alpha, 07_summary come from an earlier run" in index
+
+
+def test_a_partial_run_into_a_new_folder_says_so(tmp_path):
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", tmp_path / "sub")
+    assert proc.returncode == 0, explain(proc)
+    assert "holds only the notebooks run now" in proc.stdout
+
+
+def test_published_pages_hold_no_temp_paths_or_kernel_warnings(good_run):
+    out, proc = good_run
+    assert proc.returncode == 0, explain(proc)
+    assert "without encryption" not in proc.stdout + proc.stderr
+    for page in sorted(out.glob("*.html")) + sorted(out.glob("*.ipynb")):
+        text = page.read_text()
+        assert ".tmp-" not in text and str(out.parent) not in text, page.name
+    injected = json.loads((out / "00_alpha.ipynb").read_text())["cells"]
+    cell = next(c for c in injected if "injected-parameters" in c["metadata"].get("tags", []))
+    assert "".join(cell["source"]).strip().endswith('results_dir = "."')

@@ -1,0 +1,140 @@
+"""nsa_report's pages on synthetic results: the index's generic sections and the compare page."""
+import json
+
+import pytest
+
+from nsa_report import compare, index
+
+STAMP = {"device": "GPU<x>", "driver": "1", "torch": "2", "triton": "3", "python": "3.12",
+         "commit": "abc", "profile": "full", "interpreter": False, "date": "today"}
+
+
+def fragment(folder, notebook, records, env=None, **extra):
+    targets = extra.pop("top_targets", None)
+    doc = {"notebook": notebook, "environment": env or STAMP, "records": records,
+           "figures": extra.pop("figures", []), "extra": extra}
+    if targets is not None:
+        doc["targets"] = targets
+    (folder / f"results_{notebook}.json").write_text(json.dumps(doc))
+
+
+def rec(stage, workload, bs, graph=None, eager=10.0, **more):
+    return {"stage": stage, "workload": workload, "bs": bs, "tokens": bs * 2, "eager_us": eager,
+            "throughput_us": None, "graph_us": graph, **more}
+
+
+@pytest.fixture
+def modes_report(tmp_path):
+    """Records of the kinds the mode, peer and floor notebooks write."""
+    report = tmp_path / "r"
+    report.mkdir()
+    records = []
+    for workload in ("decode", "target_verify", "draft_extend_varlen"):
+        for bs in (1, 32):
+            records += [rec(f"nsa_{workload}", workload, bs, graph=2.0, width=2048, next_n=2),
+                        rec(f"sglang_{workload}", workload, bs, graph=6.0, width=2048, next_n=2,
+                            config="fused_metadata_kernel, page 64"),
+                        rec("empty_kernel", workload, bs, graph=1.0, width=2048, next_n=2)]
+    records.append(rec("vllm_indexer", "decode", 32, graph=8.0, width=2048, next_n=2,
+                       config="vLLM 0.33 indexer"))
+    fragment(report, "09_modes", records, top_targets=[
+        {"target": "decode within 2x the floor", "measured": "2.0x", "met": True, "note": ""}])
+    floors = [rec(s, "draft_extend", 32, eager=e, host_us=h) for s, e, h in
+              (("sync_only", 9.0, 8.0), ("torch_op", 7.0, 6.0), ("empty_kernel", 5.0, 4.0),
+               ("empty_driver", 3.0, 2.5), ("empty_graph", 2.0, 1.5))]
+    fragment(report, "05_launch", floors, targets=[
+        {"target": "driver launch < 4 us", "measured": 3.0, "met": True, "note": "host"}])
+    fragment(report, "07_summary", [rec("python_baseline", "draft_extend", 32, eager=500.0),
+                                    rec("seed_fused", "draft_extend", 32, eager=5.0),
+                                    rec("zero_sync", "draft_extend", 32, eager=20.0),
+                                    rec("validation", "draft_extend", 32, eager=1.0)])
+    results = index.build(report, "gpu", ["05_launch", "07_summary", "09_modes"],
+                          {n: {"status": "ok"} for n in ("05_launch", "07_summary", "09_modes")})
+    return report, results, (report / "index.html").read_text()
+
+
+def test_modes_against_peers_table(modes_report):
+    _, results, html = modes_report
+    table = index.peers_table(results["records"])
+    by_key = {(row[0], row[3]): row for row in table["rows"]}
+    assert set(by_key) == {(w, bs) for w in ("decode", "target_verify", "draft_extend_varlen")
+                           for bs in (1, 32)}
+    decode = by_key[("decode", 32)]
+    assert decode[4:8] == [2.0, 6.0, 8.0, 1.0]             # ours, SGLang, vLLM, floor
+    assert decode[8:11] == [3.0, 4.0, 2.0]                  # SGLang/ours, vLLM/ours, ours/floor
+    assert by_key[("decode", 1)][6] is None                # no vLLM record there
+    assert "Modes against the peers" in html and "3.00x" in html
+    assert "fused_metadata_kernel, page 64" in html and "vLLM 0.33 indexer" in html
+
+
+def test_floors_table_and_targets(modes_report):
+    _, results, html = modes_report
+    table = index.floors_table(results["records"])
+    assert [row[1] for row in table["rows"]] == ["sync_only", "torch_op", "empty_kernel",
+                                                 "empty_driver", "empty_graph"]
+    assert "Launch floors" in html
+    # targets from extra.targets and from a top-level "targets" entry both reach the index
+    assert "05_launch: driver launch &lt; 4 us" in html
+    assert "09_modes: decode within 2x the floor" in html
+
+
+def test_records_are_grouped_by_workload_width_next_n(modes_report):
+    _, results, html = modes_report
+    groups = index.record_groups([r for r in results["records"] if r["notebook"] == "09_modes"])
+    titles = [g["title"] for g in groups]
+    assert "decode, width=2048, next_n=2: graph_us (µs)" in titles
+    assert "target_verify, width=2048, next_n=2: eager_us (µs)" in titles
+    decode = groups[titles.index("decode, width=2048, next_n=2: graph_us (µs)")]
+    assert decode["columns"] == ["bs", "tokens", "nsa_decode", "sglang_decode", "empty_kernel",
+                                 "vllm_indexer"]
+    assert decode["rows"] == [[1, 2, 2.0, 6.0, 1.0, None], [32, 64, 2.0, 6.0, 1.0, 8.0]]
+
+
+def test_answer_ignores_seed_floors_and_validation(modes_report):
+    _, results, html = modes_report
+    assert ("Best stage at draft_extend bs=32: zero_sync, 25.0x faster than python_baseline"
+            in html)
+
+
+def test_answer_when_nothing_beats_the_baseline():
+    records = [{**rec("python_baseline", "draft_extend", 32, eager=10.0), "notebook": "07_s"},
+               {**rec("zero_sync", "draft_extend", 32, eager=30.0), "notebook": "07_s"}]
+    text = index.answer(records, interpreter=True, summary="07_s")
+    assert text.startswith("No stage beats python_baseline") and "interpreter" in text
+    assert "1.0x faster than python_baseline" not in text
+
+
+def test_index_navigation_and_enlargeable_plots(tmp_path):
+    report = tmp_path / "r"
+    report.mkdir()
+    (report / "a.png").write_bytes(b"png")
+    fragment(report, "00_a", [rec("python_baseline", "draft_extend", 1)],
+             figures=["a.png", "gone.png"])
+    index.build(report, "x", ["00_a"], {"00_a": {"status": "ok"}})
+    html = (report / "index.html").read_text()
+    assert '<nav class="toc">' in html and 'href="#nb-00_a"' in html and 'id="nb-00_a"' in html
+    assert 'href="#fig-nb-00_a-1"' in html and 'id="fig-nb-00_a-1"' in html
+    assert ".lightbox:target" in html
+    assert "00_a: figure gone.png is missing" in html and 'src="gone.png"' not in html
+
+
+def test_compare_two_reports(tmp_path):
+    a, b = tmp_path / "h100", tmp_path / "h200"
+    for folder, scale, device in ((a, 1.0, "H100"), (b, 0.5, "H200")):
+        folder.mkdir()
+        recs = [rec("zero_sync", "draft_extend", bs, graph=4.0 * scale, eager=20.0)
+                for bs in (1, 32)]
+        if folder == b:
+            recs.append(rec("new_stage", "draft_extend", 1, graph=1.0))
+        fragment(folder, "07_summary", recs, env={**STAMP, "device": device})
+        index.build(folder, folder.name, ["07_summary"], {"07_summary": {"status": "ok"}})
+    assert compare.main([str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert doc["times"] == ["eager_us", "graph_us"]
+    assert doc["only_a"] == 0 and doc["only_b"] == 1 and len(doc["rows"]) == 2
+    graph_ratios = [row[len(compare.KEY) + 5] for row in doc["rows"]]
+    assert graph_ratios == [0.5, 0.5]
+    assert ["zero_sync", "graph_us", 2, 0.5, 0.5, 0.5] in doc["stages"]
+    assert ["device", "H100", "H200"] in doc["stamps"]
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "0.50x" in page and "H200" in page
