@@ -1,0 +1,369 @@
+"""Extend (prefill, chunked prefill with cached prefixes): every metadata array in one launch.
+
+SGLang builds these eagerly with Python loops over the batch (see
+``nsa_kernels.peers.sglang_extend``). Here one launch fills all of them, with no host sync:
+
+* Programs ``(g, s)``: group g owns ``BLOCK_R`` consecutive requests; the ``splits`` programs
+  of a group share its requests' tokens and flattened page-table entries block by block
+  (program s takes blocks s, s + splits, ...), so one request with a 1M-token context is spread
+  over many programs, and a batch of 16384 short ones over many groups.
+* Offsets: a group adds up the lengths of the earlier groups with wide loads (``BLOCK_SCAN``
+  requests per load: 4 loads at bs = 16384), then ``tl.cumsum`` over its own ``BLOCK_R``; no
+  program waits for another. The prefix of the clamped lengths (``dsa_cu_seqlens_k``) has a
+  closed form per request, an arithmetic series clipped at topk.
+* Everything sized by the device lengths is bounded by the buffers' capacities: a request's
+  tokens and entries are written only below the capacity, and its loops stop there, so garbage
+  lengths with ``check=False`` cost at most the capacity and never write outside the buffers.
+  Offsets are 64-bit (a 1M-token context times a 16K batch passes 2^31 entries).
+* The device ``status`` (int64): ``[N, sum kv, flags, first invalid request or -1]``; flags are
+  ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST``. It is written by the
+  last group's first program, which has seen every request's lengths.
+
+Block sizes are fixed; bs, capacities, widths and topk are run-time arguments Triton does not
+specialise on, so a sweep over bs and lengths compiles one variant per dtype combination.
+"""
+from dataclasses import dataclass, fields
+
+import torch
+import triton
+import triton.language as tl
+
+from .._env import INTERPRET
+from ..launcher import LaunchPlan, bind_launch
+from . import extend_checks as checks
+from .extend_reference import EXTEND_KEYS
+
+TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
+STATUS_ENTRIES = 4
+BLOCK_R = 32
+BLOCK_SCAN = 4096
+BLOCK_T = 512
+BLOCK_F = 1024
+#: Programs the plan aims for on a GPU (a few per SM of an H100); the interpreter runs programs
+#: one after another, so there one split per group is fastest.
+TARGET_PROGRAMS = 1 if INTERPRET else 528
+MAX_SPLITS = 1024
+# Lengths are clipped here before they are summed, so garbage cannot wrap the int64 sums.
+_LENGTH_CLIP = 2**31
+
+
+@triton.jit
+def _clamped_prefix(x, topk):
+    """sum_{v=1..x} min(v, topk) for int64 x; 0 for x <= 0."""
+    x = tl.maximum(x, 0)
+    low = tl.minimum(x, topk)
+    return low * (low + 1) // 2 + (x - low) * topk
+
+
+@triton.jit
+def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows):
+    """(qo, kv, pool, bad) of ``request`` lanes: lengths clipped to [0, 2^31] as int64, and
+    whether each live request is invalid (negative, qo > kv, kv past the table, bad row)."""
+    qo = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
+    kv = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int64)
+    pool = tl.load(pool_ptr + request, mask=live, other=0).to(tl.int64)
+    bad = live & ((qo < 0) | (kv < 0) | (qo > kv) | (kv > width) | (pool < 0) | (pool >= pool_rows))
+    qo = tl.minimum(tl.maximum(qo, 0), 2147483648)
+    kv = tl.minimum(tl.maximum(kv, 0), 2147483648)
+    return qo, kv, pool, bad
+
+
+@triton.jit
+def _pick(values, lane, i):
+    """values[i] of a register tile, as a scalar."""
+    return tl.sum(tl.where(lane == i, values, 0), axis=0)
+
+
+@triton.jit(do_not_specialize=["r2t_stride", "pool_rows", "width", "batch_size", "token_capacity",
+                               "flat_capacity", "dsa_index_topk"])
+def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
+                           expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, offset_ptr, ke_ptr,
+                           batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
+                           flat_capacity, dsa_index_topk, BLOCK_R: tl.constexpr,
+                           BLOCK_SCAN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr):
+    g = tl.program_id(0)
+    s = tl.program_id(1)
+    splits = tl.num_programs(1)
+    topk = dsa_index_topk.to(tl.int64)
+    group_start = g * BLOCK_R
+    tokens_before = tl.full((), 0, tl.int64)
+    kv_before = tl.full((), 0, tl.int64)
+    dsa_before = tl.full((), 0, tl.int64)
+    first_bad = tl.full((), 2147483647, tl.int32)
+    for r0 in range(0, group_start, BLOCK_SCAN):
+        request = r0 + tl.arange(0, BLOCK_SCAN)
+        qo, kv, pool, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, request, request < group_start,
+                                     width, pool_rows)
+        tokens_before += tl.sum(qo, axis=0)
+        kv_before += tl.sum(kv, axis=0)
+        dsa_before += tl.sum(_clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk), axis=0)
+        first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, request, 2147483647), axis=0))
+    lane = tl.arange(0, BLOCK_R)
+    request = group_start + lane
+    live = request < batch_size
+    qo, kv, pool, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows)
+    dsa = _clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk)
+    kv_end = kv_before + tl.cumsum(kv, axis=0)
+    token_start = tokens_before + tl.cumsum(qo, axis=0) - qo
+    kv_start = kv_end - kv
+    dsa_start = dsa_before + tl.cumsum(dsa, axis=0) - dsa
+    if s == 0:
+        tl.store(cu_k_ptr + request + 1, kv_end.to(tl.int32), mask=live)
+        if g == 0:
+            tl.store(cu_k_ptr, 0)
+            tl.store(dsa_cu_ptr, 0)
+        if group_start + BLOCK_R >= batch_size:
+            n_tokens = tokens_before + tl.sum(qo, axis=0)
+            n_flat = kv_before + tl.sum(kv, axis=0)
+            dsa_total = dsa_before + tl.sum(dsa, axis=0)
+            first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, request, 2147483647), axis=0))
+            flags = ((n_tokens > token_capacity).to(tl.int64) * 1
+                     + (n_flat > flat_capacity).to(tl.int64) * 2
+                     + ((n_tokens > 2147483647) | (n_flat > 2147483647) | (dsa_total > 2147483647)).to(tl.int64) * 4
+                     + (first_bad < 2147483647).to(tl.int64) * 8)
+            tl.store(status_ptr, n_tokens)
+            tl.store(status_ptr + 1, n_flat)
+            tl.store(status_ptr + 2, flags)
+            tl.store(status_ptr + 3, tl.where(first_bad < 2147483647, first_bad.to(tl.int64), -1))
+    n_requests = tl.minimum(batch_size - group_start, BLOCK_R)
+    for i in range(0, n_requests):
+        qo_i = _pick(qo, lane, i)
+        kv_i = _pick(kv, lane, i)
+        row0 = _pick(token_start, lane, i)
+        entry0 = _pick(kv_start, lane, i)
+        offset_i = entry0.to(tl.int32)
+        # Tokens: only rows below the capacity, so the loop never outruns the buffers.
+        n_rows = tl.minimum(qo_i, tl.maximum(token_capacity - row0, 0))
+        first = kv_i - qo_i + 1
+        dsa_row0 = _pick(dsa_start, lane, i) - _clamped_prefix(first - 1, topk)
+        for j0 in range(s * BLOCK_T, n_rows, splits * BLOCK_T):
+            j = j0 + tl.arange(0, BLOCK_T)
+            mask = j < n_rows
+            row = row0 + j
+            seen = first + j
+            tl.store(expanded_ptr + row, seen.to(tl.int32), mask=mask)
+            tl.store(dsa_cache_ptr + row, tl.minimum(seen, topk).to(tl.int32), mask=mask)
+            tl.store(dsa_cu_ptr + row + 1, (dsa_row0 + _clamped_prefix(seen, topk)).to(tl.int32), mask=mask)
+            tl.store(offset_ptr + row, tl.full([BLOCK_T], 0, tl.int32) + offset_i, mask=mask)
+            tl.store(ke_ptr + row, (entry0 + seen).to(tl.int32), mask=mask)
+            tl.store(batch_idx_ptr + row, tl.full([BLOCK_T], 0, tl.int32) + group_start + i, mask=mask)
+        # Flattened page table: a request with a bad row or lengths past the table reads nothing
+        # past its row; entries past the capacity are neither read nor written.
+        pool_i = _pick(pool, lane, i)
+        readable = (pool_i >= 0) & (pool_i < pool_rows)
+        n_entries = tl.where(readable, tl.minimum(tl.minimum(kv_i, width),
+                                                  tl.maximum(flat_capacity - entry0, 0)), 0)
+        row_ptr = r2t_ptr + pool_i * r2t_stride
+        for c0 in range(s * BLOCK_F, n_entries, splits * BLOCK_F):
+            column = c0 + tl.arange(0, BLOCK_F)
+            mask = column < n_entries
+            values = tl.load(row_ptr + column, mask=mask, other=0)
+            tl.store(flat_ptr + entry0 + column, values.to(tl.int32), mask=mask)
+
+
+@dataclass
+class ExtendBuffers:
+    """Pre-allocated int32 outputs, as a CUDA-graph runner holds them.
+
+    Capacities: ``max_bs`` requests (``cu_seqlens_k`` holds ``max_bs + 1``), ``max_tokens``
+    expanded tokens (``dsa_cu_seqlens_k`` holds ``max_tokens + 1``) and ``max_flat`` flattened
+    page-table entries (sum of kv).
+    """
+    seqlens_expanded: torch.Tensor
+    dsa_cache_seqlens: torch.Tensor
+    cu_seqlens_k: torch.Tensor
+    dsa_cu_seqlens_k: torch.Tensor
+    topk_indices_offset: torch.Tensor
+    indexer_ke: torch.Tensor
+    token_to_batch_idx: torch.Tensor
+    page_table_1_flattened: torch.Tensor
+
+    @classmethod
+    def allocate(cls, max_bs, max_tokens, max_flat, device="cpu", fill=None):
+        """``fill=None`` leaves them uninitialised (``torch.empty``), as a runner would."""
+        def buf(n):
+            if fill is None:
+                return torch.empty(n, dtype=torch.int32, device=device)
+            return torch.full((n,), fill, dtype=torch.int32, device=device)
+        return cls(buf(max_tokens), buf(max_tokens), buf(max_bs + 1), buf(max_tokens + 1),
+                   buf(max_tokens), buf(max_tokens), buf(max_tokens), buf(max_flat))
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def token_capacity(self):
+        return min(self.seqlens_expanded.shape[0], self.dsa_cache_seqlens.shape[0],
+                   self.dsa_cu_seqlens_k.shape[0] - 1, self.topk_indices_offset.shape[0],
+                   self.indexer_ke.shape[0], self.token_to_batch_idx.shape[0])
+
+    @property
+    def flat_capacity(self):
+        return self.page_table_1_flattened.shape[0]
+
+    def views(self, bs, n_tokens, n_flat):
+        """The filled part of every buffer: the dict ``extend_metadata`` returns."""
+        return {"seqlens_expanded": self.seqlens_expanded[:n_tokens],
+                "dsa_cache_seqlens": self.dsa_cache_seqlens[:n_tokens],
+                "cu_seqlens_k": self.cu_seqlens_k[:bs + 1],
+                "dsa_cu_seqlens_k": self.dsa_cu_seqlens_k[:n_tokens + 1],
+                "topk_indices_offset": self.topk_indices_offset[:n_tokens],
+                "indexer_ke": self.indexer_ke[:n_tokens],
+                "token_to_batch_idx": self.token_to_batch_idx[:n_tokens],
+                "page_table_1_flattened": self.page_table_1_flattened[:n_flat]}
+
+
+assert tuple(f.name for f in fields(ExtendBuffers)) == EXTEND_KEYS
+
+
+def check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
+    """Metadata-only checks of the inputs; returns topk as an int."""
+    lengths = (torch.int32, torch.int64)
+    checks.check_tensor("seq_lens", seq_lens, 1, lengths)
+    device = seq_lens.device
+    checks.check_tensor("extend_seq_lens", extend_seq_lens, 1, lengths, device)
+    checks.check_tensor("req_pool_indices", req_pool_indices, 1, lengths, device)
+    checks.check_tensor("req_to_token", req_to_token, 2, lengths, device)
+    bs = seq_lens.shape[0]
+    if extend_seq_lens.shape[0] != bs or req_pool_indices.shape[0] != bs:
+        raise ValueError(f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
+                         f"request, got {bs}, {extend_seq_lens.shape[0]} and {req_pool_indices.shape[0]}")
+    return checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
+
+
+def check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                 buffers, status):
+    """Metadata-only checks (a few µs); returns ``(topk, status)``, allocating a status if None."""
+    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+    device, bs = seq_lens.device, seq_lens.shape[0]
+    if not isinstance(buffers, ExtendBuffers):
+        raise TypeError(f"buffers must be an ExtendBuffers, got {type(buffers).__name__}")
+    outputs = buffers.as_dict()
+    for name, t in outputs.items():
+        checks.check_tensor(name, t, 1, (torch.int32,), device)
+    if buffers.cu_seqlens_k.shape[0] < bs + 1:
+        raise ValueError(f"cu_seqlens_k holds {buffers.cu_seqlens_k.shape[0]} entries, bs + 1 = {bs + 1} needed")
+    if buffers.dsa_cu_seqlens_k.shape[0] < 1:
+        raise ValueError("dsa_cu_seqlens_k needs at least 1 entry (its leading 0)")
+    if status is None:
+        status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=device)
+    else:
+        checks.check_tensor("status", status, 1, (torch.int64,), device)
+        if status.shape[0] < STATUS_ENTRIES:
+            raise ValueError(f"status must hold {STATUS_ENTRIES} int64 entries, got {status.shape[0]}")
+    outputs["status"] = status
+    checks.check_no_overlap({"seq_lens": seq_lens, "extend_seq_lens": extend_seq_lens,
+                             "req_pool_indices": req_pool_indices, "req_to_token": req_to_token},
+                            outputs)
+    return topk, status
+
+
+def check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+               buffers=None, seq_lens_cpu=None, extend_seq_lens_cpu=None, table_values=True):
+    """Every data check (lengths, sums against int32, pool rows, table values, capacities);
+    returns ``(N, sum kv)``. Costs device-to-host copies unless the host mirrors are given."""
+    kv, qo = checks.host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu, extend_seq_lens_cpu)
+    n_tokens, n_flat = checks.check_lengths_data(kv, qo, req_to_token.shape[1], dsa_index_topk)
+    if table_values:
+        checks.check_pool_data(req_pool_indices, req_to_token.shape[0])
+        checks.check_table_values(req_to_token, req_pool_indices, kv)
+    if buffers is not None:
+        if n_tokens > buffers.token_capacity:
+            raise ValueError(f"the token buffers hold {buffers.token_capacity} entries but "
+                             f"N = {n_tokens} are needed")
+        if n_flat > buffers.flat_capacity:
+            raise ValueError(f"page_table_1_flattened holds {buffers.flat_capacity} entries but "
+                             f"sum(seq_lens) = {n_flat} are needed")
+    return n_tokens, n_flat
+
+
+def pick_splits(bs):
+    """Programs per group: enough programs in all to fill the GPU; 1 under the interpreter."""
+    groups = max(triton.cdiv(bs, BLOCK_R), 1)
+    return max(1, min(MAX_SPLITS, TARGET_PROGRAMS // groups))
+
+
+def plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                buffers, status, splits=None):
+    """The one launch, from tensor metadata alone (call ``check_static`` first)."""
+    bs = seq_lens.shape[0]
+    splits = pick_splits(bs) if splits is None else splits
+    grid = (max(triton.cdiv(bs, BLOCK_R), 1), splits)
+    b = buffers
+    args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
+            req_to_token.shape[0], req_to_token.shape[1], b.seqlens_expanded, b.dsa_cache_seqlens,
+            b.cu_seqlens_k, b.dsa_cu_seqlens_k, b.topk_indices_offset, b.indexer_ke,
+            b.token_to_batch_idx, b.page_table_1_flattened, status, bs, b.token_capacity,
+            b.flat_capacity, int(dsa_index_topk))
+    kwargs = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=BLOCK_T, BLOCK_F=BLOCK_F)
+    return LaunchPlan(extend_metadata_kernel, grid, args, kwargs)
+
+
+def _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers,
+             status, check, splits):
+    topk, status = check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                dsa_index_topk, buffers, status)
+    if check:
+        check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers)
+    return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers,
+                       status, splits)
+
+
+def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                  buffers, status=None, *, check=False, splits=None):
+    """Fill ``buffers`` in one launch; returns the device status (see the module doc).
+
+    ``check=True`` adds the data checks (device-to-host copies). Without it the data are
+    trusted, as in a CUDA-graph replay: no sync, and whatever the lengths, writes stay inside
+    the buffers and work stays bounded by their capacities; read the status to learn of it.
+    """
+    plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                    buffers, status, check, splits)
+    plan()
+    return plan.args[15]
+
+
+class ExtendFill:
+    """Checked and planned once against static buffers; each call is one bound launch."""
+
+    def __init__(self, seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                 buffers, status=None, *, check=False, splits=None):
+        plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                        buffers, status, check, splits)
+        self.status = plan.args[15]
+        self.buffers = buffers
+        self.launch = bind_launch(*plan)
+
+    def __call__(self):
+        self.launch()
+        return self.status
+
+
+def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, *,
+                    seq_lens_cpu=None, extend_seq_lens_cpu=None, check=False):
+    """Every extend key (int32) in freshly allocated tensors, as SGLang's eager path returns them.
+
+    The outputs are sized by N and sum(kv), which the host must know: pass SGLang's host mirrors
+    ``seq_lens_cpu`` / ``extend_seq_lens_cpu`` (the forward batch holds them) and nothing syncs;
+    without them the lengths are read from the device once (one sync). The lengths are checked
+    on the host either way (free once they are there); ``check=True`` also checks the pool
+    indices and an int64 ``req_to_token``'s live values (more device reads).
+    """
+    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+    n_tokens, n_flat = check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk,
+                                  None, seq_lens_cpu, extend_seq_lens_cpu, table_values=check)
+    bs = seq_lens.shape[0]
+    buffers = ExtendBuffers.allocate(bs, n_tokens, n_flat, seq_lens.device)
+    status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=seq_lens.device)
+    plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status)()
+    return buffers.views(bs, n_tokens, n_flat)
+
+
+def decode_status(status):
+    """The status as a dict (one device-to-host copy): for tests, notebooks and debugging."""
+    n_tokens, n_flat, flags, first_bad = (int(v) for v in status[:STATUS_ENTRIES].cpu())
+    return {"n_tokens": n_tokens, "n_flat": n_flat,
+            "tokens_overflow": bool(flags & TOKENS_OVERFLOW), "flat_overflow": bool(flags & FLAT_OVERFLOW),
+            "int32_overflow": bool(flags & INT32_OVERFLOW), "invalid_request": bool(flags & INVALID_REQUEST),
+            "first_invalid_request": first_bad if first_bad >= 0 else None}
+
