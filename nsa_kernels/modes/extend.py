@@ -4,9 +4,10 @@ SGLang builds these eagerly with Python loops over the batch (see
 ``nsa_kernels.peers.sglang_extend``). Here one launch fills all of them, with no host sync:
 
 * Programs ``(g, s)``: group g owns ``BLOCK_R`` consecutive requests; the ``splits`` programs
-  of a group share its requests' tokens and flattened page-table entries block by block
-  (program s takes blocks s, s + splits, ...), so one request with a 1M-token context is spread
-  over many programs, and a batch of 16384 short ones over many groups.
+  of a group share the group's tokens and flattened page-table entries block by block (program
+  s takes blocks s, s + splits, ...), whatever their split between requests: one request with a
+  1M-token context is spread over many programs, a batch of 16384 short ones over many groups.
+  A lane finds its request by comparing against the group's ``BLOCK_R`` start offsets.
 * Offsets: a group adds up the lengths of the earlier groups with wide loads (``BLOCK_SCAN``
   requests per load: 4 loads at bs = 16384), then ``tl.cumsum`` over its own ``BLOCK_R``; no
   program waits for another. The prefix of the clamped lengths (``dsa_cu_seqlens_k``) has a
@@ -37,8 +38,9 @@ TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
 STATUS_ENTRIES = 4
 BLOCK_R = 32
 BLOCK_SCAN = 4096
-BLOCK_T = 512
-BLOCK_F = 1024
+# The interpreter pays per operation, not per lane: there, wide blocks run fastest.
+BLOCK_T = 2048 if INTERPRET else 256
+BLOCK_F = 4096 if INTERPRET else 512
 #: Programs the plan aims for on a GPU (a few per SM of an H100); the interpreter runs programs
 #: one after another, so there one split per group is fastest.
 TARGET_PROGRAMS = 1 if INTERPRET else 528
@@ -125,40 +127,47 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
             tl.store(status_ptr + 1, n_flat)
             tl.store(status_ptr + 2, flags)
             tl.store(status_ptr + 3, tl.where(first_bad < 2147483647, first_bad.to(tl.int64), -1))
-    n_requests = tl.minimum(batch_size - group_start, BLOCK_R)
-    for i in range(0, n_requests):
-        qo_i = _pick(qo, lane, i)
-        kv_i = _pick(kv, lane, i)
-        row0 = _pick(token_start, lane, i)
-        entry0 = _pick(kv_start, lane, i)
-        offset_i = entry0.to(tl.int32)
-        # Tokens: only rows below the capacity, so the loop never outruns the buffers.
-        n_rows = tl.minimum(qo_i, tl.maximum(token_capacity - row0, 0))
-        first = kv_i - qo_i + 1
-        dsa_row0 = _pick(dsa_start, lane, i) - _clamped_prefix(first - 1, topk)
-        for j0 in range(s * BLOCK_T, n_rows, splits * BLOCK_T):
-            j = j0 + tl.arange(0, BLOCK_T)
-            mask = j < n_rows
-            row = row0 + j
-            seen = first + j
-            tl.store(expanded_ptr + row, seen.to(tl.int32), mask=mask)
-            tl.store(dsa_cache_ptr + row, tl.minimum(seen, topk).to(tl.int32), mask=mask)
-            tl.store(dsa_cu_ptr + row + 1, (dsa_row0 + _clamped_prefix(seen, topk)).to(tl.int32), mask=mask)
-            tl.store(offset_ptr + row, tl.full([BLOCK_T], 0, tl.int32) + offset_i, mask=mask)
-            tl.store(ke_ptr + row, (entry0 + seen).to(tl.int32), mask=mask)
-            tl.store(batch_idx_ptr + row, tl.full([BLOCK_T], 0, tl.int32) + group_start + i, mask=mask)
-        # Flattened page table: a request with a bad row or lengths past the table reads nothing
-        # past its row; entries past the capacity are neither read nor written.
-        pool_i = _pick(pool, lane, i)
-        readable = (pool_i >= 0) & (pool_i < pool_rows)
-        n_entries = tl.where(readable, tl.minimum(tl.minimum(kv_i, width),
-                                                  tl.maximum(flat_capacity - entry0, 0)), 0)
-        row_ptr = r2t_ptr + pool_i * r2t_stride
-        for c0 in range(s * BLOCK_F, n_entries, splits * BLOCK_F):
-            column = c0 + tl.arange(0, BLOCK_F)
-            mask = column < n_entries
-            values = tl.load(row_ptr + column, mask=mask, other=0)
-            tl.store(flat_ptr + entry0 + column, values.to(tl.int32), mask=mask)
+    # The group's tokens, then its flattened entries, block by block (program s takes blocks
+    # s, s + splits, ...); each lane finds its request among the group's BLOCK_R by comparing
+    # against their local start offsets (a [block, BLOCK_R] one-hot, reduced per needed value).
+    # Local offsets stop at the capacity, so they fit int32 and bound the loops.
+    tokens_local = tl.minimum(tl.sum(qo, axis=0), tl.maximum(token_capacity - tokens_before, 0)).to(tl.int32)
+    q_lo = tl.minimum(token_start - tokens_before, 2147483647).to(tl.int32)
+    q_hi = tl.minimum(token_start - tokens_before + qo, 2147483647).to(tl.int32)
+    seen_base = (kv - qo + 1).to(tl.int32) - q_lo
+    dsa_base = dsa_start - _clamped_prefix(kv - qo, topk)
+    kv_start32 = kv_start.to(tl.int32)
+    for t0 in range(s * BLOCK_T, tokens_local, splits * BLOCK_T):
+        local = t0 + tl.arange(0, BLOCK_T)
+        mask = local < tokens_local
+        hit = (local[:, None] >= q_lo[None, :]) & (local[:, None] < q_hi[None, :])
+        seen = tl.sum(tl.where(hit, seen_base[None, :], 0), axis=1) + local
+        offset = tl.sum(tl.where(hit, kv_start32[None, :], 0), axis=1)
+        owner = tl.sum(tl.where(hit, request[None, :], 0), axis=1)
+        dsa_row = tl.sum(tl.where(hit, dsa_base[None, :], 0), axis=1)
+        row = tokens_before + local
+        tl.store(expanded_ptr + row, seen, mask=mask)
+        tl.store(dsa_cache_ptr + row, tl.minimum(seen, dsa_index_topk), mask=mask)
+        tl.store(dsa_cu_ptr + row + 1, (dsa_row + _clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32), mask=mask)
+        tl.store(offset_ptr + row, offset, mask=mask)
+        tl.store(ke_ptr + row, offset + seen, mask=mask)
+        tl.store(batch_idx_ptr + row, owner, mask=mask)
+    # Flattened page table: entries past a request's table row or of a request with a bad pool
+    # row are neither read nor written (only garbage lengths get there).
+    flat_local = tl.minimum(tl.sum(kv, axis=0), tl.maximum(flat_capacity - kv_before, 0)).to(tl.int32)
+    k_lo = tl.minimum(kv_start - kv_before, 2147483647).to(tl.int32)
+    k_hi = tl.minimum(kv_end - kv_before, 2147483647).to(tl.int32)
+    readable = (live & (pool >= 0) & (pool < pool_rows)).to(tl.int32)
+    pool32 = tl.where(readable != 0, pool, 0).to(tl.int32)
+    for f0 in range(s * BLOCK_F, flat_local, splits * BLOCK_F):
+        local = f0 + tl.arange(0, BLOCK_F)
+        hit = (local[:, None] >= k_lo[None, :]) & (local[:, None] < k_hi[None, :])
+        column = local - tl.sum(tl.where(hit, k_lo[None, :], 0), axis=1)
+        row = tl.sum(tl.where(hit, pool32[None, :], 0), axis=1).to(tl.int64)
+        ok = tl.sum(tl.where(hit, readable[None, :], 0), axis=1) != 0
+        mask = (local < flat_local) & ok & (column < width)
+        values = tl.load(r2t_ptr + row * r2t_stride + column, mask=mask, other=0)
+        tl.store(flat_ptr + kv_before + local, values.to(tl.int32), mask=mask)
 
 
 @dataclass
