@@ -45,6 +45,8 @@ BLOCK_F = 4096 if INTERPRET else 512
 #: one after another, so there one split per group is fastest.
 TARGET_PROGRAMS = 1 if INTERPRET else 528
 MAX_SPLITS = 1024
+# A lane's [block, BLOCK_R] one-hot tiles are spread over 256 threads to keep them in registers.
+NUM_WARPS = 8
 # Lengths are clipped here before they are summed, so garbage cannot wrap the int64 sums.
 _LENGTH_CLIP = 2**31
 
@@ -321,7 +323,8 @@ def plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_i
             b.cu_seqlens_k, b.dsa_cu_seqlens_k, b.topk_indices_offset, b.indexer_ke,
             b.token_to_batch_idx, b.page_table_1_flattened, status, bs, b.token_capacity,
             b.flat_capacity, int(dsa_index_topk))
-    kwargs = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=BLOCK_T, BLOCK_F=BLOCK_F)
+    kwargs = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=BLOCK_T, BLOCK_F=BLOCK_F,
+                  num_warps=NUM_WARPS)
     return LaunchPlan(extend_metadata_kernel, grid, args, kwargs)
 
 

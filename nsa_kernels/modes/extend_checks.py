@@ -104,28 +104,28 @@ def check_lengths_data(kv, qo, width, dsa_index_topk):
 
     Every int32 output must hold its value: ``cu_seqlens_k`` (and with it ``topk_indices_offset``
     and ``indexer_ke``, which never exceed its last entry), ``dsa_cu_seqlens_k`` and the sizes.
+    The common case costs a handful of numpy calls; the request is located only on failure.
     """
-    r = _first((qo < 0) | (kv < 0) | (qo > kv))
-    if r is not None:
+    if len(kv) == 0:
+        return 0, 0
+    if qo.min() < 0 or kv.min() < 0 or (qo > kv).any():
+        r = _first((qo < 0) | (kv < 0) | (qo > kv))
         raise ValueError(f"request {r}: need 0 <= extend_seq_lens[{r}] = {qo[r]} <= seq_lens[{r}] = {kv[r]}")
-    r = _first(kv > width)
-    if r is not None:
+    if kv.max() > width:
+        r = _first(kv > width)
         raise ValueError(f"request {r}: seq_lens[{r}] = {kv[r]} exceeds req_to_token's {width} columns")
-    cu_kv = np.cumsum(np.minimum(kv, 2**40))
-    r = _first(cu_kv > INT32_MAX)
-    if r is not None:
-        raise ValueError(f"request {r}: seq_lens sum to {cu_kv[r]} by request {r}, past int32 "
-                         f"(cu_seqlens_k, topk_indices_offset, indexer_ke are int32)")
-    cu_qo = np.cumsum(qo)
-    r = _first(cu_qo > INT32_MAX)
-    if r is not None:
-        raise ValueError(f"request {r}: extend_seq_lens sum past int32 by request {r}")
-    dsa = _clamped_prefix(kv, dsa_index_topk) - _clamped_prefix(kv - qo, dsa_index_topk)
-    r = _first(np.cumsum(dsa) > INT32_MAX)
-    if r is not None:
-        raise ValueError(f"request {r}: dsa_cu_seqlens_k passes int32 by request {r} "
-                         f"(extend_seq_lens x dsa_index_topk too large)")
-    return int(cu_qo[-1]) if len(qo) else 0, int(cu_kv[-1]) if len(kv) else 0
+    n_tokens, n_flat = int(qo.sum()), int(kv.sum())  # each <= width, a tensor dimension: no wrap
+    if n_flat > INT32_MAX:
+        r = _first(np.cumsum(kv) > INT32_MAX)
+        raise ValueError(f"request {r}: seq_lens sum to {int(np.cumsum(kv)[r])} by request {r}, past "
+                         f"int32 (cu_seqlens_k, topk_indices_offset, indexer_ke are int32)")
+    if n_tokens * dsa_index_topk > INT32_MAX:  # dsa_cu_seqlens_k <= N * topk: exact check only then
+        dsa = np.cumsum(_clamped_prefix(kv, dsa_index_topk) - _clamped_prefix(kv - qo, dsa_index_topk))
+        r = _first(dsa > INT32_MAX)
+        if r is not None:
+            raise ValueError(f"request {r}: dsa_cu_seqlens_k passes int32 by request {r} "
+                             f"(extend_seq_lens x dsa_index_topk too large)")
+    return n_tokens, n_flat
 
 
 def _clamped_prefix(x, topk):
