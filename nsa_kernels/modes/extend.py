@@ -328,6 +328,14 @@ def plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_i
     return LaunchPlan(extend_metadata_kernel, grid, args, kwargs)
 
 
+def variant_key(plan):
+    """What Triton would compile a new variant for: constexprs, tensor dtypes, and int arguments
+    past int32 (typed i64). Values themselves are never specialised (see ``do_not_specialize``)."""
+    return (tuple(sorted(plan.kwargs.items())),
+            tuple(str(a.dtype) if isinstance(a, torch.Tensor) else
+                  ("i64" if abs(a) > checks.INT32_MAX else "i32") for a in plan.args))
+
+
 def _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers,
              status, check, splits):
     topk, status = check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
