@@ -9,8 +9,10 @@ SGLang builds these eagerly with Python loops over the batch (see
   1M-token context is spread over many programs, a batch of 16384 short ones over many groups.
   A lane finds its request by comparing against the group's ``BLOCK_R`` start offsets.
 * Offsets: a group adds up the lengths of the earlier groups with wide loads (``BLOCK_SCAN``
-  requests per load: 4 loads at bs = 16384), then ``tl.cumsum`` over its own ``BLOCK_R``; no
-  program waits for another. The prefix of the clamped lengths (``dsa_cu_seqlens_k``) has a
+  requests per load: at most 4 loop trips at bs = 16384), then ``tl.cumsum`` over its own
+  ``BLOCK_R``; no program waits for another. The bytes read still grow with bs (12 B per
+  earlier request, ~100 MB of L2 reads over all 512 groups at bs = 16384); a decoupled
+  look-back scan would remove that at the price of cross-program waits. The prefix of the clamped lengths (``dsa_cu_seqlens_k``) has a
   closed form per request, an arithmetic series clipped at topk.
 * Everything sized by the device lengths is bounded by the buffers' capacities: a request's
   tokens and entries are written only below the capacity, and its loops stop there, so garbage
@@ -18,7 +20,7 @@ SGLang builds these eagerly with Python loops over the batch (see
   Offsets are 64-bit (a 1M-token context times a 16K batch passes 2^31 entries).
 * The device ``status`` (int64): ``[N, sum kv, flags, first invalid request or -1]``; flags are
   ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST``. It is written by the
-  last group's first program, which has seen every request's lengths.
+  last group's first program alone, which holds the totals and scans the batch for bad rows.
 
 Block sizes are fixed; bs, capacities, widths and topk are run-time arguments Triton does not
 specialise on, so a sweep over bs and lengths compiles one variant per dtype combination.
@@ -60,12 +62,16 @@ def _clamped_prefix(x, topk):
 
 
 @triton.jit
-def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows):
+def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_POOL: tl.constexpr):
     """(qo, kv, pool, bad) of ``request`` lanes: lengths clipped to [0, 2^31] as int64, and
-    whether each live request is invalid (negative, qo > kv, kv past the table, bad row)."""
+    (``WITH_POOL``) the pool rows and whether each live request is invalid (negative,
+    qo > kv, kv past the table, bad row)."""
     qo = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
     kv = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int64)
-    pool = tl.load(pool_ptr + request, mask=live, other=0).to(tl.int64)
+    if WITH_POOL:
+        pool = tl.load(pool_ptr + request, mask=live, other=0).to(tl.int64)
+    else:
+        pool = tl.zeros_like(qo)
     bad = live & ((qo < 0) | (kv < 0) | (qo > kv) | (kv > width) | (pool < 0) | (pool >= pool_rows))
     qo = tl.minimum(tl.maximum(qo, 0), 2147483648)
     kv = tl.minimum(tl.maximum(kv, 0), 2147483648)
@@ -97,19 +103,17 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
     tokens_before = tl.full((), 0, tl.int64)
     kv_before = tl.full((), 0, tl.int64)
     dsa_before = tl.full((), 0, tl.int64)
-    first_bad = tl.full((), 2147483647, tl.int32)
     for r0 in range(0, group_start, BLOCK_SCAN):
         request = r0 + tl.arange(0, BLOCK_SCAN)
-        qo, kv, pool, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, request, request < group_start,
-                                     width, pool_rows)
+        qo, kv, _, _ = _lengths(ext_ptr, seq_ptr, pool_ptr, request, request < group_start,
+                                width, pool_rows, False)
         tokens_before += tl.sum(qo, axis=0)
         kv_before += tl.sum(kv, axis=0)
         dsa_before += tl.sum(_clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk), axis=0)
-        first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, request, 2147483647), axis=0))
     lane = tl.arange(0, BLOCK_R)
     request = group_start + lane
     live = request < batch_size
-    qo, kv, pool, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows)
+    qo, kv, pool, _ = _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True)
     dsa = _clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk)
     kv_end = kv_before + tl.cumsum(kv, axis=0)
     token_start = tokens_before + tl.cumsum(qo, axis=0) - qo
@@ -124,7 +128,14 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
             n_tokens = tokens_before + tl.sum(qo, axis=0)
             n_flat = kv_before + tl.sum(kv, axis=0)
             dsa_total = dsa_before + tl.sum(dsa, axis=0)
-            first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, request, 2147483647), axis=0))
+            # Only this program looks for invalid requests (the others need no pool indices
+            # from earlier groups): one more pass over the batch.
+            first_bad = tl.full((), 2147483647, tl.int32)
+            for b0 in range(0, batch_size, BLOCK_SCAN):
+                scan = b0 + tl.arange(0, BLOCK_SCAN)
+                _, _, _, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, scan, scan < batch_size,
+                                        width, pool_rows, True)
+                first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, scan, 2147483647), axis=0))
             flags = ((n_tokens > token_capacity).to(tl.int64) * 1
                      + (n_flat > flat_capacity).to(tl.int64) * 2
                      + ((n_tokens > 2147483647) | (n_flat > 2147483647) | (dsa_total > 2147483647)).to(tl.int64) * 4
