@@ -103,6 +103,31 @@ def no_sync_and_capture():
     record("ExtendFill: no host sync, graph capture + replay equal the reference", ok)
 
 
+def garbage_stays_inside():
+    """check=False with garbage lengths and pool rows: poisoned buffers with canary margins."""
+    from nsa_kernels.testing import Canary
+    g = torch.Generator().manual_seed(3)
+    table = torch.arange(8 * 5000, dtype=torch.int32, device=nk.DEVICE).reshape(8, 5000)
+    for trial in range(20):
+        bs = int(torch.randint(1, 300, (1,), generator=g))
+        kv = torch.randint(-2**40, 2**40, (bs,), generator=g) // torch.randint(1, 2**36, (bs,), generator=g)
+        qo = torch.randint(-50, 6000, (bs,), generator=g)
+        pool = torch.randint(-3, 11, (bs,), generator=g)
+        caps = (bs + 1, int(torch.randint(0, 20000, (1,), generator=g)), int(torch.randint(0, 90000, (1,), generator=g)))
+        sizes = {"cu_seqlens_k": caps[0], "dsa_cu_seqlens_k": caps[1] + 1, "page_table_1_flattened": caps[2]}
+        canaries = {k: Canary(sizes.get(k, caps[1])) for k in EXTEND_KEYS}
+        bufs = ex.ExtendBuffers(**{k: c.view for k, c in canaries.items()})
+        status = ex.launch_extend(kv.to(nk.DEVICE), qo.to(nk.DEVICE), pool.to(nk.DEVICE), table, 64, bufs)
+        torch.cuda.synchronize()
+        for key, canary in canaries.items():
+            canary.assert_margins(f"trial {trial} {key}")
+        bad = (qo < 0) | (kv < 0) | (qo > kv) | (kv > 5000) | (pool < 0) | (pool >= 8)
+        expected = int(bad.int().argmax()) if bool(bad.any()) else None
+        got = ex.decode_status(status)["first_invalid_request"]
+        assert got == expected, f"trial {trial}: first invalid request {got}, expected {expected}"
+    record("check=False garbage lengths: margins intact, status names the first invalid request (20 trials)", True)
+
+
 def variants_over_sweep():
     before = harness.compiled_variants(ex.extend_metadata_kernel) or 0
     for bs in (1, 3, 16, 32, 100, 1024, 4097, 16384):
@@ -171,6 +196,7 @@ def main():
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}", flush=True)
     correctness()
     guarded("ExtendFill no-sync / graph capture", no_sync_and_capture)
+    guarded("check=False garbage lengths", garbage_stays_inside)
     guarded("compiled variants over a bs sweep", variants_over_sweep)
     guarded("static checks cost", host_cost)
     guarded("timings", timings)

@@ -11,13 +11,15 @@ SGLang builds these eagerly with Python loops over the batch (see
 * Offsets: a group adds up the lengths of the earlier groups with wide loads (``BLOCK_SCAN``
   requests per load: at most 4 loop trips at bs = 16384), then ``tl.cumsum`` over its own
   ``BLOCK_R``; no program waits for another. The bytes read still grow with bs (12 B per
-  earlier request, ~100 MB of L2 reads over all 512 groups at bs = 16384); a decoupled
-  look-back scan would remove that at the price of cross-program waits. The prefix of the clamped lengths (``dsa_cu_seqlens_k``) has a
-  closed form per request, an arithmetic series clipped at topk.
+  earlier request, ~50 MB of L2 reads over all 512 groups at bs = 16384); a decoupled
+  look-back scan would remove that at the price of cross-program waits. The prefix of the
+  clamped lengths (``dsa_cu_seqlens_k``) has a closed form per request, an arithmetic series
+  clipped at topk.
 * Everything sized by the device lengths is bounded by the buffers' capacities: a request's
   tokens and entries are written only below the capacity, and its loops stop there, so garbage
   lengths with ``check=False`` cost at most the capacity and never write outside the buffers.
-  Offsets are 64-bit (a 1M-token context times a 16K batch passes 2^31 entries).
+  Offsets are 64-bit: a table row's start (pool row x row stride) passes 2^31 with 1M-token
+  rows, and garbage lengths must not wrap.
 * The device ``status`` (int64): ``[N, sum kv, flags, first invalid request or -1]``; flags are
   ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST``. It is written by the
   last group's first program alone, which holds the totals and scans the batch for bad rows.
@@ -49,8 +51,6 @@ TARGET_PROGRAMS = 1 if INTERPRET else 528
 MAX_SPLITS = 1024
 # A lane's [block, BLOCK_R] one-hot tiles are spread over 256 threads to keep them in registers.
 NUM_WARPS = 8
-# Lengths are clipped here before they are summed, so garbage cannot wrap the int64 sums.
-_LENGTH_CLIP = 2**31
 
 
 @triton.jit
@@ -73,15 +73,10 @@ def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_P
     else:
         pool = tl.zeros_like(qo)
     bad = live & ((qo < 0) | (kv < 0) | (qo > kv) | (kv > width) | (pool < 0) | (pool >= pool_rows))
+    # Clipped before they are summed, so that garbage cannot wrap the int64 sums.
     qo = tl.minimum(tl.maximum(qo, 0), 2147483648)
     kv = tl.minimum(tl.maximum(kv, 0), 2147483648)
     return qo, kv, pool, bad
-
-
-@triton.jit
-def _pick(values, lane, i):
-    """values[i] of a register tile, as a scalar."""
-    return tl.sum(tl.where(lane == i, values, 0), axis=0)
 
 
 # Nothing is specialised on values: not the ints (== 1, % 16), nor the pointers' 16-byte
