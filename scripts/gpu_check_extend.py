@@ -40,7 +40,7 @@ def record(name, ok, detail=""):
 def guarded(name, fn):
     try:
         fn()
-    except Exception as exc:  # report and go on with the next case
+    except Exception as exc:  # noqa: BLE001  (report and go on with the next case)
         record(name, False, f"{type(exc).__name__}: {exc}")
         traceback.print_exc()
 
@@ -179,7 +179,7 @@ def timings(iters=200):
                 fill_ratio = group["sglang_extend"]["eager_us"] / group["nsa_extend_fill"]["eager_us"]
                 RESULTS["bs32_ratio"] = ratio
                 RESULTS["bs32_fill_ratio"] = fill_ratio
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (report and go on)
             record(f"timing {workload.name}", False, f"{type(exc).__name__}: {exc}")
             traceback.print_exc()
     if "bs32_ratio" in RESULTS:

@@ -152,17 +152,27 @@ def test_bound_fill_follows_new_lengths():
             assert_equal(got[key], expected[key], key)
 
 
-@pytest.mark.parametrize("mirrors", [False, True])
-def test_allocating_form(mirrors):
+@pytest.mark.parametrize("mirrors,check", [(False, False), (True, False), (True, True)])
+def test_allocating_form(mirrors, check):
     qo, kv = random_lengths(6, 11)
-    seq_lens, ext, pool, table = make_case(qo, kv)
+    seq_lens, ext, pool, table = make_case(qo, kv, table_dtype=torch.int64 if check else torch.int32)
     extra = dict(seq_lens_cpu=torch.tensor(kv), extend_seq_lens_cpu=qo) if mirrors else {}
-    got = ex.extend_metadata(seq_lens, ext, pool, table, TOPK, **extra)
+    got = ex.extend_metadata(seq_lens, ext, pool, table, TOPK, check=check, **extra)
     expected = extend_reference(seq_lens, ext, pool, table, TOPK)
     assert tuple(got) == EXTEND_KEYS
     for key in EXTEND_KEYS:
         assert got[key].dtype == torch.int32, key
         assert_equal(got[key], expected[key], key)
+
+
+def test_allocating_form_rejects_bad_mirrors():
+    seq_lens, ext, pool, table = make_case([3, 2], [10, 4])
+    with pytest.raises(ValueError, match="seq_lens_cpu / extend_seq_lens_cpu must hold 2 entries"):
+        ex.extend_metadata(seq_lens, ext, pool, table, TOPK, seq_lens_cpu=torch.tensor([10]),
+                           extend_seq_lens_cpu=[3, 2])
+    with pytest.raises(ValueError, match="request 1: need 0 <= extend_seq_lens"):
+        ex.extend_metadata(seq_lens, ext, pool, table, TOPK, seq_lens_cpu=torch.tensor([10, 1]),
+                           extend_seq_lens_cpu=[3, 2])
 
 
 @pytest.mark.parametrize("qo,kv", [([3, 0, 5], [10, 4, 5]), ([64, 1], [2049, 1]), ([], [])])
@@ -245,8 +255,11 @@ def test_overlapping_buffers_rejected():
     args = good_args()
     shared = CanaryBuffers(4, 16, 32)
     shared.buffers.token_to_batch_idx = args["seq_lens"]
-    with pytest.raises(ValueError, match="seq_lens"):
+    with pytest.raises(ValueError, match="seq_lens and token_to_batch_idx overlap|token_to_batch_idx and seq_lens overlap"):
         ex.launch_extend(*args.values(), shared.buffers)
+    for key, canary in shared.canaries.items():
+        if key != "token_to_batch_idx":
+            canary.assert_unchanged(key)
     status_over = CanaryBuffers(4, 16, 32)
     status = status_over.canaries["page_table_1_flattened"].view[2:10].view(torch.int64)
     expect_rejected(ValueError, "status and page_table_1_flattened overlap|page_table_1_flattened and status overlap",
