@@ -42,15 +42,18 @@ TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
 STATUS_ENTRIES = 4
 BLOCK_R = 32
 BLOCK_SCAN = 4096
-# The interpreter pays per operation, not per lane: there, wide blocks run fastest.
-BLOCK_T = 2048 if INTERPRET else 256
-BLOCK_F = 4096 if INTERPRET else 512
+# The interpreter pays per operation, not per lane: there, wide blocks run fastest. On sm_90
+# these sizes keep the one-hot tiles at 128 registers a thread, no spills (two CTAs per SM).
+BLOCK_T = 2048 if INTERPRET else 128
+BLOCK_F = 4096 if INTERPRET else 256
 #: Programs the plan aims for on a GPU (a few per SM of an H100); the interpreter runs programs
 #: one after another, so there one split per group is fastest.
 TARGET_PROGRAMS = 1 if INTERPRET else 528
 MAX_SPLITS = 1024
 # A lane's [block, BLOCK_R] one-hot tiles are spread over 256 threads to keep them in registers.
 NUM_WARPS = 8
+#: What the GPU build compiles with (the interpreter's block sizes differ; see above).
+GPU_CONSTEXPRS = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=128, BLOCK_F=256)
 
 
 @triton.jit
@@ -100,15 +103,15 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
     dsa_before = tl.full((), 0, tl.int64)
     for r0 in range(0, group_start, BLOCK_SCAN):
         request = r0 + tl.arange(0, BLOCK_SCAN)
-        qo, kv, _, _ = _lengths(ext_ptr, seq_ptr, pool_ptr, request, request < group_start,
-                                width, pool_rows, False)
-        tokens_before += tl.sum(qo, axis=0)
-        kv_before += tl.sum(kv, axis=0)
-        dsa_before += tl.sum(_clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk), axis=0)
+        qo_e, kv_e, pool_e, bad_e = _lengths(ext_ptr, seq_ptr, pool_ptr, request,
+                                             request < group_start, width, pool_rows, False)
+        tokens_before += tl.sum(qo_e, axis=0)
+        kv_before += tl.sum(kv_e, axis=0)
+        dsa_before += tl.sum(_clamped_prefix(kv_e, topk) - _clamped_prefix(kv_e - qo_e, topk), axis=0)
     lane = tl.arange(0, BLOCK_R)
     request = group_start + lane
     live = request < batch_size
-    qo, kv, pool, _ = _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True)
+    qo, kv, pool, group_bad = _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True)
     dsa = _clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk)
     kv_end = kv_before + tl.cumsum(kv, axis=0)
     token_start = tokens_before + tl.cumsum(qo, axis=0) - qo
@@ -128,8 +131,8 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
             first_bad = tl.full((), 2147483647, tl.int32)
             for b0 in range(0, batch_size, BLOCK_SCAN):
                 scan = b0 + tl.arange(0, BLOCK_SCAN)
-                _, _, _, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, scan, scan < batch_size,
-                                        width, pool_rows, True)
+                qo_s, kv_s, pool_s, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, scan, scan < batch_size,
+                                                   width, pool_rows, True)
                 first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, scan, 2147483647), axis=0))
             flags = ((n_tokens > token_capacity).to(tl.int64) * 1
                      + (n_flat > flat_capacity).to(tl.int64) * 2
