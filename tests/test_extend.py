@@ -422,7 +422,7 @@ def test_kernel_compiles_for_sm90_without_spills(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "0",
            "PYTHONPATH": os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, "-c", _SM90_COMPILE, str(tmp_path / "extend.ptx")],
-                         capture_output=True, text=True, env=env, timeout=300)
+                         capture_output=True, text=True, env=env, timeout=300, check=False)
     if run.returncode == 0 and "SKIP" in run.stdout:
         pytest.skip(run.stdout.strip())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
