@@ -389,16 +389,18 @@ _SM90_COMPILE = textwrap.dedent("""
     from triton.compiler import ASTSource
     from nsa_kernels.modes import extend as ex
     kernel = ex.extend_metadata_kernel
-    signature = {name: "constexpr" if name.startswith("BLOCK_") else
-                 ("*i64" if name in ("seq_ptr", "status_ptr") else "*i32") if name.endswith("_ptr") else "i32"
-                 for name in kernel.arg_names}
     constexprs = {(kernel.arg_names.index(n),): v for n, v in ex.GPU_CONSTEXPRS.items()}
-    try:
-        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": ex.NUM_WARPS})
-    except triton.compiler.errors.CompilationError as exc:
-        print("COMPILE ERROR", exc)
-        sys.exit(1)
+    # SGLang's dtypes (int64 seq_lens, the rest int32), then every input int64.
+    for wide in (("seq_ptr", "status_ptr"), ("seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "status_ptr")):
+        signature = {name: "constexpr" if name.startswith("BLOCK_") else
+                     ("*i64" if name in wide else "*i32") if name.endswith("_ptr") else "i32"
+                     for name in kernel.arg_names}
+        try:
+            compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                                      target=GPUTarget("cuda", 90, 32), options={"num_warps": ex.NUM_WARPS})
+        except triton.compiler.errors.CompilationError as exc:
+            print("COMPILE ERROR", wide, exc)
+            sys.exit(1)
     ptxas = sorted(glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas*")))
     if not ptxas:
         print("SKIP no ptxas"); sys.exit(0)
