@@ -1,0 +1,414 @@
+"""Extend (prefill, chunked prefill with cached prefixes): every metadata array in one launch.
+
+SGLang builds these eagerly with Python loops over the batch (see
+``nsa_kernels.peers.sglang_extend``). Here one launch fills all of them, with no host sync:
+
+* Programs ``(g, s)``: group g owns ``BLOCK_R`` consecutive requests; the ``splits`` programs
+  of a group share the group's tokens and flattened page-table entries block by block (program
+  s takes blocks s, s + splits, ...), whatever their split between requests: one request with a
+  1M-token context is spread over many programs, a batch of 16384 short ones over many groups.
+  A lane finds its request by comparing against the group's ``BLOCK_R`` start offsets.
+* Offsets: a group adds up the lengths of the earlier groups with wide loads (``BLOCK_SCAN``
+  requests per load: at most 4 loop trips at bs = 16384), then ``tl.cumsum`` over its own
+  ``BLOCK_R``; no program waits for another. The bytes read still grow with bs (12 B per
+  earlier request, ~50 MB of L2 reads over all 512 groups at bs = 16384); a decoupled
+  look-back scan would remove that at the price of cross-program waits. The prefix of the
+  clamped lengths (``dsa_cu_seqlens_k``) has a closed form per request, an arithmetic series
+  clipped at topk.
+* Everything sized by the device lengths is bounded by the buffers' capacities: a request's
+  tokens and entries are written only below the capacity, and its loops stop there, so garbage
+  lengths with ``check=False`` cost at most the capacity and never write outside the buffers.
+  Offsets are 64-bit: a table row's start (pool row x row stride) passes 2^31 with 1M-token
+  rows, and garbage lengths must not wrap.
+* The device ``status`` (int64): ``[N, sum kv, flags, first invalid request or -1]``; flags are
+  ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST``. It is written by the
+  last group's first program alone, which holds the totals and scans the batch for bad rows.
+
+Block sizes are fixed; bs, capacities, widths and topk are run-time arguments Triton does not
+specialise on, so a sweep over bs and lengths compiles one variant per dtype combination.
+"""
+from dataclasses import dataclass, fields
+
+import torch
+import triton
+import triton.language as tl
+
+from .._env import INTERPRET
+from ..launcher import LaunchPlan, bind_launch
+from . import extend_checks as checks
+from .extend_reference import EXTEND_KEYS
+
+TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
+STATUS_ENTRIES = 4
+BLOCK_R = 32
+BLOCK_SCAN = 4096
+# The interpreter pays per operation, not per lane: there, wide blocks run fastest. On sm_90
+# these sizes keep the one-hot tiles at 128 registers a thread, no spills (two CTAs per SM).
+BLOCK_T = 2048 if INTERPRET else 128
+BLOCK_F = 4096 if INTERPRET else 256
+#: Programs the plan aims for on a GPU (a few per SM of an H100); the interpreter runs programs
+#: one after another, so there one split per group is fastest.
+TARGET_PROGRAMS = 1 if INTERPRET else 528
+MAX_SPLITS = 1024
+# A lane's [block, BLOCK_R] one-hot tiles are spread over 256 threads to keep them in registers.
+NUM_WARPS = 8
+#: What the GPU build compiles with (the interpreter's block sizes differ; see above).
+GPU_CONSTEXPRS = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=128, BLOCK_F=256)
+
+
+@triton.jit
+def _clamped_prefix(x, topk):
+    """sum_{v=1..x} min(v, topk) for int64 x; 0 for x <= 0."""
+    x = tl.maximum(x, 0)
+    low = tl.minimum(x, topk)
+    return low * (low + 1) // 2 + (x - low) * topk
+
+
+@triton.jit
+def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_POOL: tl.constexpr):
+    """(qo, kv, pool, bad) of ``request`` lanes: lengths clipped to [0, 2^31] as int64, and
+    (``WITH_POOL``) the pool rows and whether each live request is invalid (negative,
+    qo > kv, kv past the table, bad row)."""
+    qo = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
+    kv = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int64)
+    if WITH_POOL:
+        pool = tl.load(pool_ptr + request, mask=live, other=0).to(tl.int64)
+    else:
+        pool = tl.zeros_like(qo)
+    bad = live & ((qo < 0) | (kv < 0) | (qo > kv) | (kv > width) | (pool < 0) | (pool >= pool_rows))
+    # Clipped before they are summed, so that garbage cannot wrap the int64 sums.
+    qo = tl.minimum(tl.maximum(qo, 0), 2147483648)
+    kv = tl.minimum(tl.maximum(kv, 0), 2147483648)
+    return qo, kv, pool, bad
+
+
+# Nothing is specialised on values: not the ints (== 1, % 16), nor the pointers' 16-byte
+# alignment (carved views and row starts are unaligned anyway), so one variant per dtype set.
+@triton.jit(do_not_specialize=["seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "r2t_stride", "pool_rows",
+                               "width", "expanded_ptr", "dsa_cache_ptr", "cu_k_ptr", "dsa_cu_ptr",
+                               "offset_ptr", "ke_ptr", "batch_idx_ptr", "flat_ptr", "status_ptr",
+                               "batch_size", "token_capacity", "flat_capacity", "dsa_index_topk"])
+def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
+                           expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, offset_ptr, ke_ptr,
+                           batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
+                           flat_capacity, dsa_index_topk, BLOCK_R: tl.constexpr,
+                           BLOCK_SCAN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr):
+    g = tl.program_id(0)
+    s = tl.program_id(1)
+    splits = tl.num_programs(1)
+    topk = dsa_index_topk.to(tl.int64)
+    group_start = g * BLOCK_R
+    tokens_before = tl.full((), 0, tl.int64)
+    kv_before = tl.full((), 0, tl.int64)
+    dsa_before = tl.full((), 0, tl.int64)
+    for r0 in range(0, group_start, BLOCK_SCAN):
+        request = r0 + tl.arange(0, BLOCK_SCAN)
+        qo_e, kv_e, pool_e, bad_e = _lengths(ext_ptr, seq_ptr, pool_ptr, request,
+                                             request < group_start, width, pool_rows, False)
+        tokens_before += tl.sum(qo_e, axis=0)
+        kv_before += tl.sum(kv_e, axis=0)
+        dsa_before += tl.sum(_clamped_prefix(kv_e, topk) - _clamped_prefix(kv_e - qo_e, topk), axis=0)
+    lane = tl.arange(0, BLOCK_R)
+    request = group_start + lane
+    live = request < batch_size
+    qo, kv, pool, group_bad = _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True)
+    dsa = _clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk)
+    kv_end = kv_before + tl.cumsum(kv, axis=0)
+    token_start = tokens_before + tl.cumsum(qo, axis=0) - qo
+    kv_start = kv_end - kv
+    dsa_start = dsa_before + tl.cumsum(dsa, axis=0) - dsa
+    if s == 0:
+        tl.store(cu_k_ptr + request + 1, kv_end.to(tl.int32), mask=live)
+        if g == 0:
+            tl.store(cu_k_ptr, 0)
+            tl.store(dsa_cu_ptr, 0)
+        if group_start + BLOCK_R >= batch_size:
+            n_tokens = tokens_before + tl.sum(qo, axis=0)
+            n_flat = kv_before + tl.sum(kv, axis=0)
+            dsa_total = dsa_before + tl.sum(dsa, axis=0)
+            # Only this program looks for invalid requests (the others need no pool indices
+            # from earlier groups): one more pass over the batch.
+            first_bad = tl.full((), 2147483647, tl.int32)
+            for b0 in range(0, batch_size, BLOCK_SCAN):
+                scan = b0 + tl.arange(0, BLOCK_SCAN)
+                qo_s, kv_s, pool_s, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, scan, scan < batch_size,
+                                                   width, pool_rows, True)
+                first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, scan, 2147483647), axis=0))
+            flags = ((n_tokens > token_capacity).to(tl.int64) * 1
+                     + (n_flat > flat_capacity).to(tl.int64) * 2
+                     + ((n_tokens > 2147483647) | (n_flat > 2147483647) | (dsa_total > 2147483647)).to(tl.int64) * 4
+                     + (first_bad < 2147483647).to(tl.int64) * 8)
+            tl.store(status_ptr, n_tokens)
+            tl.store(status_ptr + 1, n_flat)
+            tl.store(status_ptr + 2, flags)
+            tl.store(status_ptr + 3, tl.where(first_bad < 2147483647, first_bad.to(tl.int64), -1))
+    # The group's tokens, then its flattened entries, block by block (program s takes blocks
+    # s, s + splits, ...); each lane finds its request among the group's BLOCK_R by comparing
+    # against their local start offsets (a [block, BLOCK_R] one-hot, reduced per needed value).
+    # Local offsets stop at the capacity, so they fit int32 and bound the loops.
+    tokens_local = tl.minimum(tl.sum(qo, axis=0), tl.maximum(token_capacity - tokens_before, 0)).to(tl.int32)
+    q_lo = tl.minimum(token_start - tokens_before, 2147483647).to(tl.int32)
+    q_hi = tl.minimum(token_start - tokens_before + qo, 2147483647).to(tl.int32)
+    seen_base = (kv - qo + 1).to(tl.int32) - q_lo
+    dsa_base = dsa_start - _clamped_prefix(kv - qo, topk)
+    kv_start32 = kv_start.to(tl.int32)
+    for t0 in range(s * BLOCK_T, tokens_local, splits * BLOCK_T):
+        local = t0 + tl.arange(0, BLOCK_T)
+        mask = local < tokens_local
+        hit = (local[:, None] >= q_lo[None, :]) & (local[:, None] < q_hi[None, :])
+        seen = tl.sum(tl.where(hit, seen_base[None, :], 0), axis=1) + local
+        offset = tl.sum(tl.where(hit, kv_start32[None, :], 0), axis=1)
+        owner = tl.sum(tl.where(hit, request[None, :], 0), axis=1)
+        dsa_row = tl.sum(tl.where(hit, dsa_base[None, :], 0), axis=1)
+        row = tokens_before + local
+        tl.store(expanded_ptr + row, seen, mask=mask)
+        tl.store(dsa_cache_ptr + row, tl.minimum(seen, dsa_index_topk), mask=mask)
+        tl.store(dsa_cu_ptr + row + 1, (dsa_row + _clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32), mask=mask)
+        tl.store(offset_ptr + row, offset, mask=mask)
+        tl.store(ke_ptr + row, offset + seen, mask=mask)
+        tl.store(batch_idx_ptr + row, owner, mask=mask)
+    # Flattened page table: entries past a request's table row or of a request with a bad pool
+    # row are neither read nor written (only garbage lengths get there).
+    flat_local = tl.minimum(tl.sum(kv, axis=0), tl.maximum(flat_capacity - kv_before, 0)).to(tl.int32)
+    k_lo = tl.minimum(kv_start - kv_before, 2147483647).to(tl.int32)
+    k_hi = tl.minimum(kv_end - kv_before, 2147483647).to(tl.int32)
+    readable = (live & (pool >= 0) & (pool < pool_rows)).to(tl.int32)
+    pool32 = tl.where(readable != 0, pool, 0).to(tl.int32)
+    for f0 in range(s * BLOCK_F, flat_local, splits * BLOCK_F):
+        local = f0 + tl.arange(0, BLOCK_F)
+        hit = (local[:, None] >= k_lo[None, :]) & (local[:, None] < k_hi[None, :])
+        column = local - tl.sum(tl.where(hit, k_lo[None, :], 0), axis=1)
+        row = tl.sum(tl.where(hit, pool32[None, :], 0), axis=1).to(tl.int64)
+        ok = tl.sum(tl.where(hit, readable[None, :], 0), axis=1) != 0
+        mask = (local < flat_local) & ok & (column < width)
+        values = tl.load(r2t_ptr + row * r2t_stride + column, mask=mask, other=0)
+        tl.store(flat_ptr + kv_before + local, values.to(tl.int32), mask=mask)
+
+
+@dataclass
+class ExtendBuffers:
+    """Pre-allocated int32 outputs, as a CUDA-graph runner holds them.
+
+    Capacities: ``max_bs`` requests (``cu_seqlens_k`` holds ``max_bs + 1``), ``max_tokens``
+    expanded tokens (``dsa_cu_seqlens_k`` holds ``max_tokens + 1``) and ``max_flat`` flattened
+    page-table entries (sum of kv).
+    """
+    seqlens_expanded: torch.Tensor
+    dsa_cache_seqlens: torch.Tensor
+    cu_seqlens_k: torch.Tensor
+    dsa_cu_seqlens_k: torch.Tensor
+    topk_indices_offset: torch.Tensor
+    indexer_ke: torch.Tensor
+    token_to_batch_idx: torch.Tensor
+    page_table_1_flattened: torch.Tensor
+
+    @classmethod
+    def allocate(cls, max_bs, max_tokens, max_flat, device="cpu", fill=None):
+        """``fill=None`` leaves them uninitialised (``torch.empty``), as a runner would."""
+        def buf(n):
+            if fill is None:
+                return torch.empty(n, dtype=torch.int32, device=device)
+            return torch.full((n,), fill, dtype=torch.int32, device=device)
+        return cls(buf(max_tokens), buf(max_tokens), buf(max_bs + 1), buf(max_tokens + 1),
+                   buf(max_tokens), buf(max_tokens), buf(max_tokens), buf(max_flat))
+
+    @classmethod
+    def allocate_exact(cls, bs, n_tokens, n_flat, device):
+        """Exactly-sized buffers and a status carved out of one allocation (one allocator call
+        instead of nine: the allocating form is timed eagerly)."""
+        sizes = (n_tokens, n_tokens, bs + 1, n_tokens + 1, n_tokens, n_tokens, n_tokens, n_flat)
+        starts, total = [], 0
+        for size in sizes:  # every view (and the int64 status) starts on a 16-byte boundary
+            starts.append(total)
+            total += -(-size // 4) * 4
+        block = torch.empty(total + 2 * STATUS_ENTRIES, dtype=torch.int32, device=device)
+        views = [block[start:start + size] for start, size in zip(starts, sizes)]
+        return cls(*views), block[total:].view(torch.int64)
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def token_capacity(self):
+        return min(self.seqlens_expanded.shape[0], self.dsa_cache_seqlens.shape[0],
+                   self.dsa_cu_seqlens_k.shape[0] - 1, self.topk_indices_offset.shape[0],
+                   self.indexer_ke.shape[0], self.token_to_batch_idx.shape[0])
+
+    @property
+    def flat_capacity(self):
+        return self.page_table_1_flattened.shape[0]
+
+    def views(self, bs, n_tokens, n_flat):
+        """The filled part of every buffer: the dict ``extend_metadata`` returns."""
+        return {"seqlens_expanded": self.seqlens_expanded[:n_tokens],
+                "dsa_cache_seqlens": self.dsa_cache_seqlens[:n_tokens],
+                "cu_seqlens_k": self.cu_seqlens_k[:bs + 1],
+                "dsa_cu_seqlens_k": self.dsa_cu_seqlens_k[:n_tokens + 1],
+                "topk_indices_offset": self.topk_indices_offset[:n_tokens],
+                "indexer_ke": self.indexer_ke[:n_tokens],
+                "token_to_batch_idx": self.token_to_batch_idx[:n_tokens],
+                "page_table_1_flattened": self.page_table_1_flattened[:n_flat]}
+
+
+assert tuple(f.name for f in fields(ExtendBuffers)) == EXTEND_KEYS
+
+
+def check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
+    """Metadata-only checks of the inputs; returns topk as an int."""
+    lengths = (torch.int32, torch.int64)
+    checks.check_tensor("seq_lens", seq_lens, 1, lengths)
+    device = seq_lens.device
+    checks.check_tensor("extend_seq_lens", extend_seq_lens, 1, lengths, device)
+    checks.check_tensor("req_pool_indices", req_pool_indices, 1, lengths, device)
+    checks.check_tensor("req_to_token", req_to_token, 2, lengths, device)
+    bs = seq_lens.shape[0]
+    if extend_seq_lens.shape[0] != bs or req_pool_indices.shape[0] != bs:
+        raise ValueError(f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
+                         f"request, got {bs}, {extend_seq_lens.shape[0]} and {req_pool_indices.shape[0]}")
+    return checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
+
+
+def check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                 buffers, status):
+    """Metadata-only checks (a few µs); returns ``(topk, status)``, allocating a status if None."""
+    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+    device, bs = seq_lens.device, seq_lens.shape[0]
+    if not isinstance(buffers, ExtendBuffers):
+        raise TypeError(f"buffers must be an ExtendBuffers, got {type(buffers).__name__}")
+    outputs = buffers.as_dict()
+    for name, t in outputs.items():
+        checks.check_tensor(name, t, 1, (torch.int32,), device)
+    if buffers.cu_seqlens_k.shape[0] < bs + 1:
+        raise ValueError(f"cu_seqlens_k holds {buffers.cu_seqlens_k.shape[0]} entries, bs + 1 = {bs + 1} needed")
+    if buffers.dsa_cu_seqlens_k.shape[0] < 1:
+        raise ValueError("dsa_cu_seqlens_k needs at least 1 entry (its leading 0)")
+    if status is None:
+        status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=device)
+    else:
+        checks.check_tensor("status", status, 1, (torch.int64,), device)
+        if status.shape[0] < STATUS_ENTRIES:
+            raise ValueError(f"status must hold {STATUS_ENTRIES} int64 entries, got {status.shape[0]}")
+    outputs["status"] = status
+    checks.check_no_overlap({"seq_lens": seq_lens, "extend_seq_lens": extend_seq_lens,
+                             "req_pool_indices": req_pool_indices, "req_to_token": req_to_token},
+                            outputs)
+    return topk, status
+
+
+def check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+               buffers=None, seq_lens_cpu=None, extend_seq_lens_cpu=None, table_values=True):
+    """Every data check (lengths, sums against int32, pool rows, table values, capacities);
+    returns ``(N, sum kv)``. Costs device-to-host copies unless the host mirrors are given."""
+    kv, qo = checks.host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu, extend_seq_lens_cpu)
+    n_tokens, n_flat = checks.check_lengths_data(kv, qo, req_to_token.shape[1], dsa_index_topk)
+    if table_values:
+        checks.check_pool_data(req_pool_indices, req_to_token.shape[0])
+        checks.check_table_values(req_to_token, req_pool_indices, kv)
+    if buffers is not None:
+        if n_tokens > buffers.token_capacity:
+            raise ValueError(f"the token buffers hold {buffers.token_capacity} entries but "
+                             f"N = {n_tokens} are needed")
+        if n_flat > buffers.flat_capacity:
+            raise ValueError(f"page_table_1_flattened holds {buffers.flat_capacity} entries but "
+                             f"sum(seq_lens) = {n_flat} are needed")
+    return n_tokens, n_flat
+
+
+def pick_splits(bs):
+    """Programs per group: enough programs in all to fill the GPU; 1 under the interpreter."""
+    groups = max(triton.cdiv(bs, BLOCK_R), 1)
+    return max(1, min(MAX_SPLITS, TARGET_PROGRAMS // groups))
+
+
+def plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                buffers, status, splits=None):
+    """The one launch, from tensor metadata alone (call ``check_static`` first)."""
+    bs = seq_lens.shape[0]
+    splits = pick_splits(bs) if splits is None else splits
+    grid = (max(triton.cdiv(bs, BLOCK_R), 1), splits)
+    b = buffers
+    args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
+            req_to_token.shape[0], req_to_token.shape[1], b.seqlens_expanded, b.dsa_cache_seqlens,
+            b.cu_seqlens_k, b.dsa_cu_seqlens_k, b.topk_indices_offset, b.indexer_ke,
+            b.token_to_batch_idx, b.page_table_1_flattened, status, bs, b.token_capacity,
+            b.flat_capacity, int(dsa_index_topk))
+    kwargs = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=BLOCK_T, BLOCK_F=BLOCK_F,
+                  num_warps=NUM_WARPS)
+    return LaunchPlan(extend_metadata_kernel, grid, args, kwargs)
+
+
+def variant_key(plan):
+    """What Triton would compile a new variant for: constexprs, tensor dtypes, and int arguments
+    past int32 (typed i64). Values themselves are never specialised (see ``do_not_specialize``)."""
+    return (tuple(sorted(plan.kwargs.items())),
+            tuple(str(a.dtype) if isinstance(a, torch.Tensor) else
+                  ("i64" if abs(a) > checks.INT32_MAX else "i32") for a in plan.args))
+
+
+def _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers,
+             status, check, splits):
+    topk, status = check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                dsa_index_topk, buffers, status)
+    if check:
+        check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers)
+    return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers,
+                       status, splits)
+
+
+def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                  buffers, status=None, *, check=False, splits=None):
+    """Fill ``buffers`` in one launch; returns the device status (see the module doc).
+
+    ``check=True`` adds the data checks (device-to-host copies). Without it the data are
+    trusted, as in a CUDA-graph replay: no sync, and whatever the lengths, writes stay inside
+    the buffers and work stays bounded by their capacities; read the status to learn of it.
+    """
+    plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                    buffers, status, check, splits)
+    plan()
+    return plan.args[15]
+
+
+class ExtendFill:
+    """Checked and planned once against static buffers; each call is one bound launch."""
+
+    def __init__(self, seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                 buffers, status=None, *, check=False, splits=None):
+        plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                        buffers, status, check, splits)
+        self.status = plan.args[15]
+        self.buffers = buffers
+        self.launch = bind_launch(*plan)
+
+    def __call__(self):
+        self.launch()
+        return self.status
+
+
+def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, *,
+                    seq_lens_cpu=None, extend_seq_lens_cpu=None, check=False):
+    """Every extend key (int32) in freshly allocated tensors, as SGLang's eager path returns them.
+
+    The outputs are sized by N and sum(kv), which the host must know: pass SGLang's host mirrors
+    ``seq_lens_cpu`` / ``extend_seq_lens_cpu`` (the forward batch holds them) and nothing syncs;
+    without them the lengths are read from the device once (one sync). The lengths are checked
+    on the host either way (free once they are there); ``check=True`` also checks the pool
+    indices and an int64 ``req_to_token``'s live values (more device reads).
+    """
+    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+    n_tokens, n_flat = check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk,
+                                  None, seq_lens_cpu, extend_seq_lens_cpu, table_values=check)
+    bs = seq_lens.shape[0]
+    buffers, status = ExtendBuffers.allocate_exact(bs, n_tokens, n_flat, seq_lens.device)
+    plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status)()
+    return buffers.as_dict()
+
+
+def decode_status(status):
+    """The status as a dict (one device-to-host copy): for tests, notebooks and debugging."""
+    n_tokens, n_flat, flags, first_bad = (int(v) for v in status[:STATUS_ENTRIES].cpu())
+    return {"n_tokens": n_tokens, "n_flat": n_flat,
+            "tokens_overflow": bool(flags & TOKENS_OVERFLOW), "flat_overflow": bool(flags & FLAT_OVERFLOW),
+            "int32_overflow": bool(flags & INT32_OVERFLOW), "invalid_request": bool(flags & INVALID_REQUEST),
+            "first_invalid_request": first_bad if first_bad >= 0 else None}
+
