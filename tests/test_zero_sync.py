@@ -5,6 +5,8 @@ buffer's length) entries and reports ``status = [N, overflow]`` on the device. E
 here compares with ``nsa_kernels.reference`` (or, for CUDA-graph padding rows that the
 reference rejects, with a small hand-written expectation).
 """
+import time
+
 import pytest
 import torch
 import triton
@@ -551,3 +553,60 @@ def test_packed_bound_launch_equals_reference(mapping, ext_dtype):
     assert fill().cpu().tolist() == [n, 0]
     assert torch.equal(out[:n].cpu(), want.cpu()) and torch.equal(cache[:n].cpu(), want_cache.cpu())
     assert bool((out[n:] == -3).all()) and bool((cache[n:] == -3).all())
+
+
+# --------------------------------------------------------------------------- issue 12
+INT32_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_status_total_does_not_wrap(mapping, dtype):
+    """Finding 5: ext = [2**31 - 1, 1] used to report [-2**31, 0]; N saturates, overflow set."""
+    ext, seq = lengths([INT32_MAX, 1], [INT32_MAX, 1], dtype=dtype)
+    status, out, cache = run_zero_sync(ext, seq, TOPK, 8, mapping)
+    assert status == [INT32_MAX, 1], status
+    # the first 8 tokens are request 0's first 8 values: 1, 2, ..., 8
+    assert out.view.tolist() == list(range(1, 9))
+    assert cache.view.tolist() == list(range(1, 9))
+    out.assert_margins()
+    cache.assert_margins()
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_status_total_past_int32_with_int64_lengths(mapping):
+    # Totals past 2**32 must not wrap back into a small, "fitting" N with the flag clear.
+    ext, seq = lengths([2**32 + 3, 5], [2**32 + 3, 9], dtype=torch.int64)
+    status, out, cache = run_zero_sync(ext, seq, TOPK, 4, mapping)
+    assert status == [INT32_MAX, 1], status
+    out.assert_margins()
+    cache.assert_margins()
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_status_exact_when_total_fits(mapping):
+    ext, seq = lengths([INT32_MAX - 1, 1], [INT32_MAX - 1, 4], dtype=torch.int64)
+    status, _out, _cache = run_zero_sync(ext, seq, TOPK, 2, mapping)
+    assert status == [INT32_MAX, 1], status
+    ext, seq = lengths([3, 0], [5, 4])
+    assert run_zero_sync(ext, seq, TOPK, 3, mapping)[0] == [3, 0]
+
+
+@pytest.mark.parametrize("qo", [10**6, INT32_MAX])
+def test_request_mapping_work_bounded_by_capacity(qo):
+    """Finding 6: the request mapping looped over max(qo_len) columns whatever the capacity
+    (10**6 took minutes under the interpreter, 2**31 - 1 never ended)."""
+    ext, seq = lengths([qo], [qo])
+    started = time.perf_counter()
+    status, out, cache = run_zero_sync(ext, seq, TOPK, 4, "request")
+    elapsed = time.perf_counter() - started
+    assert status == [qo, 1]
+    assert out.view.tolist() == [1, 2, 3, 4]
+    # An interpreter launch takes milliseconds; the unbounded loop took minutes.
+    assert elapsed < 20, f"{elapsed:.1f} s for capacity 4"
+
+
+def test_zero_sync_fill_documents_bind_time_check():
+    """Finding 7: ZeroSyncFill(check=True) validates the contents once, when bound."""
+    doc = nk.ZeroSyncFill.__doc__
+    assert "check=True" in doc and "bind" in doc.lower()
