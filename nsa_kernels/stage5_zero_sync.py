@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from .launcher import bind_launch
-from .validation import check_static, status_buffer, validate
+from .validation import check_static, new_status, validate
 
 
 # Lengths as the prefix sums see them: int64, negatives as 0 (such a request writes nothing),
@@ -235,13 +235,11 @@ def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expan
                     out_nsa_cache_seqlens, status, check):
     if check:
         validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                 out_nsa_cache_seqlens)
+                 out_nsa_cache_seqlens, status=status)
     else:
         check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                     out_nsa_cache_seqlens)
-    return status_buffer(status, seq_lens.device, out_seqlens_expanded=out_seqlens_expanded,
-                         out_nsa_cache_seqlens=out_nsa_cache_seqlens,
-                         extend_seq_lens=extend_seq_lens, seq_lens=seq_lens)
+                     out_nsa_cache_seqlens, status)
+    return new_status(seq_lens.device) if status is None else status
 
 
 def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,

@@ -78,10 +78,14 @@ def check_strides_2d(name, t):
 
 def _byte_range(t):
     """``[first, last + 1)`` bytes that ``t`` spans; None when it has no elements."""
-    if t.numel() == 0:
+    n = t.numel()
+    if n == 0:
         return None
-    low = high = t.data_ptr()  # data_ptr includes the storage offset
+    low = t.data_ptr()  # includes the storage offset
     size = t.element_size()
+    if t.is_contiguous():  # the common case, and the cheap one
+        return low, low + n * size
+    high = low
     for extent, stride in zip(t.shape, t.stride()):
         step = (extent - 1) * stride * size
         if step < 0:
@@ -91,31 +95,36 @@ def _byte_range(t):
     return low, high + size
 
 
+def _flat_span(t):
+    """``_byte_range`` of a tensor already checked 1-D and contiguous (the hot path's case)."""
+    nbytes = t.nbytes
+    if not nbytes:
+        return None
+    low = t.data_ptr()
+    return low, low + nbytes
+
+
+def _raise_if_overlapping(written, read):
+    """``written`` / ``read``: lists of (name, span or None)."""
+    written = [(name, span) for name, span in written if span is not None]
+    for i, (name, (low, high)) in enumerate(written):
+        for other, span in written[i + 1:] + read:
+            if span is not None and low < span[1] and span[0] < high:
+                raise ValueError(f"{name} overlaps {other} in memory: an output must not share "
+                                 f"memory with any other buffer or input")
+
+
 def check_no_overlap(outputs, inputs=None):
     """No output shares memory with another output or with an input; names both.
 
     ``outputs`` and ``inputs`` map argument names to tensors. Spans are byte ranges from
     metadata (pointer, shape, strides), so a strided view counts its gaps: conservative for
     interleaved views, exact for the contiguous buffers and row-strided tables used here.
-    Inputs may overlap each other (they are only read).
+    Inputs may overlap each other (they are only read). Pass tensors of one device (addresses
+    of different devices could coincide).
     """
-    spans = []
-    for name, t in outputs.items():
-        span = _byte_range(t)
-        if span is not None:
-            spans.append((name, t.device, span, True))
-    if inputs:
-        for name, t in inputs.items():
-            span = _byte_range(t)
-            if span is not None:
-                spans.append((name, t.device, span, False))
-    for i, (name, device, (low, high), is_output) in enumerate(spans):
-        if not is_output:
-            continue
-        for other, other_device, (other_low, other_high), _ in spans[:i] + spans[i + 1:]:
-            if device == other_device and low < other_high and other_low < high:
-                raise ValueError(f"{name} overlaps {other} in memory: an output must not share "
-                                 f"memory with any other buffer or input")
+    _raise_if_overlapping([(name, _byte_range(t)) for name, t in outputs.items()],
+                          [(name, _byte_range(t)) for name, t in (inputs or {}).items()])
 
 
 def check_int32_fits(name, values):
@@ -152,7 +161,7 @@ def check_prefix_fits(name, values, output=None):
 def _check_tensor(name, t):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type == "meta":
+    if t.is_meta:
         raise ValueError(f"{name} is a meta tensor: a kernel needs memory to read and write")
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
@@ -193,27 +202,40 @@ def check_outputs(device, **outputs):
             raise ValueError(f"{name} holds {t.shape[0]} entries, more than int32 can index")
 
 
-def status_buffer(status, device, **others):
-    """The device status ``[N, overflow]`` of a sync-free launch: checked, or a new one.
+def new_status(device):
+    """A fresh device status ``[N, overflow]`` (int32) for a sync-free launch."""
+    return torch.empty(2, dtype=torch.int32, device=device)
 
-    ``others`` (name -> tensor: the launch's other outputs and inputs) must not overlap it.
-    """
-    if status is None:
-        return torch.empty(2, dtype=torch.int32, device=device)
+
+def check_status(status, device):
+    """Static checks of a caller's status buffer: int32, 1-D, contiguous, >= 2 entries."""
     check_outputs(device, status=status)
     check_min_entries("status", status, 2)
-    check_no_overlap({"status": status}, others)
+
+
+def status_buffer(status, device):
+    """The device status ``[N, overflow]`` of a sync-free launch: checked, or a new one."""
+    if status is None:
+        return new_status(device)
+    check_status(status, device)
     return status
 
 
 def check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                 out_nsa_cache_seqlens):
+                 out_nsa_cache_seqlens, status=None):
+    """Every metadata check of one fill (``status``, when given, is an output too)."""
     check_lengths(extend_seq_lens, seq_lens, nsa_index_topk)
-    check_outputs(extend_seq_lens.device, out_seqlens_expanded=out_seqlens_expanded,
+    device = extend_seq_lens.device
+    check_outputs(device, out_seqlens_expanded=out_seqlens_expanded,
                   out_nsa_cache_seqlens=out_nsa_cache_seqlens)
-    check_no_overlap({"out_seqlens_expanded": out_seqlens_expanded,
-                      "out_nsa_cache_seqlens": out_nsa_cache_seqlens},
-                     {"extend_seq_lens": extend_seq_lens, "seq_lens": seq_lens})
+    # check_no_overlap, with the cheap spans of tensors already checked 1-D and contiguous
+    written = [("out_seqlens_expanded", _flat_span(out_seqlens_expanded)),
+               ("out_nsa_cache_seqlens", _flat_span(out_nsa_cache_seqlens))]
+    if status is not None:
+        check_status(status, device)
+        written.append(("status", _flat_span(status)))
+    _raise_if_overlapping(written, [("extend_seq_lens", _flat_span(extend_seq_lens)),
+                                    ("seq_lens", _flat_span(seq_lens))])
 
 
 def first_invalid_request(ext, seq, raise_error=False):
@@ -264,10 +286,10 @@ def check_capacity(n_tokens, **outputs):
 
 
 def validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-             out_nsa_cache_seqlens, lengths=None):
+             out_nsa_cache_seqlens, lengths=None, status=None):
     """Every check; returns N. ``lengths`` passes host lists a stage already holds."""
     check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                 out_nsa_cache_seqlens)
+                 out_nsa_cache_seqlens, status)
     ext, seq = lengths if lengths is not None else host_lengths(extend_seq_lens, seq_lens)
     n_tokens = check_length_values(ext, seq)
     check_capacity(n_tokens, out_seqlens_expanded=out_seqlens_expanded,
