@@ -5,7 +5,8 @@ Issue 12's property: for every sync-free entry point, lengths that are negative,
 within a bounded time (work is bounded by the buffers' capacity, not by the lengths) and must
 write nothing outside the canary-guarded output and status buffers. Inputs are left unchanged.
 
-To cover a new sync-free entry point, add one line to ``ENTRY_POINTS``: a name and a function
+To cover a new sync-free entry point, add one line to
+``nsa_kernels.testing.SYNC_FREE_ENTRY_POINTS``: a name and a function
 ``(ext, seq, topk, out_expanded, out_cache, status) -> None`` that launches with check=False.
 """
 import time
@@ -15,45 +16,22 @@ import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-import nsa_kernels as nk
+from nsa_kernels.testing import (GARBAGE_CASES, GARBAGE_EXTREMES, INT32_MAX, INT32_MIN,
+                                 INT64_MAX, INT64_MIN, SYNC_FREE_ENTRY_POINTS, status_is_sane)
 from nsa_testing import DEVICE, Canary, examples
 
-INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
-INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
-
-
-def _zero_sync(mapping):
-    def launch(ext, seq, topk, out, cache, status):
-        nk.launch_zero_sync(ext, seq, topk, out, cache, status=status, mapping=mapping)
-    return launch
-
-
-def _zero_sync_fill(mapping):
-    def launch(ext, seq, topk, out, cache, status):
-        nk.ZeroSyncFill(ext, seq, topk, out, cache, status=status, mapping=mapping)()
-    return launch
-
-
-#: (name, launch) of every sync-free entry point; the lead adds the new modes here.
-ENTRY_POINTS = [
-    ("launch_zero_sync[request]", _zero_sync("request")),
-    ("launch_zero_sync[token]", _zero_sync("token")),
-    ("launch_zero_sync[auto]", _zero_sync("auto")),
-    ("ZeroSyncFill[request]", _zero_sync_fill("request")),
-    ("ZeroSyncFill[token]", _zero_sync_fill("token")),
-]
+#: (name, launch) of every sync-free entry point. New modes are added (one line each) to
+#: nsa_kernels.testing.SYNC_FREE_ENTRY_POINTS, which scripts/memcheck.py shares.
+ENTRY_POINTS = SYNC_FREE_ENTRY_POINTS
 
 #: Per-call wall-clock bound under the interpreter (a launch takes milliseconds there; an
 #: unbounded loop over a garbage length takes minutes or never ends).
 SECONDS_PER_CALL = 20.0
 
-_EXTREMES = [INT64_MIN, INT64_MIN + 1, INT32_MIN - 1, INT32_MIN, -2**31 + 1, -7, -1, 0, 1, 2, 5,
-             2**20, INT32_MAX - 1, INT32_MAX, 2**31, 2**32 + 7, 2**62, INT64_MAX - 1, INT64_MAX]
-
 
 def _length(dtype):
     low, high = (INT32_MIN, INT32_MAX) if dtype == torch.int32 else (INT64_MIN, INT64_MAX)
-    return st.one_of(st.sampled_from([v for v in _EXTREMES if low <= v <= high]),
+    return st.one_of(st.sampled_from([v for v in GARBAGE_EXTREMES if low <= v <= high]),
                      st.integers(-8, 40), st.integers(low, high))
 
 
@@ -96,9 +74,7 @@ def _describe(ext, seq, topk, capacity):
 
 
 def _status_is_sane(status, capacity):
-    n, overflow = status
-    assert 0 <= n <= INT32_MAX and overflow in (0, 1), status
-    assert overflow == int(n > capacity), status
+    assert status_is_sane(status, capacity), f"status {status} for capacity {capacity}"
 
 
 @pytest.mark.parametrize("name, launch", ENTRY_POINTS, ids=[name for name, _ in ENTRY_POINTS])
@@ -129,7 +105,7 @@ def test_one_huge_request_returns_quickly(name, launch, length):
     ext = torch.tensor([length], dtype=dtype, device=DEVICE)
     seq = ext.clone()
     status, out, _cache = run_guarded(launch, ext, seq, 2048, 4)
-    assert status == [INT32_MAX if length > INT32_MAX else length, 1]
+    assert status == [min(length, INT32_MAX), 1]
     assert out.view.tolist() == [1, 2, 3, 4] or length > INT32_MAX
 
 
@@ -140,3 +116,14 @@ def test_buffers_of_different_lengths_with_garbage(name, launch):
     status, _out, cache = run_guarded(launch, ext, seq, 8, 3, cache_capacity=11)
     _status_is_sane(status, 3)
     cache.assert_poisoned_from(3, "out_nsa_cache_seqlens past the shorter buffer")
+
+
+@pytest.mark.parametrize("name, launch", ENTRY_POINTS, ids=[name for name, _ in ENTRY_POINTS])
+@pytest.mark.parametrize("case", GARBAGE_CASES, ids=[case[0] for case in GARBAGE_CASES])
+def test_fixed_garbage_cases(name, launch, case):
+    """The fixed cases that scripts/memcheck.py runs under compute-sanitizer on the GPU."""
+    _what, ext, seq, dtype, topk, capacity = case
+    ext = torch.tensor(ext, dtype=dtype, device=DEVICE)
+    seq = torch.tensor(seq, dtype=dtype, device=DEVICE)
+    status, _out, _cache = run_guarded(launch, ext, seq, topk, capacity)
+    _status_is_sane(status, capacity)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import nsa_kernels as nk
+from nsa_kernels import validation
 from nsa_testing import DEVICE, STAGE_NAMES, Canary, lengths
 
 EXT = [1, 2, 0, 3, 1]
@@ -609,13 +610,10 @@ def test_pipeline_rejects_req_to_token_narrower_than_page_table():
 
 # --------------------------------------------------------------------------- primitives
 # The general rules that every stage and mode calls (issue 12); each names its argument.
-from nsa_kernels import validation as v  # noqa: E402
-
-
 @pytest.mark.parametrize("value, expected", [(5, 5), (np.int64(2048), 2048), (np.int32(7), 7),
                                              (np.uint8(3), 3)])
 def test_as_index_accepts_integers(value, expected):
-    got = v.as_index("width", value, minimum=0)
+    got = validation.as_index("width", value, minimum=0)
     assert got == expected and type(got) is int
 
 
@@ -625,12 +623,12 @@ def test_as_index_accepts_integers(value, expected):
                                         (2**31, ValueError), (2**64, ValueError)])
 def test_as_index_rejects(value, exc):
     with pytest.raises(exc, match=_name("width")):
-        v.as_index("width", value, minimum=0, maximum=2**31 - 1)
+        validation.as_index("width", value, minimum=0, maximum=2**31 - 1)
 
 
 @pytest.mark.parametrize("value", [1, 4, np.int64(4), 512])
 def test_check_power_of_two_accepts(value):
-    assert v.check_power_of_two("page_size", value, 512) == int(value)
+    assert validation.check_power_of_two("page_size", value, 512) == int(value)
 
 
 @pytest.mark.parametrize("value, exc", [(True, TypeError), (np.bool_(True), TypeError),
@@ -638,79 +636,79 @@ def test_check_power_of_two_accepts(value):
                                         (np.int64(6), ValueError), (4.0, TypeError)])
 def test_check_power_of_two_rejects(value, exc):
     with pytest.raises(exc, match=_name("page_size")) as info:
-        v.check_power_of_two("page_size", value, 512)
+        validation.check_power_of_two("page_size", value, 512)
     if isinstance(value, np.integer):
         assert str(int(value)) in str(info.value) and "np." not in str(info.value)
 
 
 def test_check_min_entries():
     """Issue 12, finding 3: a cu array needs its leading 0, so at least 1 entry."""
-    v.check_min_entries("nsa_cu_seqlens_k", torch.zeros(1, dtype=torch.int32), 1)
+    validation.check_min_entries("nsa_cu_seqlens_k", torch.zeros(1, dtype=torch.int32), 1)
     with pytest.raises(ValueError, match=_name("nsa_cu_seqlens_k")):
-        v.check_min_entries("nsa_cu_seqlens_k", torch.zeros(0, dtype=torch.int32), 1)
+        validation.check_min_entries("nsa_cu_seqlens_k", torch.zeros(0, dtype=torch.int32), 1)
 
 
 def test_check_no_overlap_names_both():
     base = torch.zeros(64, dtype=torch.int32)
     a, b, far = base[:10], base[9:20], base[20:30]
-    v.check_no_overlap({"a": a, "far": far}, {"inp": base[40:]})
+    validation.check_no_overlap({"a": a, "far": far}, {"inp": base[40:]})
     with pytest.raises(ValueError, match=rf"{_name('a')}.*{_name('b')}|{_name('b')}.*{_name('a')}"):
-        v.check_no_overlap({"a": a, "b": b})
+        validation.check_no_overlap({"a": a, "b": b})
     with pytest.raises(ValueError, match=rf"{_name('far')}.*{_name('inp')}"):
-        v.check_no_overlap({"far": far}, {"inp": base[29:31]})
+        validation.check_no_overlap({"far": far}, {"inp": base[29:31]})
     # inputs may share memory with each other (only outputs are written)
-    v.check_no_overlap({"a": a}, {"x": base[30:], "y": base[30:]})
+    validation.check_no_overlap({"a": a}, {"x": base[30:], "y": base[30:]})
 
 
 def test_check_no_overlap_byte_ranges():
     base = torch.zeros(64, dtype=torch.int32)
     as_bytes = base.view(torch.uint8)
     # 0-element tensors are empty wherever they point
-    v.check_no_overlap({"empty": base[5:5]}, {"all": base})
+    validation.check_no_overlap({"empty": base[5:5]}, {"all": base})
     # int32 entry 10 is bytes 40..43: byte 43 overlaps, byte 44 does not
     with pytest.raises(ValueError):
-        v.check_no_overlap({"out": base[10:11]}, {"raw": as_bytes[43:44]})
-    v.check_no_overlap({"out": base[10:11]}, {"raw": as_bytes[44:45]})
+        validation.check_no_overlap({"out": base[10:11]}, {"raw": as_bytes[43:44]})
+    validation.check_no_overlap({"out": base[10:11]}, {"raw": as_bytes[44:45]})
     # a 2-D view's range spans its rows; a table beside it does not overlap
     table = torch.zeros(6, 8, dtype=torch.int32)
-    v.check_no_overlap({"top": table[:3]}, {"bottom": table[3:]})
+    validation.check_no_overlap({"top": table[:3]}, {"bottom": table[3:]})
     with pytest.raises(ValueError):
-        v.check_no_overlap({"top": table[:3, 2:5]}, {"row2": table[2]})
+        validation.check_no_overlap({"top": table[:3, 2:5]}, {"row2": table[2]})
 
 
 def test_check_strides_2d():
     """Issue 12, findings 4 and 7: sane row strides; [N, 1] views and 0-column tables pass."""
-    v.check_strides_2d("page_table_1", torch.zeros(4, 8, dtype=torch.int32))
-    v.check_strides_2d("page_table_1", torch.zeros(8, 8, dtype=torch.int32)[:, 2:3])
+    validation.check_strides_2d("page_table_1", torch.zeros(4, 8, dtype=torch.int32))
+    validation.check_strides_2d("page_table_1", torch.zeros(8, 8, dtype=torch.int32)[:, 2:3])
     column = torch.zeros(8, dtype=torch.int32).as_strided((8, 1), (1, 8))
-    v.check_strides_2d("page_table_1", column)
-    v.check_strides_2d("page_table_1", torch.from_numpy(np.zeros((5, 0), dtype=np.int32)))
-    v.check_strides_2d("page_table_1", torch.zeros(1, 8, dtype=torch.int32).expand(1, 8))
+    validation.check_strides_2d("page_table_1", column)
+    validation.check_strides_2d("page_table_1", torch.from_numpy(np.zeros((5, 0), dtype=np.int32)))
+    validation.check_strides_2d("page_table_1", torch.zeros(1, 8, dtype=torch.int32).expand(1, 8))
     with pytest.raises(ValueError, match=_name("page_table_1")):
-        v.check_strides_2d("page_table_1", torch.zeros(8, dtype=torch.int32).expand(4, 8))
+        validation.check_strides_2d("page_table_1", torch.zeros(8, dtype=torch.int32).expand(4, 8))
     with pytest.raises(ValueError, match=_name("page_table_1")):
-        v.check_strides_2d("page_table_1", torch.zeros(40, dtype=torch.int32).as_strided((4, 8), (5, 1)))
+        validation.check_strides_2d("page_table_1", torch.zeros(40, dtype=torch.int32).as_strided((4, 8), (5, 1)))
     with pytest.raises(ValueError, match=_name("page_table_1")):
-        v.check_strides_2d("page_table_1", torch.zeros(8, 16, dtype=torch.int32)[:, ::2])
+        validation.check_strides_2d("page_table_1", torch.zeros(8, 16, dtype=torch.int32)[:, ::2])
     with pytest.raises(ValueError, match=_name("page_table_1")):
-        v.check_strides_2d("page_table_1", torch.zeros(8, dtype=torch.int32))
+        validation.check_strides_2d("page_table_1", torch.zeros(8, dtype=torch.int32))
 
 
 def test_check_int32_fits_names_first_bad_request():
-    v.check_int32_fits("seq_lens", np.array([0, 2**31 - 1, -2**31]))
+    validation.check_int32_fits("seq_lens", np.array([0, 2**31 - 1, -2**31]))
     with pytest.raises(ValueError, match=_index("seq_lens", 2)):
-        v.check_int32_fits("seq_lens", np.array([0, 5, 2**31, -2**40]))
+        validation.check_int32_fits("seq_lens", np.array([0, 5, 2**31, -2**40]))
     with pytest.raises(ValueError, match=_index("req_to_token", 1)):
-        v.check_int32_fits("req_to_token", [7, -2**31 - 1])
+        validation.check_int32_fits("req_to_token", [7, -2**31 - 1])
 
 
 def test_check_prefix_fits_names_first_request_past_int32():
-    assert v.check_prefix_fits("seq_lens", np.array([2**30, 2**30 - 1])) == 2**31 - 1
+    assert validation.check_prefix_fits("seq_lens", np.array([2**30, 2**30 - 1])) == 2**31 - 1
     with pytest.raises(ValueError, match=_index("seq_lens", 1)):
-        v.check_prefix_fits("seq_lens", np.array([2**31 - 1, 2**31 - 1, 5]))
+        validation.check_prefix_fits("seq_lens", np.array([2**31 - 1, 2**31 - 1, 5]))
     # values beyond int64 sums must not wrap back into range
     with pytest.raises(ValueError, match=_index("seq_lens", 0)):
-        v.check_prefix_fits("seq_lens", np.array([2**63 - 1, 2**63 - 1, 2]))
+        validation.check_prefix_fits("seq_lens", np.array([2**63 - 1, 2**63 - 1, 2]))
 
 
 # --------------------------------------------------------------------------- pipeline_reference

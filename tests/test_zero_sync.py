@@ -598,7 +598,7 @@ def test_request_mapping_work_bounded_by_capacity(qo):
     (10**6 took minutes under the interpreter, 2**31 - 1 never ended)."""
     ext, seq = lengths([qo], [qo])
     started = time.perf_counter()
-    status, out, cache = run_zero_sync(ext, seq, TOPK, 4, "request")
+    status, out, _cache = run_zero_sync(ext, seq, TOPK, 4, "request")
     elapsed = time.perf_counter() - started
     assert status == [qo, 1]
     assert out.view.tolist() == [1, 2, 3, 4]
