@@ -4,11 +4,11 @@ Arithmetic is exact (Python ints and int64 tensors); a result that the int32 out
 hold raises ``ValueError`` naming the argument and request, instead of wrapping as a kernel
 would, so the tests can see the difference.
 """
-import numpy as np
 import torch
 
-from .validation import (INT32_MAX, as_index, check_int32_fits, check_length_values,
-                         check_lengths, check_power_of_two, check_prefix_fits, check_topk)
+from .validation import (as_index, check_int32_fits, check_length_values, check_lengths,
+                         check_nsa_cu_fits, check_power_of_two, check_prefix_fits,
+                         check_req_to_token_fits, check_topk)
 
 
 def reference(extend_seq_lens, seq_lens, nsa_index_topk):
@@ -29,17 +29,6 @@ def reference(extend_seq_lens, seq_lens, nsa_index_topk):
     nsa_cache_seqlens = torch.tensor([min(v, topk) for v in expanded], dtype=torch.int32)
     device = extend_seq_lens.device
     return seqlens_expanded.to(device), nsa_cache_seqlens.to(device)
-
-
-def _check_page_table_entries(rows, live_cols, pool):
-    """Entries of ``req_to_token`` that land in a page table (live columns) fit int32."""
-    cols = torch.arange(rows.shape[1])
-    live = cols[None, :] < live_cols[:, None]
-    bad = live & ((rows < -2**31) | (rows > INT32_MAX))
-    if bool(bad.any()):
-        r, c = bad.nonzero()[0].tolist()
-        raise ValueError(f"req_to_token[{int(pool[r])}, {c}] = {int(rows[r, c])} (request {r}, "
-                         f"req_pool_indices[{r}]) does not fit the int32 page tables")
 
 
 def pipeline_reference(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
@@ -68,15 +57,10 @@ def pipeline_reference(extend_seq_lens, seq_lens, req_pool_indices, req_to_token
         raise ValueError(f"req_pool_indices[{r}] = {int(pool[r])} is not a row of req_to_token "
                          f"(it has {rows_available})")
     rows = req_to_token.cpu()[pool][:, :width].long()
-    _check_page_table_entries(rows, torch.clamp(seq, max=width), pool)
+    check_req_to_token_fits(rows, pool, torch.clamp(seq, max=width))
     check_prefix_fits("seq_lens", seq.numpy(), output="cu_seqlens_k")
-    cache64 = cache.cpu().long()
-    nsa_cu = torch.cumsum(cache64, 0)
-    if nsa_cu.numel() and int(nsa_cu[-1]) > INT32_MAX:
-        t = int((nsa_cu > INT32_MAX).int().argmax())
-        r = int(np.searchsorted(np.cumsum(ext.numpy()), t, side="right"))
-        raise ValueError(f"nsa_cu_seqlens_k would hold {int(nsa_cu[t])} at token {t}, past int32 "
-                         f"(request {r}: extend_seq_lens[{r}], seq_lens[{r}], nsa_index_topk)")
+    check_nsa_cu_fits(ext.numpy(), seq.numpy(), check_topk(nsa_index_topk))
+    nsa_cu = torch.cumsum(cache.cpu().long(), 0)
     request_of_token = torch.repeat_interleave(torch.arange(len(ext)), ext)
     page_table_1 = rows[request_of_token]
     zero = torch.zeros(1, dtype=torch.int64)

@@ -20,6 +20,8 @@ The general rules, for every entry point (each names the argument, and the reque
 * ``check_int32_fits(name, values)``: every host value fits int32; names ``name[i]``.
 * ``check_prefix_fits(name, values)``: every running sum fits int32 (computed in 64 bits);
   names the first request ``name[i]`` whose sum leaves int32. Returns the total.
+* ``check_nsa_cu_fits(ext, seq, topk)`` / ``check_req_to_token_fits(rows, pool, live_cols)``:
+  the same for ``nsa_cu_seqlens_k`` and for page-table entries (names the request).
 """
 import operator
 
@@ -155,6 +157,51 @@ def check_prefix_fits(name, values, output=None):
         raise ValueError(f"{name}[{i}] = {int(values[i])} takes the sum of {name} past int32: "
                          f"{what} (request {i})")
     return int(running[-1])
+
+
+def clamped_prefix(x, topk):
+    """``sum_{v=1..x} min(v, topk)`` for int64 host arrays (0 where x <= 0): exact in 64 bits
+    for x, topk < 2**31. The kernels' closed form for ``nsa_cu_seqlens_k``."""
+    x = np.maximum(np.asarray(x, dtype=np.int64), 0)
+    low = np.minimum(x, topk)
+    return low * (low + 1) // 2 + (x - low) * topk
+
+
+def check_nsa_cu_fits(ext, seq, nsa_index_topk):
+    """``nsa_cu_seqlens_k`` (running sum of ``min(v, topk)`` over every token) fits int32.
+
+    ``ext``/``seq``: host lengths already checked (non-negative, ``qo <= kv``, int32). Names
+    the first request whose tokens take the sum past int32. Returns the total.
+    """
+    ext = np.asarray(ext, dtype=np.int64)
+    seq = np.asarray(seq, dtype=np.int64)
+    per_request = clamped_prefix(seq, nsa_index_topk) - clamped_prefix(seq - ext, nsa_index_topk)
+    running = np.cumsum(per_request)
+    bad = running > INT32_MAX
+    if bad.any():
+        i = int(bad.argmax())
+        raise ValueError(f"nsa_cu_seqlens_k would hold {int(running[i])}, past int32, after "
+                         f"request {i} (extend_seq_lens[{i}] = {int(ext[i])}, seq_lens[{i}] = "
+                         f"{int(seq[i])}, nsa_index_topk = {nsa_index_topk})")
+    return int(running[-1]) if running.size else 0
+
+
+def check_req_to_token_fits(req_to_token_rows, req_pool_indices, live_cols):
+    """The ``req_to_token`` entries copied into int32 page tables fit int32.
+
+    ``req_to_token_rows``: host ``[bs, width]`` rows of the batch (``req_to_token[pool]``);
+    only the first ``live_cols[r]`` entries of row r are copied, the rest are never read.
+    """
+    rows = torch.as_tensor(req_to_token_rows)
+    if rows.dtype == torch.int32 or rows.numel() == 0:
+        return
+    live = torch.arange(rows.shape[1])[None, :] < torch.as_tensor(live_cols)[:, None]
+    bad = live & ((rows < INT32_MIN) | (rows > INT32_MAX))
+    if bool(bad.any()):
+        r, c = bad.nonzero()[0].tolist()
+        raise ValueError(f"req_to_token[{int(req_pool_indices[r])}, {c}] = {int(rows[r, c])} "
+                         f"(request {r}, req_pool_indices[{r}]) does not fit the int32 page "
+                         f"tables")
 
 
 # --------------------------------------------------------------------------- this fill's checks

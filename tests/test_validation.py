@@ -744,3 +744,22 @@ def test_pipeline_reference_exact_at_int32_limits():
     ref = _pipeline_reference([1, 1], [2**31 - 2, 1], topk=2**31 - 1)
     assert ref["cu_seqlens_k"].tolist() == [0, 2**31 - 2, 2**31 - 1]
     assert ref["nsa_cu_seqlens_k"].tolist() == [0, 2**31 - 2, 2**31 - 1]
+
+
+def test_check_nsa_cu_fits_matches_brute_force():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        ext = rng.integers(0, 6, 4)
+        seq = ext + rng.integers(0, 20, 4)
+        topk = int(rng.integers(1, 12))
+        brute = sum(min(v, topk) for qo, kv in zip(ext, seq) for v in range(kv - qo + 1, kv + 1))
+        assert validation.check_nsa_cu_fits(ext, seq, topk) == brute
+    with pytest.raises(ValueError, match=r"nsa_cu_seqlens_k.*request 1"):
+        validation.check_nsa_cu_fits([1, 3], [5, 2**31 - 1], 2**30)
+
+
+def test_check_req_to_token_fits_only_live_columns():
+    rows = torch.tensor([[1, 2**31, 3], [4, 5, -2**31 - 1]], dtype=torch.int64)
+    validation.check_req_to_token_fits(rows, [7, 2], [1, 2])
+    with pytest.raises(ValueError, match=r"req_to_token\[2, 2\].*request 1"):
+        validation.check_req_to_token_fits(rows, [7, 2], [1, 3])
