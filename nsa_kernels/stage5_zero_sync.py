@@ -41,7 +41,8 @@ INT32_MAX = tl.constexpr(2**31 - 1)
 @triton.jit
 def _token_counts(ext_ptr, request, live):
     qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
-    return tl.minimum(tl.maximum(qo_len, 0), TOKEN_COUNT_LIMIT)
+    # A typed limit: a bare 2**31 would be a uint32 constant.
+    return tl.minimum(tl.maximum(qo_len, 0), tl.full((), TOKEN_COUNT_LIMIT, tl.int64))
 
 
 @triton.jit
