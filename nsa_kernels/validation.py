@@ -22,6 +22,11 @@ The general rules, for every entry point (each names the argument, and the reque
   names the first request ``name[i]`` whose sum leaves int32. Returns the total.
 * ``check_nsa_cu_fits(ext, seq, topk)`` / ``check_req_to_token_fits(rows, pool, live_cols)``:
   the same for ``nsa_cu_seqlens_k`` and for page-table entries (names the request).
+
+The fill's own checks build on them: ``check_topk`` (returns the int to launch with),
+``check_static(..., status=None)`` (metadata of lengths, outputs and status, overlap included),
+``check_length_values(ext, seq)`` (the data rules; returns N), ``check_capacity`` and
+``validate``. A sync-free launch's status ``[N, overflow]`` is int32; N saturates at INT32_MAX.
 """
 import operator
 
