@@ -5,11 +5,12 @@ then ``.copy_`` into the pre-allocated metadata buffers.
 """
 import torch
 
-from .validation import check_static, validate
+from .validation import check_static, check_topk, validate
 
 
 def fill_python_baseline(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                          out_nsa_cache_seqlens):
+    nsa_index_topk = check_topk(nsa_index_topk)  # a numpy integer becomes a Python int
     check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                  out_nsa_cache_seqlens)
     extend_seq_lens_cpu = extend_seq_lens.tolist()  # host sync 1
@@ -24,6 +25,12 @@ def fill_python_baseline(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_
         for qo_len, kv_len in zip(extend_seq_lens_cpu, seq_lens_cpu)
     ])
     nsa_cache_seqlens = torch.clamp(seqlens_expanded, max=nsa_index_topk)
-    out_seqlens_expanded[:n_tokens].copy_(seqlens_expanded)
-    out_nsa_cache_seqlens[:n_tokens].copy_(nsa_cache_seqlens)
+    copy_prefix(out_seqlens_expanded, seqlens_expanded)
+    copy_prefix(out_nsa_cache_seqlens, nsa_cache_seqlens)
     return n_tokens
+
+
+def copy_prefix(out, values):
+    """``out[:len(values)] = values``, into inference tensors too (as the kernels write them)."""
+    with torch.inference_mode(out.is_inference()):
+        out[:values.shape[0]].copy_(values)

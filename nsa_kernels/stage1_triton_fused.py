@@ -8,7 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .validation import check_static, host_lengths, validate
+from .stage0_python_baseline import copy_prefix
+from .validation import check_static, check_topk, host_lengths, validate
 
 BLOCK_SIZE = 256
 
@@ -50,6 +51,7 @@ def launch_linear_scan(ends, seq_lens, nsa_index_topk, out_expanded, out_cache, 
 
 def fill_triton_fused(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                       out_nsa_cache_seqlens):
+    nsa_index_topk = check_topk(nsa_index_topk)  # a numpy integer becomes a Python int
     ends, n_tokens = prepare(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                              out_nsa_cache_seqlens)
     if n_tokens == 0:
@@ -58,6 +60,6 @@ def fill_triton_fused(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_exp
     nsa_cache_seqlens = torch.empty_like(seqlens_expanded)
     launch_linear_scan(ends, seq_lens, nsa_index_topk, seqlens_expanded, nsa_cache_seqlens,
                        n_tokens)
-    out_seqlens_expanded[:n_tokens].copy_(seqlens_expanded)
-    out_nsa_cache_seqlens[:n_tokens].copy_(nsa_cache_seqlens)
+    copy_prefix(out_seqlens_expanded, seqlens_expanded)
+    copy_prefix(out_nsa_cache_seqlens, nsa_cache_seqlens)
     return n_tokens

@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from .stage1_triton_fused import prepare
+from .validation import check_topk
 
 BLOCK_SIZE = 256
 
@@ -48,6 +49,7 @@ def launch_bsearch(ends, seq_lens, nsa_index_topk, out_expanded, out_cache, n_to
 
 def fill_triton_bsearch(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                         out_nsa_cache_seqlens):
+    nsa_index_topk = check_topk(nsa_index_topk)  # a numpy integer becomes a Python int
     ends, n_tokens = prepare(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                              out_nsa_cache_seqlens)
     if n_tokens:

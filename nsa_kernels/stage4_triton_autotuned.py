@@ -10,6 +10,7 @@ import triton
 from ._env import INTERPRET
 from .stage1_triton_fused import prepare
 from .stage3_triton_bsearch import expand_bsearch_kernel, search_steps
+from .validation import check_topk
 
 SEARCH_SPACE = [
     triton.Config({"BLOCK_SIZE": block}, num_warps=warps)
@@ -55,6 +56,7 @@ def launch_autotuned(ends, seq_lens, nsa_index_topk, out_expanded, out_cache, n_
 
 def fill_triton_autotuned(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                           out_nsa_cache_seqlens):
+    nsa_index_topk = check_topk(nsa_index_topk)  # a numpy integer becomes a Python int
     ends, n_tokens = prepare(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                              out_nsa_cache_seqlens)
     if n_tokens:

@@ -14,17 +14,44 @@ Two ways to map the work:
   request by scanning the requests in chunks, stopping once past its last token; it keeps
   many programs busy when a few requests carry thousands of tokens (prefill).
 
-A status tensor ``[N, overflow]`` is written on the device: ``overflow`` is 1 when N exceeds
-the buffers' capacity, in which case only the first ``capacity`` entries are written. The
+A status tensor ``[N, overflow]`` (int32) is written on the device: ``overflow`` is 1 when N
+exceeds the buffers' capacity, in which case only the first ``capacity`` entries are written.
+N is summed in 64 bits and saturates at 2**31 - 1 (with ``overflow`` set), so a total past
+int32 never reads as a small N. With ``check=False`` the lengths are trusted: garbage ones
+(negative, huge, ``qo > kv``) give meaningless values but never a write outside the buffers,
+and the work is bounded by the capacity, not by the lengths (negative ``qo`` counts as 0). The
 caller reads it when it chooses; reading it is the only sync, and it is optional.
 """
+import operator
+import threading
+
+import torch
 import triton
 import triton.language as tl
 
-import threading
-
 from .launcher import LaunchPlan, PlanCache, bind_plan
-from .validation import check_static, status_buffer, validate
+from .validation import check_static, new_status, status_buffer, validate
+
+
+# Lengths as the prefix sums see them: int64, negatives as 0 (such a request writes nothing),
+# saturated at 2**31 (past any capacity), so sums over any batch stay exact in 64 bits.
+TOKEN_COUNT_LIMIT = tl.constexpr(1 << 31)
+INT32_MAX = tl.constexpr(2**31 - 1)
+
+
+@triton.jit
+def _token_counts(ext_ptr, request, live):
+    qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
+    # A typed limit: a bare 2**31 would be a uint32 constant.
+    return tl.minimum(tl.maximum(qo_len, 0), tl.full((), TOKEN_COUNT_LIMIT, tl.int64))
+
+
+@triton.jit
+def _store_status(status_ptr, total, capacity):
+    """``[N, overflow]`` from the int64 total: N saturates at INT32_MAX (so a total past int32
+    never reads as a small N), overflow is set whenever N exceeds the capacity."""
+    tl.store(status_ptr, tl.minimum(total, INT32_MAX).to(tl.int32))
+    tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
 
 
 @triton.jit
@@ -35,29 +62,30 @@ def _request_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_
     first_request = pid * BLOCK_R
     # Tokens of all earlier programs' requests: one wide load per PREFIX_BLOCK requests (a
     # single one up to bs = 1024), no cross-program traffic.
-    base = tl.full((), 0, tl.int32)
+    base = tl.full((), 0, tl.int64)
     for r0 in range(0, first_request, PREFIX_BLOCK):
         earlier = r0 + tl.arange(0, PREFIX_BLOCK)
-        base += tl.sum(tl.load(ext_ptr + earlier, mask=earlier < first_request, other=0).to(tl.int32), axis=0)
+        base += tl.sum(_token_counts(ext_ptr, earlier, earlier < first_request), axis=0)
     request = first_request + tl.arange(0, BLOCK_R)
     live = request < batch_size
-    qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int32)
-    kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int32)
+    qo_len = _token_counts(ext_ptr, request, live)
+    kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int64)
     start = base + tl.cumsum(qo_len, axis=0) - qo_len
     first_value = kv_len - qo_len + 1
-    for j0 in range(0, tl.max(qo_len, axis=0), BLOCK_Q):
+    # Columns the buffers can take, not max(qo_len): garbage lengths must not cost time.
+    columns = tl.maximum(tl.max(tl.minimum(qo_len, capacity - start), axis=0), 0).to(tl.int32)
+    for j0 in range(0, columns, BLOCK_Q):
         j = j0 + tl.arange(0, BLOCK_Q)
         position = start[:, None] + j[None, :]
-        mask = (j[None, :] < qo_len[:, None]) & (position >= 0) & (position < capacity)
+        mask = (j[None, :] < qo_len[:, None]) & (position < capacity)
         value = first_value[:, None] + j[None, :]
         if CLAMP_PADDED:
             value = tl.maximum(value, 0)
+        value = value.to(tl.int32)
         tl.store(out_expanded_ptr + position, value, mask=mask)
         tl.store(out_cache_ptr + position, tl.minimum(value, nsa_index_topk), mask=mask)
     if pid == tl.num_programs(0) - 1:
-        total = base + tl.sum(qo_len, axis=0)
-        tl.store(status_ptr, total)
-        tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
+        _store_status(status_ptr, base + tl.sum(qo_len, axis=0), capacity)
 
 
 @triton.jit
@@ -67,16 +95,16 @@ def _token_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_pt
     pid = tl.program_id(0)
     first_token = pid * BLOCK_T
     token = first_token + tl.arange(0, BLOCK_T)
-    value = tl.zeros([BLOCK_T], dtype=tl.int32)
+    value = tl.zeros([BLOCK_T], dtype=tl.int64)
     hits = tl.zeros([BLOCK_T], dtype=tl.int32)
-    carry = tl.full((), 0, tl.int32)
+    carry = tl.full((), 0, tl.int64)
     r0 = tl.full((), 0, tl.int32)
     # Walk requests chunk by chunk; stop once the chunks start past this block's last token.
     while (r0 < batch_size) & (carry < first_token + BLOCK_T):
         request = r0 + tl.arange(0, BLOCK_R)
         live = request < batch_size
-        qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int32)
-        kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int32)
+        qo_len = _token_counts(ext_ptr, request, live)
+        kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int64)
         end = carry + tl.cumsum(qo_len, axis=0)
         inside = (token[:, None] >= (end - qo_len)[None, :]) & (token[:, None] < end[None, :])
         # At most one request holds a token, so a masked sum selects its value offset.
@@ -87,17 +115,16 @@ def _token_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_pt
     value += token
     if CLAMP_PADDED:
         value = tl.maximum(value, 0)
+    value = value.to(tl.int32)
     mask = (hits > 0) & (token < capacity)
     tl.store(out_expanded_ptr + token, value, mask=mask)
     tl.store(out_cache_ptr + token, tl.minimum(value, nsa_index_topk), mask=mask)
     if pid == 0:
-        total = tl.full((), 0, tl.int32)
+        total = tl.full((), 0, tl.int64)
         for s0 in range(0, batch_size, BLOCK_R):
             request = s0 + tl.arange(0, BLOCK_R)
-            total += tl.sum(tl.load(ext_ptr + request, mask=request < batch_size,
-                                    other=0).to(tl.int32), axis=0)
-        tl.store(status_ptr, total)
-        tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
+            total += tl.sum(_token_counts(ext_ptr, request, request < batch_size), axis=0)
+        _store_status(status_ptr, total, capacity)
 
 
 @triton.jit(do_not_specialize=["batch_size", "capacity", "nsa_index_topk"])
@@ -145,7 +172,7 @@ def plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expand
     if mapping == "auto":
         mapping = pick_mapping(batch_size, capacity)
     args = (extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
-            batch_size, capacity, nsa_index_topk)
+            batch_size, capacity, operator.index(nsa_index_topk))  # numpy ints typed as Python's
     if mapping == "request":
         return LaunchPlan(zero_sync_request_kernel, (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),),
                           args, dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_R=REQUEST_BLOCK_R,
@@ -159,11 +186,11 @@ def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expan
                     out_nsa_cache_seqlens, status, check):
     if check:
         validate(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                 out_nsa_cache_seqlens)
+                 out_nsa_cache_seqlens, status=status)
     else:
         check_static(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
-                     out_nsa_cache_seqlens)
-    return status_buffer(status, seq_lens.device)
+                     out_nsa_cache_seqlens, status)
+    return new_status(seq_lens.device) if status is None else status
 
 
 #: Bound launchers of ``launch_zero_sync``, keyed on its arguments' metadata (see ``PlanCache``).
@@ -233,6 +260,10 @@ class ZeroSyncFill:
     per-call dispatch out of the hot path: ``__call__`` launches through ``launcher.bind_plan``
     (the driver path where available; ``path`` picks another, see ``launcher``) and returns
     the device ``status``. Same kernels, same results as ``launch_zero_sync``.
+
+    ``check=True`` validates the contents once, when binding (as a CUDA graph captures them);
+    calls trust whatever the bound buffers hold then, like ``check=False``: call
+    ``launch_zero_sync(..., check=True)`` to check the contents of one call.
     """
 
     def __init__(self, extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,

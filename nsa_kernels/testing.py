@@ -121,3 +121,64 @@ def check_fill(fill, ext, seq, topk, capacity=None, slack=0):
     out.assert_margins("out_seqlens_expanded")
     out_cache.assert_margins("out_nsa_cache_seqlens")
     return n
+
+
+# --------------------------------------------------------------------------- garbage lengths
+# Issue 12: trusted fast paths (check=False) fed any lengths must stay inside their buffers and
+# return in time bounded by the capacity. The test suite (tests/test_garbage_lengths.py, with
+# hypothesis) and scripts/memcheck.py (under compute-sanitizer) share these two lists.
+
+def _zero_sync(mapping):
+    def launch(ext, seq, topk, out_expanded, out_cache, status):
+        from .stage5_zero_sync import launch_zero_sync
+        launch_zero_sync(ext, seq, topk, out_expanded, out_cache, status=status, mapping=mapping)
+    return launch
+
+
+def _zero_sync_fill(mapping):
+    def launch(ext, seq, topk, out_expanded, out_cache, status):
+        from .stage5_zero_sync import ZeroSyncFill
+        ZeroSyncFill(ext, seq, topk, out_expanded, out_cache, status=status, mapping=mapping)()
+    return launch
+
+
+#: Every sync-free entry point as ``(name, launch)``, where
+#: ``launch(ext, seq, topk, out_expanded, out_cache, status)`` runs it with ``check=False``.
+#: A new mode joins every garbage-length check (tests and memcheck) by adding one line here.
+SYNC_FREE_ENTRY_POINTS = [
+    ("launch_zero_sync[request]", _zero_sync("request")),
+    ("launch_zero_sync[token]", _zero_sync("token")),
+    ("launch_zero_sync[auto]", _zero_sync("auto")),
+    ("ZeroSyncFill[request]", _zero_sync_fill("request")),
+    ("ZeroSyncFill[token]", _zero_sync_fill("token")),
+]
+
+INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+#: Length values that broke (or could break) a kernel's arithmetic: signs, int32 and int64 edges.
+GARBAGE_EXTREMES = [INT64_MIN, INT64_MIN + 1, INT32_MIN - 1, INT32_MIN, INT32_MIN + 1, -7, -1, 0,
+                    1, 2, 5, 2**20, INT32_MAX - 1, INT32_MAX, 2**31, 2**32 + 7, 2**62,
+                    INT64_MAX - 1, INT64_MAX]
+
+#: ``(name, ext, seq, dtype, topk, capacity)``: fixed garbage batches (the review's findings
+#: first), for scripts that cannot run hypothesis; dtype is that of both length tensors.
+GARBAGE_CASES = [
+    ("status wraps: ext [2**31-1, 1], capacity 8", [INT32_MAX, 1], [INT32_MAX, 1], torch.int32, 8, 8),
+    ("seq 2**32+7 wraps", [2], [2**32 + 7], torch.int64, 2048, 2),
+    ("one request of 10**6, capacity 4", [10**6], [10**6], torch.int32, 2048, 4),
+    ("one request of 2**31-1, capacity 4", [INT32_MAX], [INT32_MAX], torch.int32, 2048, 4),
+    ("int64 extremes", [INT64_MAX, INT64_MAX, 3], [INT64_MIN, 0, INT64_MAX], torch.int64, 2048, 5),
+    ("sum past 2**64", [2**62] * 5, [1] * 5, torch.int64, 1, 3),
+    ("negative lengths", [-5, 7, INT32_MIN, 9], [3, 2, 1, INT32_MAX], torch.int32, INT32_MAX, 12),
+    ("qo > kv everywhere", [9, 9, 9], [1, 0, -3], torch.int32, 4, 27),
+    ("capacity 0", [3, 2**40], [3, 5], torch.int64, 8, 0),
+    ("bs 300 mixed garbage", [INT32_MAX, -1, 3] * 100, [0, INT32_MIN, 7] * 100, torch.int32, 16, 300),
+    ("bs 300, prefix past 2**31 in the second request block",
+     [2**24] * 300, [2**24] * 300, torch.int32, 2048, 1000),
+]
+
+
+def status_is_sane(status, capacity):
+    """A status read back after any launch: N in 0..INT32_MAX, overflow == (N > capacity)."""
+    n, overflow = status
+    return 0 <= n <= INT32_MAX and overflow == int(n > capacity)

@@ -253,3 +253,65 @@ def test_bound_hot_path_follows_changing_contents(stage):
         assert torch.equal(out[:n].cpu(), expected.cpu())
         assert torch.equal(cache[:n].cpu(), expected_cache.cpu())
         assert bool((out[n:] == -9).all()) and bool((cache[n:] == -9).all())
+
+
+# --------------------------------------------------------------------------- issue 12
+@pytest.mark.parametrize("stage", STAGE_NAMES)
+def test_inference_mode_outputs(stage):
+    """Finding 7: outputs made under torch.inference_mode were written by stages 2-5 but
+    rejected by 0-1 (their ``.copy_`` refused inference tensors outside inference mode)."""
+    ext, seq = lengths([1, 3, 0], [4, 3, 7])
+    with torch.inference_mode():
+        out = torch.full((6,), -1, dtype=torch.int32, device=DEVICE)
+        cache = out.clone()
+    assert nk.STAGES[stage](ext, seq, 2, out, cache) == 4
+    assert out.tolist() == [4, 1, 2, 3, -1, -1]
+    assert cache.tolist() == [2, 1, 2, 2, -1, -1]
+
+
+def _import_with_interpret(value):
+    code = textwrap.dedent("""
+        import torch
+        import nsa_kernels as nk
+        ext = torch.tensor([1, 2], dtype=torch.int32)
+        seq = torch.tensor([5, 2], dtype=torch.int32)
+        out = torch.full((3,), -1, dtype=torch.int32)
+        cache = out.clone()
+        assert nk.INTERPRET is True
+        assert nk.STAGES["triton_bsearch"](ext, seq, 4, out, cache) == 3
+        assert out.tolist() == [5, 1, 2], out
+    """)
+    env = dict(os.environ, TRITON_INTERPRET=value)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.path.dirname(os.path.dirname(nk.__file__)),
+                                                    env.get("PYTHONPATH", "")] if p)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="concerns machines without a GPU")
+@pytest.mark.parametrize("value", ["0", "", "false", "off", "no"])
+def test_interpret_off_without_gpu_says_what_to_do(value):
+    """Finding 7: TRITON_INTERPRET=0/empty/false gave '0 active drivers' or failing kernels."""
+    proc = _import_with_interpret(value)
+    assert proc.returncode != 0
+    assert "TRITON_INTERPRET" in proc.stderr and "unset" in proc.stderr, proc.stderr[-2000:]
+    assert "active drivers" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="concerns machines without a GPU")
+@pytest.mark.parametrize("value", ["1", "true", "ON", "yes"])
+def test_interpret_on_values_parsed_as_triton_does(value):
+    proc = _import_with_interpret(value)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_interpret_parsing_matches_triton():
+    from triton._C.libtriton import getenv_bool
+    from nsa_kernels._env import interpret_requested
+    for value in ["1", "0", "", "true", "True", "false", "on", "OFF", "yes", "y", "Y", "no", "2",
+                  " 1", "t", "enabled"]:
+        os.environ["NSA_TEST_BOOL"] = value
+        try:
+            assert interpret_requested(value) == getenv_bool("NSA_TEST_BOOL", False), value
+        finally:
+            del os.environ["NSA_TEST_BOOL"]

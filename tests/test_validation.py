@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import nsa_kernels as nk
+from nsa_kernels import validation
 from nsa_testing import DEVICE, STAGE_NAMES, Canary, lengths
 
 EXT = [1, 2, 0, 3, 1]
@@ -150,6 +151,87 @@ OUTPUT_CASES = {
                    ValueError, [_name("out_seqlens_expanded")], "data"),
 }
 
+INT32_MAX = 2**31 - 1
+
+
+def _lengths64(ext, seq):
+    return _set(ext=_tensor(ext, torch.int64), seq=_tensor(seq, torch.int64))
+
+
+# Issue 12, finding 1 (lengths, sums and topk past what the int32 outputs hold) and finding 7
+# (topk beyond int32 or 2**64). Kept out of PIPELINE_CASES until stage 6 runs the same data
+# checks (the modes helper wires them); the lead adds them there at merge.
+INT32_CASES = {
+    "seq_past_int32_at_1": (_lengths64([1, 2, 0, 3, 1], [4, 2**32 + 7, 5, 3, 9]), ValueError,
+                            [_index("seq_lens", 1)], "data"),
+    "review_case_seq_2_32_plus_7": (_lengths64([2], [2**32 + 7]), ValueError,
+                                    [_index("seq_lens", 0)], "data"),
+    "seq_int64_max_at_4": (_lengths64([1, 2, 0, 3, 1], [4, 2, 5, 3, 2**63 - 1]), ValueError,
+                           [_index("seq_lens", 4)], "data"),
+    "ext_and_seq_past_int32_at_0": (_lengths64([2**31, 1], [2**31, 1]), ValueError,
+                                    [_index("extend_seq_lens", 0)], "data"),
+    "ext_sum_past_int32_at_1": (_lengths64([INT32_MAX, 1, 0], [INT32_MAX, 1, 0]), ValueError,
+                                [_index("extend_seq_lens", 1)], "data"),
+    "ext_sum_past_int32_at_2_int32_inputs": (
+        _set(ext=_tensor([2**30, 2**30 - 1, 1], torch.int32),
+             seq=_tensor([2**30, 2**30 - 1, 1], torch.int32)),
+        ValueError, [_index("extend_seq_lens", 2)], "data"),
+    "topk_2_31": (_set(topk=2**31), ValueError, [_name("nsa_index_topk")], "static"),
+    "topk_2_64": (_set(topk=2**64), ValueError, [_name("nsa_index_topk")], "static"),
+    "topk_numpy_2_40": (_set(topk=np.int64(2**40)), ValueError, [_name("nsa_index_topk")],
+                        "static"),
+    "topk_numpy_bool": (_set(topk=np.bool_(True)), TypeError, [_name("nsa_index_topk")], "static"),
+    "all_meta": (_set(ext=lambda c: c.ext.to("meta"), seq=lambda c: c.seq.to("meta"),
+                      out_arg=lambda c: c.out_arg.to("meta"),
+                      cache_arg=lambda c: c.cache_arg.to("meta"),
+                      status_arg=lambda c: c.status_arg.to("meta")),
+                 ValueError, [_name("extend_seq_lens"), "meta"], "static"),
+}
+INPUT_CASES.update(INT32_CASES)
+
+
+def _out_is_cache(c):
+    c.cache_arg = c.out_arg
+
+
+def _partial_overlap(c):
+    big = Canary(CAPACITY + 3)
+    c.tracked.append(("shared outputs", big))
+    c.out_arg, c.cache_arg = big.view[:CAPACITY], big.view[3:]
+
+
+def _out_shares_seq(c):
+    # seq_lens lives at the front of a buffer whose tail is handed in as the output.
+    big = Canary(CAPACITY + 8)
+    big.view[:5] = _tensor(SEQ, torch.int32)
+    big.snapshot = big.base.clone()
+    c.tracked.append(("seq + output", big))
+    c.seq, c.out_arg = big.view[:5], big.view[2:]
+
+
+def _cache_shares_ext(c):
+    big = Canary(CAPACITY + 8)
+    big.view[CAPACITY:CAPACITY + 5] = _tensor(EXT, torch.int32)
+    big.snapshot = big.base.clone()
+    c.tracked.append(("ext + output", big))
+    c.ext, c.cache_arg = big.view[CAPACITY:CAPACITY + 5], big.view[:CAPACITY + 1]
+
+
+# Issue 12, finding 4: outputs that overlap each other or an input.
+OVERLAP_CASES = {
+    "out_is_cache": (_out_is_cache, ValueError,
+                     [_name("out_seqlens_expanded"), _name("out_nsa_cache_seqlens")], "static"),
+    "outputs_overlap_partially": (_partial_overlap, ValueError,
+                                  [_name("out_seqlens_expanded"), _name("out_nsa_cache_seqlens")],
+                                  "static"),
+    "out_shares_seq_lens": (_out_shares_seq, ValueError,
+                            [_name("out_seqlens_expanded"), _name("seq_lens")], "static"),
+    "cache_shares_extend_seq_lens": (_cache_shares_ext, ValueError,
+                                     [_name("out_nsa_cache_seqlens"), _name("extend_seq_lens")],
+                                     "static"),
+}
+OUTPUT_CASES.update(OVERLAP_CASES)
+
 ALL_CASES = {**INPUT_CASES, **OUTPUT_CASES}
 
 
@@ -265,6 +347,42 @@ def test_reference_rejects_bad_input(case):
         nk.reference(c.ext, c.seq, c.topk)
     for pattern in patterns:
         assert re.search(pattern, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize("runner", list(RUNNERS) + list(NO_CHECK_RUNNERS))
+def test_numpy_integer_topk_accepted(runner):
+    """Issue 12, finding 7: anything operator.index accepts (not bool) is a valid topk."""
+    c = Call()
+    c.topk = np.int64(3)
+    {**RUNNERS, **NO_CHECK_RUNNERS}[runner](c)
+    expected, expected_cache = nk.reference(c.ext, c.seq, 3)
+    assert torch.equal(c.out.view[:N].cpu(), expected.cpu())
+    assert torch.equal(c.cache.view[:N].cpu(), expected_cache.cpu())
+    c.out.assert_poisoned_from(N)
+
+
+def _status_inside_out(c):
+    c.status_arg = c.out_arg[CAPACITY - 2:]
+
+
+def _status_inside_seq(c):
+    big = Canary(8)
+    big.view[:5] = _tensor(SEQ, torch.int32)
+    big.snapshot = big.base.clone()
+    c.tracked.append(("seq + status", big))
+    c.seq, c.status_arg = big.view[:5], big.view[4:6]
+
+
+@pytest.mark.parametrize("make, other", [(_status_inside_out, "out_seqlens_expanded"),
+                                         (_status_inside_seq, "seq_lens")])
+@pytest.mark.parametrize("runner", ["launch_zero_sync_check", "ZeroSyncFill_check",
+                                    "launch_zero_sync_nocheck", "ZeroSyncFill_nocheck"])
+def test_status_overlapping_a_buffer_rejected(runner, make, other):
+    """Issue 12, finding 4: the status is an output too."""
+    c = Call()
+    make(c)
+    _assert_raises({**RUNNERS, **NO_CHECK_RUNNERS}[runner], c, ValueError,
+                   [_name("status"), _name(other)])
 
 
 def test_zero_sync_rejects_unknown_mapping():
@@ -390,7 +508,8 @@ PIPELINE_CASES = {
                               ValueError, [_name("status")]),
 }
 # The stage input classes apply to the pipeline's ext / seq / topk unchanged.
-PIPELINE_CASES.update({f"input_{k}": (v[0], v[1], v[2]) for k, v in INPUT_CASES.items()})
+PIPELINE_CASES.update({f"input_{k}": (v[0], v[1], v[2]) for k, v in INPUT_CASES.items()
+                       if k not in INT32_CASES})
 
 
 PIPELINE_ENTRIES = ["launch_full_pipeline", "FullPipelineFill"]
@@ -487,3 +606,160 @@ def test_pipeline_rejects_req_to_token_narrower_than_page_table():
         nk.launch_full_pipeline(ext, seq, pool, req_to_token, 8, buffers, 8)
     for k, v in buffers.as_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+# --------------------------------------------------------------------------- primitives
+# The general rules that every stage and mode calls (issue 12); each names its argument.
+@pytest.mark.parametrize("value, expected", [(5, 5), (np.int64(2048), 2048), (np.int32(7), 7),
+                                             (np.uint8(3), 3)])
+def test_as_index_accepts_integers(value, expected):
+    got = validation.as_index("width", value, minimum=0)
+    assert got == expected and type(got) is int
+
+
+@pytest.mark.parametrize("value, exc", [(True, TypeError), (np.bool_(False), TypeError),
+                                        (2.0, TypeError), ("3", TypeError), (None, TypeError),
+                                        (torch.tensor(3), TypeError), (-1, ValueError),
+                                        (2**31, ValueError), (2**64, ValueError)])
+def test_as_index_rejects(value, exc):
+    with pytest.raises(exc, match=_name("width")):
+        validation.as_index("width", value, minimum=0, maximum=2**31 - 1)
+
+
+@pytest.mark.parametrize("value", [1, 4, np.int64(4), 512])
+def test_check_power_of_two_accepts(value):
+    assert validation.check_power_of_two("page_size", value, 512) == int(value)
+
+
+@pytest.mark.parametrize("value, exc", [(True, TypeError), (np.bool_(True), TypeError),
+                                        (0, ValueError), (48, ValueError), (1024, ValueError),
+                                        (np.int64(6), ValueError), (4.0, TypeError)])
+def test_check_power_of_two_rejects(value, exc):
+    with pytest.raises(exc, match=_name("page_size")) as info:
+        validation.check_power_of_two("page_size", value, 512)
+    if isinstance(value, np.integer):
+        assert str(int(value)) in str(info.value) and "np." not in str(info.value)
+
+
+def test_check_min_entries():
+    """Issue 12, finding 3: a cu array needs its leading 0, so at least 1 entry."""
+    validation.check_min_entries("nsa_cu_seqlens_k", torch.zeros(1, dtype=torch.int32), 1)
+    with pytest.raises(ValueError, match=_name("nsa_cu_seqlens_k")):
+        validation.check_min_entries("nsa_cu_seqlens_k", torch.zeros(0, dtype=torch.int32), 1)
+
+
+def test_check_no_overlap_names_both():
+    base = torch.zeros(64, dtype=torch.int32)
+    a, b, far = base[:10], base[9:20], base[20:30]
+    validation.check_no_overlap({"a": a, "far": far}, {"inp": base[40:]})
+    with pytest.raises(ValueError, match=rf"{_name('a')}.*{_name('b')}|{_name('b')}.*{_name('a')}"):
+        validation.check_no_overlap({"a": a, "b": b})
+    with pytest.raises(ValueError, match=rf"{_name('far')}.*{_name('inp')}"):
+        validation.check_no_overlap({"far": far}, {"inp": base[29:31]})
+    # inputs may share memory with each other (only outputs are written)
+    validation.check_no_overlap({"a": a}, {"x": base[30:], "y": base[30:]})
+
+
+def test_check_no_overlap_byte_ranges():
+    base = torch.zeros(64, dtype=torch.int32)
+    as_bytes = base.view(torch.uint8)
+    # 0-element tensors are empty wherever they point
+    validation.check_no_overlap({"empty": base[5:5]}, {"all": base})
+    # int32 entry 10 is bytes 40..43: byte 43 overlaps, byte 44 does not
+    with pytest.raises(ValueError):
+        validation.check_no_overlap({"out": base[10:11]}, {"raw": as_bytes[43:44]})
+    validation.check_no_overlap({"out": base[10:11]}, {"raw": as_bytes[44:45]})
+    # a 2-D view's range spans its rows; a table beside it does not overlap
+    table = torch.zeros(6, 8, dtype=torch.int32)
+    validation.check_no_overlap({"top": table[:3]}, {"bottom": table[3:]})
+    with pytest.raises(ValueError):
+        validation.check_no_overlap({"top": table[:3, 2:5]}, {"row2": table[2]})
+
+
+def test_check_strides_2d():
+    """Issue 12, findings 4 and 7: sane row strides; [N, 1] views and 0-column tables pass."""
+    validation.check_strides_2d("page_table_1", torch.zeros(4, 8, dtype=torch.int32))
+    validation.check_strides_2d("page_table_1", torch.zeros(8, 8, dtype=torch.int32)[:, 2:3])
+    column = torch.zeros(8, dtype=torch.int32).as_strided((8, 1), (1, 8))
+    validation.check_strides_2d("page_table_1", column)
+    validation.check_strides_2d("page_table_1", torch.from_numpy(np.zeros((5, 0), dtype=np.int32)))
+    validation.check_strides_2d("page_table_1", torch.zeros(1, 8, dtype=torch.int32).expand(1, 8))
+    with pytest.raises(ValueError, match=_name("page_table_1")):
+        validation.check_strides_2d("page_table_1", torch.zeros(8, dtype=torch.int32).expand(4, 8))
+    with pytest.raises(ValueError, match=_name("page_table_1")):
+        validation.check_strides_2d("page_table_1", torch.zeros(40, dtype=torch.int32).as_strided((4, 8), (5, 1)))
+    with pytest.raises(ValueError, match=_name("page_table_1")):
+        validation.check_strides_2d("page_table_1", torch.zeros(8, 16, dtype=torch.int32)[:, ::2])
+    with pytest.raises(ValueError, match=_name("page_table_1")):
+        validation.check_strides_2d("page_table_1", torch.zeros(8, dtype=torch.int32))
+
+
+def test_check_int32_fits_names_first_bad_request():
+    validation.check_int32_fits("seq_lens", np.array([0, 2**31 - 1, -2**31]))
+    with pytest.raises(ValueError, match=_index("seq_lens", 2)):
+        validation.check_int32_fits("seq_lens", np.array([0, 5, 2**31, -2**40]))
+    with pytest.raises(ValueError, match=_index("req_to_token", 1)):
+        validation.check_int32_fits("req_to_token", [7, -2**31 - 1])
+
+
+def test_check_prefix_fits_names_first_request_past_int32():
+    assert validation.check_prefix_fits("seq_lens", np.array([2**30, 2**30 - 1])) == 2**31 - 1
+    with pytest.raises(ValueError, match=_index("seq_lens", 1)):
+        validation.check_prefix_fits("seq_lens", np.array([2**31 - 1, 2**31 - 1, 5]))
+    # values beyond int64 sums must not wrap back into range
+    with pytest.raises(ValueError, match=_index("seq_lens", 0)):
+        validation.check_prefix_fits("seq_lens", np.array([2**63 - 1, 2**63 - 1, 2]))
+
+
+# --------------------------------------------------------------------------- pipeline_reference
+def _pipeline_reference(ext, seq, topk=8, r2t=None, width=4, page_size=2):
+    ext = torch.tensor(ext, dtype=torch.int64)
+    seq = torch.tensor(seq, dtype=torch.int64)
+    pool = torch.arange(len(ext), dtype=torch.int32)
+    if r2t is None:
+        r2t = torch.arange(len(ext) * width, dtype=torch.int32).reshape(len(ext), width)
+    return nk.pipeline_reference(ext, seq, pool, r2t, topk, page_size, width)
+
+
+def test_pipeline_reference_cu_seqlens_k_past_int32():
+    """Issue 12, finding 1: it wrapped like the kernels, so the tests could not see it."""
+    with pytest.raises(ValueError, match=rf"{_index('seq_lens', 1)}.*cu_seqlens_k|cu_seqlens_k.*{_index('seq_lens', 1)}"):
+        _pipeline_reference([1, 1], [2**31 - 1, 2**31 - 1])
+
+
+def test_pipeline_reference_nsa_cu_seqlens_k_past_int32():
+    with pytest.raises(ValueError, match="nsa_cu_seqlens_k"):
+        _pipeline_reference([3], [2**31 - 1], topk=2**30)
+
+
+def test_pipeline_reference_req_to_token_past_int32():
+    r2t = torch.tensor([[0, 1, 2, 3], [4, 2**31, 6, 7]], dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"req_to_token.*request 1|request 1.*req_to_token"):
+        _pipeline_reference([1, 1], [4, 4], r2t=r2t)
+    # past the live columns (kv = 1) the entry is never read: no error
+    _pipeline_reference([1, 1], [4, 1], r2t=r2t)
+
+
+def test_pipeline_reference_exact_at_int32_limits():
+    ref = _pipeline_reference([1, 1], [2**31 - 2, 1], topk=2**31 - 1)
+    assert ref["cu_seqlens_k"].tolist() == [0, 2**31 - 2, 2**31 - 1]
+    assert ref["nsa_cu_seqlens_k"].tolist() == [0, 2**31 - 2, 2**31 - 1]
+
+
+def test_check_nsa_cu_fits_matches_brute_force():
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        ext = rng.integers(0, 6, 4)
+        seq = ext + rng.integers(0, 20, 4)
+        topk = int(rng.integers(1, 12))
+        brute = sum(min(v, topk) for qo, kv in zip(ext, seq) for v in range(kv - qo + 1, kv + 1))
+        assert validation.check_nsa_cu_fits(ext, seq, topk) == brute
+    with pytest.raises(ValueError, match=r"nsa_cu_seqlens_k.*request 1"):
+        validation.check_nsa_cu_fits([1, 3], [5, 2**31 - 1], 2**30)
+
+
+def test_check_req_to_token_fits_only_live_columns():
+    rows = torch.tensor([[1, 2**31, 3], [4, 5, -2**31 - 1]], dtype=torch.int64)
+    validation.check_req_to_token_fits(rows, [7, 2], [1, 2])
+    with pytest.raises(ValueError, match=r"req_to_token\[2, 2\].*request 1"):
+        validation.check_req_to_token_fits(rows, [7, 2], [1, 3])

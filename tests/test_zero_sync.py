@@ -5,6 +5,8 @@ buffer's length) entries and reports ``status = [N, overflow]`` on the device. E
 here compares with ``nsa_kernels.reference`` (or, for CUDA-graph padding rows that the
 reference rejects, with a small hand-written expectation).
 """
+import time
+
 import pytest
 import torch
 import triton
@@ -519,35 +521,58 @@ def test_cuda_graph_replay_follows_changing_contents(mapping):
         assert bool((out[n:] == POISON).all())
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or nk.INTERPRET,
-                    reason="the direct launch path exists on a GPU only")
-def test_bound_launch_takes_direct_path_on_gpu():
-    # BoundLaunch falls back to kernel[grid](...) silently when this Triton's internals differ
-    # from what it expects: correct but slow. This flags that fallback on the GPU.
-    ext, seq = random_batch(8, seed=8)
-    out = torch.empty(64, dtype=torch.int32, device="cuda")
-    fill = nk.ZeroSyncFill(ext, seq, TOPK, out, torch.empty_like(out))
-    assert fill.launch.is_direct, f"triton {triton.__version__}: BoundLaunch fell back"
+# --------------------------------------------------------------------------- issue 12
+INT32_MAX = 2**31 - 1
 
 
-@pytest.mark.parametrize("mapping", ["request", "token"])
-@pytest.mark.parametrize("ext_dtype", [torch.int32, torch.int64])
-def test_packed_bound_launch_equals_reference(mapping, ext_dtype):
-    # ZeroSyncFill's packed entry point reaches the buffers through one pointer and byte
-    # offsets from it; it must write exactly what the reference says, and nothing else.
-    from nsa_kernels.stage5_zero_sync import zero_sync_request_packed_kernel, zero_sync_token_packed_kernel
-    g = torch.Generator().manual_seed(11)
-    ext = torch.randint(0, 5, (150,), generator=g)
-    seq = ext + torch.randint(0, 3000, (150,), generator=g)
-    ext, seq = ext.to(DEVICE, ext_dtype), seq.to(DEVICE, torch.int32)
-    want, want_cache = nk.reference(ext, seq, 2048)
-    n = want.numel()
-    out = torch.full((n + 9,), -3, dtype=torch.int32, device=DEVICE)
-    cache = out.clone()
-    fill = nk.ZeroSyncFill(ext, seq, 2048, out, cache, mapping=mapping, packed=True)
-    expected_kernel = {"request": zero_sync_request_packed_kernel, "token": zero_sync_token_packed_kernel}[mapping]
-    assert fill.launch.kernel is expected_kernel
-    assert fill().cpu().tolist() == [n, 0]
-    assert torch.equal(out[:n].cpu(), want.cpu()) and torch.equal(cache[:n].cpu(), want_cache.cpu())
-    assert bool((out[n:] == -3).all()) and bool((cache[n:] == -3).all())
+@pytest.mark.parametrize("mapping", MAPPINGS)
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_status_total_does_not_wrap(mapping, dtype):
+    """Finding 5: ext = [2**31 - 1, 1] used to report [-2**31, 0]; N saturates, overflow set."""
+    ext, seq = lengths([INT32_MAX, 1], [INT32_MAX, 1], dtype=dtype)
+    status, out, cache = run_zero_sync(ext, seq, TOPK, 8, mapping)
+    assert status == [INT32_MAX, 1], status
+    # the first 8 tokens are request 0's first 8 values: 1, 2, ..., 8
+    assert out.view.tolist() == list(range(1, 9))
+    assert cache.view.tolist() == list(range(1, 9))
+    out.assert_margins()
+    cache.assert_margins()
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_status_total_past_int32_with_int64_lengths(mapping):
+    # Totals past 2**32 must not wrap back into a small, "fitting" N with the flag clear.
+    ext, seq = lengths([2**32 + 3, 5], [2**32 + 3, 9], dtype=torch.int64)
+    status, out, cache = run_zero_sync(ext, seq, TOPK, 4, mapping)
+    assert status == [INT32_MAX, 1], status
+    out.assert_margins()
+    cache.assert_margins()
+
+
+@pytest.mark.parametrize("mapping", MAPPINGS)
+def test_status_exact_when_total_fits(mapping):
+    ext, seq = lengths([INT32_MAX - 1, 1], [INT32_MAX - 1, 4], dtype=torch.int64)
+    status, _out, _cache = run_zero_sync(ext, seq, TOPK, 2, mapping)
+    assert status == [INT32_MAX, 1], status
+    ext, seq = lengths([3, 0], [5, 4])
+    assert run_zero_sync(ext, seq, TOPK, 3, mapping)[0] == [3, 0]
+
+
+@pytest.mark.parametrize("qo", [10**6, INT32_MAX])
+def test_request_mapping_work_bounded_by_capacity(qo):
+    """Finding 6: the request mapping looped over max(qo_len) columns whatever the capacity
+    (10**6 took minutes under the interpreter, 2**31 - 1 never ended)."""
+    ext, seq = lengths([qo], [qo])
+    started = time.perf_counter()
+    status, out, _cache = run_zero_sync(ext, seq, TOPK, 4, "request")
+    elapsed = time.perf_counter() - started
+    assert status == [qo, 1]
+    assert out.view.tolist() == [1, 2, 3, 4]
+    # An interpreter launch takes milliseconds; the unbounded loop took minutes.
+    assert elapsed < 20, f"{elapsed:.1f} s for capacity 4"
+
+
+def test_zero_sync_fill_documents_bind_time_check():
+    """Finding 7: ZeroSyncFill(check=True) validates the contents once, when bound."""
+    doc = nk.ZeroSyncFill.__doc__
+    assert "check=True" in doc and "bind" in doc.lower()
