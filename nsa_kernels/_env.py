@@ -34,11 +34,16 @@ if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
 INTERPRET = interpret_requested(os.environ["TRITON_INTERPRET"]) \
     if "TRITON_INTERPRET" in os.environ else False
 
-if not INTERPRET and not torch.cuda.is_available():
+#: ``NSA_COMPILE_ONLY=1`` allows the compiler without a GPU: ``triton.compile`` for a named target
+#: (tests that check a kernel's register use and spills on a CPU machine), never a launch.
+COMPILE_ONLY = interpret_requested(os.environ.get("NSA_COMPILE_ONLY", "0"))
+
+if not INTERPRET and not COMPILE_ONLY and not torch.cuda.is_available():
     raise ImportError(
         f"TRITON_INTERPRET={os.environ['TRITON_INTERPRET']!r} turns Triton's interpreter off, but "
         "this machine has no CUDA device, so no kernel could run: unset TRITON_INTERPRET (the "
-        "interpreter is then switched on automatically) or set TRITON_INTERPRET=1")
+        "interpreter is then switched on automatically) or set TRITON_INTERPRET=1 "
+        "(NSA_COMPILE_ONLY=1 allows compiling for a named target without launching)")
 
 #: Device that workloads and tests allocate on.
 DEVICE = torch.device("cpu" if INTERPRET or not torch.cuda.is_available() else "cuda")
