@@ -83,3 +83,39 @@ def test_empty_kernel_bound_is_retired(folder):
         if "empty_kernel_bound" in text or "harness.floor_entries" in text:
             offenders.append(rel)
     assert not offenders, f"still using the retired floor: {offenders}"
+
+
+def test_peers_that_return_nothing_are_still_checked_entry_by_entry():
+    from nsa_kernels.peers import torch_vectorized
+
+    workload = workloads.draft_extend(8)
+    assert suite.check_peer_against_reference(torch_vectorized.fill_torch_vectorized, workload)
+
+    def writes_one_too_many(ext, seq, topk, out_expanded, out_cache):
+        torch_vectorized.fill_torch_vectorized(ext, seq, topk, out_expanded, out_cache)
+        n = workload.n_tokens
+        out_expanded[n:n + 1].fill_(0)
+
+    with pytest.raises(AssertionError, match="out_seqlens_expanded"):
+        suite.check_peer_against_reference(writes_one_too_many, workload)
+
+    def wrong_n(*args):
+        torch_vectorized.fill_torch_vectorized(*args)
+        return workload.n_tokens + 1
+
+    with pytest.raises(AssertionError, match="N ="):
+        suite.check_peer_against_reference(wrong_n, workload)
+
+
+def test_compare_stages_divides_by_the_cheapest_empty_launch_of_the_row():
+    from nsa_kernels.bench import display
+
+    def rec(stage, bs, eager):
+        return {"stage": stage, "workload": "draft_extend", "bs": bs, "tokens": bs, "eager_us": eager}
+
+    records = [rec("empty_kernel", 1, 20.0), rec("empty_driver", 1, 10.0), rec("sync_only", 1, 1.0),
+               rec("old", 1, 40.0), rec("new", 1, 15.0),
+               rec("empty_kernel", 2, 30.0), rec("old", 2, 40.0), rec("new", 2, 60.0)]
+    rows = display.compare_stages(records, "new", "old")
+    assert [row[-1] for row in rows] == [1.5, 2.0]
+    assert [row[-2] for row in rows] == [40.0 / 15.0, 40.0 / 60.0]
