@@ -14,7 +14,8 @@ SETTINGS = {"iters": 2, "warmup": 1, "graph_calls": 2}
 
 def test_run_stages_times_every_floor_with_the_stages():
     skipped = []
-    records = suite.run_stages(workloads.draft_extend(4), SETTINGS, names=["zero_sync"], skipped=skipped)
+    records = suite.run_stages(workloads.draft_extend(4), SETTINGS, names=["zero_sync"],
+                               skipped=skipped)
     stages = [r["stage"] for r in records]
     skipped_floors = [s["what"].removeprefix("floor ") for s in skipped]
     measured_floors = [name for name in stages if name in floors.FLOORS]
@@ -39,7 +40,8 @@ def test_skipped_floors_are_listed_once_across_workloads():
 
 
 def test_run_stages_without_floors_still_records_host_time():
-    records = suite.run_stages(workloads.draft_extend(2), SETTINGS, names=["zero_sync"], floor=False)
+    records = suite.run_stages(workloads.draft_extend(2), SETTINGS, names=["zero_sync"],
+                               floor=False)
     assert [r["stage"] for r in records] == ["zero_sync"]
     assert records[0]["host_us"] > 0
 
@@ -111,7 +113,8 @@ def test_compare_stages_divides_by_the_cheapest_empty_launch_of_the_row():
     from nsa_kernels.bench import display
 
     def rec(stage, bs, eager):
-        return {"stage": stage, "workload": "draft_extend", "bs": bs, "tokens": bs, "eager_us": eager}
+        return {"stage": stage, "workload": "draft_extend", "bs": bs, "tokens": bs,
+                "eager_us": eager}
 
     records = [rec("empty_kernel", 1, 20.0), rec("empty_driver", 1, 10.0), rec("sync_only", 1, 1.0),
                rec("old", 1, 40.0), rec("new", 1, 15.0),

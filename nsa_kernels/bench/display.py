@@ -120,8 +120,10 @@ def compare_stages(records, new, old):
         if stage != new or (old, workload, bs) not in by:
             continue
         o = by[(old, workload, bs)]
-        floor = cheapest_empty([f for f in records if (f["workload"], f["bs"]) == (workload, bs)], "eager_us")
-        rows.append([workload, bs, r["tokens"], o["eager_us"], r["eager_us"], o["eager_us"] / r["eager_us"],
+        row = [f for f in records if (f["workload"], f["bs"]) == (workload, bs)]
+        floor = cheapest_empty(row, "eager_us")
+        rows.append([workload, bs, r["tokens"], o["eager_us"], r["eager_us"],
+                     o["eager_us"] / r["eager_us"],
                      r["eager_us"] / floor["eager_us"] if floor else None])
     show_table(["workload", "bs", "N", f"{old} (µs)", f"{new} (µs)", "speed-up",
                 f"{new} / cheapest empty launch"], rows)

@@ -99,7 +99,8 @@ EMPTY_LAUNCHES = ("empty_kernel", "empty_driver", "empty_graph")
 
 
 def skip_notes(skipped):
-    """``floor_entries``' skipped floors as a notebook's ``skipped`` entries (``what``, ``reason``)."""
+    """``floor_entries``' skipped floors as a notebook's ``skipped`` entries (``what``,
+    ``reason``)."""
     return [{"what": f"floor {name}", "reason": reason} for name, reason in skipped.items()]
 
 

@@ -30,9 +30,9 @@ plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "legend.fontsize": 1
 #: One colour per stage in every plot, so a stage is recognised from plot to plot. New names
 #: go at the end, so that the others keep their colours.
 _ORDER = ("empty_kernel", "empty_driver", "python_baseline", "triton_fused", "triton_inplace",
-          "triton_bsearch", "triton_autotuned", "zero_sync", "full_pipeline", "seed_python_baseline",
-          "seed_triton_fused", "seed_triton_inplace", "sglang_loop", "validation", "sync_only",
-          "torch_op", "empty_graph")
+          "triton_bsearch", "triton_autotuned", "zero_sync", "full_pipeline",
+          "seed_python_baseline", "seed_triton_fused", "seed_triton_inplace", "sglang_loop",
+          "validation", "sync_only", "torch_op", "empty_graph")
 _PALETTE = plt.get_cmap("tab20").colors
 
 

@@ -1,4 +1,5 @@
-"""What the notebooks run: each stage (and peer) on a workload, checked, then timed with the floors."""
+"""What the notebooks run: each stage (and peer) on a workload, checked, then timed with the
+floors."""
 import torch
 
 from ..registry import STAGES
@@ -61,8 +62,10 @@ def run_stages(workload, settings, names=None, floor=True, extra=(), skipped=Non
     for name in names or STAGES:
         check_against_reference(STAGES[name], workload)
         hot, kernel = stage_call(name, workload)
-        entries.append({"name": name, "fn": hot, "capturable": STAGES[name].capturable, "kernel_fn": kernel})
-    records, floor_skips = measure_with_floors(entries + list(extra), workload, settings, floors=floor)
+        entries.append({"name": name, "fn": hot, "capturable": STAGES[name].capturable,
+                        "kernel_fn": kernel})
+    records, floor_skips = measure_with_floors(entries + list(extra), workload, settings,
+                                               floors=floor)
     if skipped is not None:
         skipped.extend(note for note in skip_notes(floor_skips) if note not in skipped)
     return records
