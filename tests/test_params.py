@@ -11,7 +11,7 @@ from nsa_kernels.bench.workloads import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_NOTEBOOKS = ["00_python_baseline", "01_triton_fused", "02_triton_inplace", "03_triton_bsearch",
-                 "04_triton_autotuned", "07_summary", "08_scaling"]
+                 "04_triton_autotuned", "05_zero_sync", "07_summary", "08_scaling", "11_modes_vs_peers"]
 
 
 def papermill_typed(text):

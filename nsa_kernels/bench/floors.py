@@ -24,6 +24,15 @@ from .harness import measure_group, synchronize
 
 FLOORS = ("sync_only", "torch_op", "empty_kernel", "empty_driver", "empty_graph")
 
+#: What each floor launches, as a table's note says it.
+FLOOR_NOTES = {
+    "sync_only": "no launch: the synchronize alone",
+    "torch_op": "x.add_(1) on one element: PyTorch's dispatch",
+    "empty_kernel": "empty Triton kernel, kernel[grid](): Triton's dispatch",
+    "empty_driver": "the same kernel through cuLaunchKernel (the bound fills' driver path)",
+    "empty_graph": "the same kernel as a one-node CUDA graph, replayed",
+}
+
 
 def _nothing():
     pass
@@ -78,13 +87,21 @@ def measure_with_floors(entries, workload, settings, floors=True):
     floor, skipped = floor_entries() if floors else ([], {})
     group = floor + list(entries)
     records = measure_group(group, workload, settings)
-    host = host_times(group, rounds=10, calls=max(settings["iters"] // 10, 5))
+    # As many host samples as eager ones, in as many rounds: a quick interpreter run stays quick.
+    rounds = min(10, settings["iters"])
+    host = host_times(group, rounds=rounds, calls=max(settings["iters"] // rounds, 1))
     for record in records:
         record["host_us"] = host[record["stage"]]
     return records, skipped
 
 
 EMPTY_LAUNCHES = ("empty_kernel", "empty_driver", "empty_graph")
+
+
+def skip_notes(skipped):
+    """``floor_entries``' skipped floors as a notebook's ``skipped`` entries (``what``,
+    ``reason``)."""
+    return [{"what": f"floor {name}", "reason": reason} for name, reason in skipped.items()]
 
 
 def cheapest_empty(records, metric):

@@ -1,4 +1,4 @@
-"""Timing, the same way for every stage, peer and the floor.
+"""Timing, the same way for every stage, peer and floor (the floors themselves: ``floors``).
 
 * eager: one call then a device synchronize, timed on the host; median over ``iters``.
 * throughput: blocks of calls back to back, one synchronize per block; median per-call mean.
@@ -24,7 +24,6 @@ import warnings
 import torch
 
 from .._env import INTERPRET
-from ..empty_kernel import bound_empty, launch_empty
 
 ON_GPU = torch.cuda.is_available() and not INTERPRET
 
@@ -173,13 +172,12 @@ def measure_group(entries, workload, settings):
 
 
 def floor_entries():
-    """The floor as two pseudo-stages, for ``measure_group``.
+    """The floors this machine can measure, as ``measure_group`` entries (``floors.FLOORS``
+    less those ``floors.floor_entries`` skips). Prefer ``floors.measure_with_floors``, which
+    also records their host time and says why a floor was skipped."""
+    from .floors import floor_entries as entries_and_skipped  # floors imports this module
 
-    ``empty_kernel`` is an empty Triton kernel launched the normal way (``kernel[grid]()``);
-    ``empty_kernel_bound`` launches it through ``BoundLaunch``, the way the bound stages launch.
-    """
-    return [dict(name="empty_kernel", fn=launch_empty),
-            dict(name="empty_kernel_bound", fn=bound_empty())]
+    return entries_and_skipped()[0]
 
 
 def compiled_variants(kernel):

@@ -14,6 +14,7 @@ TIMING = "GPU" if ON_GPU else "Triton interpreter on CPU, not GPU speed"
 #: What each record field measures, as an axis label says it.
 METRIC_LABELS = {
     "eager_us": "eager latency per call (µs)",
+    "host_us": "host time per call, no synchronize (µs)",
     "throughput_us": "back-to-back time per call (µs)",
     "graph_us": "CUDA-graph replay per call (µs)",
     "kernel_graph_us": "kernel alone, CUDA-graph replay per call (µs)",
@@ -26,10 +27,12 @@ plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "legend.fontsize": 1
                      "xtick.labelsize": 10, "ytick.labelsize": 10})
 
 
-#: One colour per stage in every plot, so a stage is recognised from plot to plot.
-_ORDER = ("empty_kernel", "empty_kernel_bound", "python_baseline", "triton_fused", "triton_inplace",
-          "triton_bsearch", "triton_autotuned", "zero_sync", "full_pipeline", "seed_python_baseline",
-          "seed_triton_fused", "seed_triton_inplace", "sglang_loop", "validation")
+#: One colour per stage in every plot, so a stage is recognised from plot to plot. New names
+#: go at the end, so that the others keep their colours.
+_ORDER = ("empty_kernel", "empty_driver", "python_baseline", "triton_fused", "triton_inplace",
+          "triton_bsearch", "triton_autotuned", "zero_sync", "full_pipeline",
+          "seed_python_baseline", "seed_triton_fused", "seed_triton_inplace", "sglang_loop",
+          "validation", "sync_only", "torch_op", "empty_graph")
 _PALETTE = plt.get_cmap("tab20").colors
 
 
