@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU checks, run on the device machine from the repository root (see README, "GPU runs"):
+#   bash scripts/device_verify.sh [NAME ...]     (default: every check below)
+# Each check runs under its own time limit with OUT=/tmp/nsa-verify/NAME (its log and JSON land
+# there); one summary line per check is printed at the end, and everything is packed into
+# $OUT/verify.tgz (the device tool brings back at most 8 files). Peers: .peers_slim/{sglang,vllm}
+# (the few files nsa_kernels/peers/*.py load, extracted from the wheels) when present.
+set -uo pipefail
+final_out=${OUT:-}
+work=/tmp/nsa-verify
+rm -rf "$work"; mkdir -p "$work"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+[[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim/sglang
+[[ -d .peers_slim/vllm ]] && export NSA_VLLM_PATH=$PWD/.peers_slim/vllm
+declare -A CHECKS=(
+  [modes]="timeout 240 python3 scripts/gpu_check_modes.py"
+  [extend]="timeout 200 python3 scripts/gpu_check_extend.py"
+  [launcher]="timeout 200 python3 scripts/gpu_check_launcher.py --pytest tests/test_extend.py"
+  [floors]="timeout 150 python3 scripts/gpu_check_floors.py"
+  [seed]="timeout 150 python3 scripts/seed_table.py"
+  [bench]="timeout 300 python3 scripts/gpu_bench_modes.py --bs 1 8 32 128 1024 --widths 8192 131072"
+  [pytest]="timeout 540 python3 -m pytest tests -q -m 'not notebooks' -p no:cacheprovider -x"
+  [memcheck]="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 540 compute-sanitizer --tool memcheck --print-limit 50 python3 scripts/memcheck.py"
+)
+names=("$@")
+[[ ${#names[@]} -gt 0 ]] || names=(modes extend launcher floors seed bench)
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
+python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
+summary=()
+for name in "${names[@]}"; do
+  cmd=${CHECKS[$name]:-}
+  [[ -n $cmd ]] || { summary+=("$name: unknown check"); continue; }
+  start=$SECONDS
+  mkdir -p "$work/$name"
+  OUT=$work/$name bash -c "$cmd" > "$work/$name/$name.log" 2>&1
+  rc=$?
+  summary+=("$name: rc=$rc ($((SECONDS - start)) s) | $(grep -E 'PASS|FAIL|MET|MISS|passed|failed|ERROR SUMMARY' "$work/$name/$name.log" | tail -n 1 | cut -c1-150)")
+done
+printf '%s\n' "${summary[@]}" | tee "$work/summary.txt"
+if [[ -n $final_out ]]; then
+  tar czf "$final_out/verify.tgz" -C "$work" .
+  cp "$work/summary.txt" "$final_out/"
+fi
