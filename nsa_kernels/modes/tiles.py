@@ -1,0 +1,123 @@
+"""Pieces shared by the three fused modes: the page-row tile, the flat prefix sums, the buckets.
+
+Every mode launches ``1 + row_tiles * col_blocks`` programs. Program 0 writes the flat
+arrays (per-request lengths, their prefix sums, the expanded rows' lengths and theirs);
+every other program owns a tile of ``BLOCK_B`` requests x ``BLOCK_N`` columns of the page
+tables. Why this split:
+
+* The flat arrays are a few bytes per row. One program walking them in ``FLAT``-wide chunks
+  with a running carry is O(bs) in total (16 chunks at bs = 16384), where giving each
+  program its own prefix over earlier requests would be O(bs) per program. It runs while
+  the page programs copy, so it is hidden behind them except at tiny batches.
+* A page tile loads each ``req_to_token`` row segment once and stores it to all of the
+  request's expanded rows (``next_n`` or the draft tokens), instead of re-reading it per row.
+  Without ``page_table_1`` it reads only every ``PAGE_SIZE``-th entry.
+* Tiles past a request's live prefix exit after one small load, so the grid (sized from host
+  ints only: bs and width, never from lengths) costs an empty program where there is no work.
+
+All sizes are run-time arguments; constexprs come from a few buckets (``pick_blocks``), so a
+bs / width / length sweep compiles a handful of variants. Rows and pool offsets are int64.
+"""
+import triton
+import triton.language as tl
+
+#: Flat chunk: requests or expanded rows handled per step of program 0.
+FLAT = 1024
+#: Largest page size a tile can serve (a tile holds whole pages).
+MAX_PAGE_SIZE = 1024
+#: Elements per page tile (BLOCK_B x BLOCK_N).
+TILE = 4096
+
+
+def pick_blocks(width, page_size):
+    """``(BLOCK_B, BLOCK_N)``: two buckets, narrow tables (<= 128 columns) and wide ones."""
+    block_n = 128 if width <= 128 else 1024
+    block_n = max(block_n, page_size)
+    return max(TILE // block_n, 1), block_n
+
+
+def grid_size(bs, width, block_b, block_n):
+    col_blocks = triton.cdiv(width, block_n)
+    return 1 + triton.cdiv(bs, block_b) * col_blocks, col_blocks
+
+
+@triton.jit
+def tile_position(n_col_blocks, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(first request, first column) of page program ``program_id - 1``."""
+    tile = tl.program_id(0) - 1
+    tile_b = tile // n_col_blocks
+    return tile_b * BLOCK_B, (tile - tile_b * n_col_blocks) * BLOCK_N
+
+
+@triton.jit
+def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
+                    requests, live, first_row, row_count, max_rows_per_request, row_limit, col0,
+                    HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """Copy columns ``[col0, col0 + BLOCK_N)`` of each request's ``req_to_token`` row into its
+    rows ``first_row + j`` (``j < row_count``), over the live prefix ``[:live]`` only.
+
+    ``live`` is int64 in ``[0, width]`` (0 for requests past bs); rows outside
+    ``[0, row_limit)`` are never stored, whatever the lengths.
+    """
+    if col0 < tl.max(live, 0):
+        pool = tl.load(pool_idx_ptr + requests, mask=live > col0, other=0).to(tl.int64)
+        source = r2t_ptr + pool * r2t_stride
+        if HAS_PAGE_TABLE_1:
+            cols = col0 + tl.arange(0, BLOCK_N)
+            col_mask = cols[None, :] < live[:, None]
+            vals = tl.load(source[:, None] + cols[None, :], mask=col_mask, other=0).to(tl.int32)
+            for j in range(0, max_rows_per_request):
+                row = first_row + j
+                ok = (j < row_count) & (row >= 0) & (row < row_limit)
+                tl.store(pt_ptr + row[:, None] * pt_stride + cols[None, :], vals,
+                         mask=ok[:, None] & col_mask)
+        if PAGE_SIZE > 1:
+            pages = col0 // PAGE_SIZE + tl.arange(0, BLOCK_N // PAGE_SIZE)
+            page_mask = (pages * PAGE_SIZE)[None, :] < live[:, None]
+            page_vals = tl.load(source[:, None] + pages[None, :] * PAGE_SIZE, mask=page_mask,
+                                other=0).to(tl.int32) // PAGE_SIZE
+            for j in range(0, max_rows_per_request):
+                row = first_row + j
+                ok = (j < row_count) & (row >= 0) & (row < row_limit)
+                tl.store(rpt_ptr + row[:, None] * rpt_stride + pages[None, :], page_vals,
+                         mask=ok[:, None] & page_mask)
+
+
+@triton.jit
+def write_request_lengths(seq_ptr, cache_ptr, cu_ptr, bs, extra, FLAT: tl.constexpr):
+    """``cache[b] = seq[b] + extra`` and ``cu = [0, cumsum(cache)]`` over ``b < bs``."""
+    tl.store(cu_ptr, 0)
+    carry = tl.full((), 0, tl.int64)
+    for b0 in range(0, bs, FLAT):
+        b = b0 + tl.arange(0, FLAT)
+        live = b < bs
+        kv = tl.load(seq_ptr + b, mask=live, other=0).to(tl.int64) + extra
+        tl.store(cache_ptr + b, kv.to(tl.int32), mask=live)
+        tl.store(cu_ptr + 1 + b, (carry + tl.cumsum(kv, 0)).to(tl.int32), mask=live)
+        carry += tl.sum(kv, 0)
+
+
+@triton.jit
+def write_expanded_rows(seq_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, n_rows, per_request, shift,
+                        topk, HAS_EXPANDED: tl.constexpr, CLAMP_AT_ZERO: tl.constexpr,
+                        FLAT: tl.constexpr):
+    """Rows ``e < n_rows`` of requests that each expand into ``per_request`` rows:
+    row ``e = b * per_request + j`` sees ``seq[b] + j + shift`` (clamped at 0 if asked),
+    its DSA length ``min(., topk)`` and the running sum of those."""
+    tl.store(dsa_cu_ptr, 0)
+    carry = tl.full((), 0, tl.int64)
+    for e0 in range(0, n_rows, FLAT):
+        e = e0 + tl.arange(0, FLAT).to(tl.int64)
+        live = e < n_rows
+        b = e // per_request
+        value = tl.load(seq_ptr + b, mask=live, other=0).to(tl.int64) + (e - b * per_request) + shift
+        if CLAMP_AT_ZERO:
+            value = tl.maximum(value, 0)
+        value = tl.where(live, value, 0)
+        dsa = tl.minimum(value, topk)
+        if HAS_EXPANDED:
+            tl.store(expanded_ptr + e, value.to(tl.int32), mask=live)
+        tl.store(dsa_ptr + e, dsa.to(tl.int32), mask=live)
+        tl.store(dsa_cu_ptr + 1 + e, (carry + tl.cumsum(dsa, 0)).to(tl.int32), mask=live)
+        carry += tl.sum(dsa, 0)
