@@ -63,6 +63,9 @@ def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_pt
     if col0 < tl.max(live, 0):
         pool = tl.load(pool_idx_ptr + requests, mask=live > col0, other=0).to(tl.int64)
         source = r2t_ptr + pool * r2t_stride
+        # A vector even when the caller passes one count for all: a scalar-and-vector mask
+        # trips Triton's interpreter.
+        row_count = row_count + tl.zeros_like(first_row)
         if HAS_PAGE_TABLE_1:
             cols = col0 + tl.arange(0, BLOCK_N)
             col_mask = cols[None, :] < live[:, None]
