@@ -28,7 +28,7 @@ from ..modes.draft_extend import plan_draft_extend
 from ..modes.target_verify import plan_target_verify
 
 # The lead re-exports the extend mode here at merge:
-# from ..modes.extend import extend_metadata  # noqa: F401
+# from ..modes.extend import extend_metadata
 
 
 def fused_dsa_decode_metadata(

@@ -107,7 +107,7 @@ def byte_range(t):
     if t.numel() == 0:
         return None
     start = t.data_ptr()
-    last = start + sum((n - 1) * s for n, s in zip(t.shape, t.stride())) * t.element_size()
+    last = start + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True)) * t.element_size()
     return start, last + t.element_size()
 
 
@@ -144,8 +144,8 @@ def host(t, n):
 
 
 def lengths_in_int32(name, values, extra=0):
-    """Every ``values[b] + extra`` in ``[0, 2**31)``; names the first bad request."""
-    bad = (values + extra < 0) | (values + extra > INT32_MAX)
+    """Every ``values[b] >= 0`` and ``values[b] + extra < 2**31``; names the first bad request."""
+    bad = (values < 0) | (values + extra > INT32_MAX)
     if bool(bad.any()):
         b = int(bad.nonzero()[0])
         raise ValueError(f"{name}[{b}] = {int(values[b])} gives a length outside int32 "
