@@ -19,8 +19,8 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 # --------------------------------------------------------------------------- integers
 def as_int(name, value, minimum=0):
     """``operator.index(value)`` (numpy ints welcome), refusing bool; ``>= minimum``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool")
+    if isinstance(value, (bool, torch.Tensor)):  # a tensor would cost a device sync
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     try:
         value = operator.index(value)
     except TypeError:
