@@ -16,7 +16,8 @@ page-table row's written range up to its 128-column block (entries past the live
 no consumer reads), we stop at the live prefix; with ``static_extend_len=True`` every request
 extends by ``max_extend_len`` (SGLang reads ``extend_seq_lens[0]`` for the flat arrays and
 ``extend_seq_lens[b]`` for the page rows: the same in production, where all equal it);
-``total_len == 0`` writes ``cache_seqlens[:bs]`` where SGLang ``copy_``s the whole buffer.
+``total_len == 0`` with bs > 1 and a ``cache_seqlens`` longer than bs writes
+``cache_seqlens[:bs]`` where SGLang's ``copy_`` raises (with bs == 1 both fill the whole buffer).
 Everything also runs on CPU tensors under Triton's interpreter.
 """
 from typing import Optional
@@ -101,3 +102,7 @@ def fused_dsa_draft_extend_metadata(
                       dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
                       dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
                       static_extend_len)()
+    if total_len == 0 and bs == 1 and cache_seqlens.shape[0] > 1:
+        # SGLang's total_len == 0 path does cache_seqlens.copy_(seq_lens[:bs]): with one
+        # request that broadcasts over the whole buffer. Same entries written here.
+        cache_seqlens[1:].copy_(cache_seqlens[:1].expand(cache_seqlens.shape[0] - 1))
