@@ -29,16 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nsa_kernels  # noqa: E402,F401  (first: picks the Triton mode)
 import torch  # noqa: E402
+from nsa_kernels.bench.harness import compiled_variants  # noqa: E402
 from nsa_kernels.compat import sglang as ours  # noqa: E402
 from nsa_kernels.modes import decode, draft_extend, target_verify  # noqa: E402
+from nsa_kernels.modes.inputs import POISON, allocate_outputs, call, live_cols, make_case  # noqa: E402
 from nsa_kernels.peers import sglang as sglang_peer  # noqa: E402
 
-POISON = -123456
 #: Where the comparison runs: the GPU, or the CPU under Triton's interpreter (``--cpu-smoke``).
 DEVICE = "cuda"
 BATCH_SIZES = (1, 7, 32, 128, 1024)
 WIDTHS = (8192, 131072)
-TOPK = 2048
 CONFIGS = [  # (mode, options)
     ("decode", dict(page_size=64, has_pt1=True)),
     ("decode", dict(page_size=64, has_pt1=False)),
@@ -53,94 +53,6 @@ CONFIGS = [  # (mode, options)
     ("draft_extend", dict(page_size=64, has_pt1=True, static=False, draft=2, partial=True)),
     ("draft_extend", dict(page_size=1, has_pt1=True, static=False, draft=3)),
 ]
-
-
-def seq_lens_for(bs, width, room, gen):
-    """Boundary lengths first (1, 63/64/65, 2047/2048/2049, up to the width), then random."""
-    boundary = [1, 63, 64, 65, 2047, 2048, 2049, width - room, max(width - room - 1, 0), 0]
-    rand = torch.randint(0, width - room + 1, (bs,), generator=gen).tolist()
-    return [boundary[i] if i < len(boundary) else rand[i] for i in range(bs)]
-
-
-def make_case(mode, bs, width, opts, seed):
-    gen = torch.Generator().manual_seed(seed)
-    ps, has_pt1 = opts["page_size"], opts["has_pt1"]
-    next_n = opts.get("next_n", 1)
-    draft = opts.get("draft", 1)
-    room = next_n if mode == "target_verify" else 0
-    kv = seq_lens_for(bs, width, room, gen)
-    pool_rows = bs + 16
-    req_to_token = torch.randint(0, 1 << 24, (pool_rows, width), generator=gen, dtype=torch.int32)
-    pool = torch.randperm(pool_rows, generator=gen)[:bs]
-    case = dict(mode=mode, bs=bs, width=width, seq=torch.tensor(kv, dtype=torch.int64),
-                pool=pool.to(torch.int64), r2t=req_to_token, opts=opts)
-    if mode == "target_verify":
-        rows = bs * next_n
-    elif mode == "draft_extend":
-        if opts["static"]:
-            qo = [draft] * bs
-        else:
-            qo = torch.randint(0, draft + 1, (bs,), generator=gen).tolist()
-        case["ext"] = torch.tensor(qo, dtype=torch.int32)
-        rows = sum(qo)
-        case["total_len"] = rows
-        case["max_total_len"] = bs * draft + (5 if opts.get("partial") else 0)
-    else:
-        rows = bs
-    case["rows"] = rows
-    return case
-
-
-def buffers(case):
-    bs, rows, width, opts = case["bs"], case["rows"], case["width"], case["opts"]
-    ps = opts["page_size"]
-    full = lambda *shape: torch.full(shape, POISON, dtype=torch.int32, device=DEVICE)  # noqa: E731
-    # max_bs / capacity slack: entries past the written ranges must stay poisoned on both sides
-    out = dict(cache_seqlens=full(bs + 3), cu_seqlens_k=full(bs + 4),
-               dsa_cache_seqlens=full(rows + 3), dsa_cu_seqlens_k=full(rows + 4),
-               seqlens_expanded=full(rows + 3),
-               page_table_1=full(rows + 2, width) if (opts["has_pt1"] or ps == 1) else None)
-    out["real_page_table"] = full(rows + 2, -(-width // ps)) if ps > 1 else out["page_table_1"]
-    if opts.get("has_ctx"):
-        out["paged_mqa_ctx_lens_2d"] = full(bs, opts["next_n"])
-    return out
-
-
-def call(module, case, bufs):
-    c = {k: (v.to(DEVICE) if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
-    mode, opts, b = case["mode"], case["opts"], bufs
-    if mode == "decode":
-        module.fused_dsa_decode_metadata(
-            c["seq"], c["pool"], c["r2t"], b["cache_seqlens"], b["cu_seqlens_k"],
-            b["page_table_1"], b["dsa_cache_seqlens"], b["dsa_cu_seqlens_k"], b["real_page_table"],
-            case["bs"], case["width"], TOPK, opts["page_size"])
-    elif mode == "target_verify":
-        module.fused_dsa_target_verify_metadata(
-            c["seq"], c["pool"], c["r2t"], b["cache_seqlens"], b["cu_seqlens_k"],
-            b["page_table_1"], b["seqlens_expanded"], b["dsa_cache_seqlens"],
-            b["dsa_cu_seqlens_k"], b["real_page_table"], case["bs"], case["width"], TOPK,
-            opts["page_size"], opts["next_n"], paged_mqa_ctx_lens_2d=b.get("paged_mqa_ctx_lens_2d"))
-    else:
-        module.fused_dsa_draft_extend_metadata(
-            c["seq"], c["ext"], c["pool"], c["r2t"], b["cache_seqlens"], b["cu_seqlens_k"],
-            b["page_table_1"], b["seqlens_expanded"], b["dsa_cache_seqlens"],
-            b["dsa_cu_seqlens_k"], b["real_page_table"], case["bs"], case["total_len"],
-            case["width"], TOPK, opts["page_size"], opts["draft"], case["max_total_len"],
-            static_extend_len=opts["static"])
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def live_cols(case):
-    """Per page-table row: how many leading columns are live (written by contract)."""
-    seq, width, mode = case["seq"], case["width"], case["mode"]
-    if mode == "decode":
-        live = seq
-    elif mode == "target_verify":
-        live = (seq + case["opts"]["next_n"]).repeat_interleave(case["opts"]["next_n"])
-    else:
-        live = seq.repeat_interleave(case["ext"].long())[:case["rows"]]
-    return live.clamp(0, width).to(DEVICE)
 
 
 def compare(case, theirs, mine):
@@ -159,7 +71,7 @@ def compare(case, theirs, mine):
             problems.append(f"{name}: {int(diff.sum())} entries differ, first at {i}: sglang "
                             f"{a[tuple(i)].item()} ours {b[tuple(i)].item()}")
     ps = case["opts"]["page_size"]
-    live = live_cols(case)
+    live = live_cols(case).to(DEVICE)
     rows = case["rows"]
     tables = [("page_table_1", live)] if theirs["page_table_1"] is not None else []
     if ps > 1:
@@ -224,16 +136,6 @@ def _coerce_interpreter_masks():
         self, ptrs, value, fix(ptrs, mask), *a)
 
 
-def variant_count(kernel):
-    try:
-        return sum(len(cache[0]) for cache in kernel.device_caches.values())
-    except Exception:  # another Triton's internals
-        try:
-            return sum(len(v) for v in kernel.cache.values())
-        except Exception:
-            return "unknown"
-
-
 def main():
     global DEVICE
     quick = "--quick" in sys.argv
@@ -262,10 +164,12 @@ def main():
                 name = f"{mode} bs={bs} width={width} " + " ".join(f"{k}={v}" for k, v in opts.items())
                 t0 = time.time()
                 try:
-                    case = make_case(mode, bs, width, opts, seed)
-                    theirs, mine = buffers(case), buffers(case)
+                    case = make_case(mode, bs, width, opts, seed, device=DEVICE)
+                    theirs, mine = allocate_outputs(case), allocate_outputs(case)
                     call(peer, case, theirs)
                     call(ours, case, mine)
+                    if DEVICE == "cuda":
+                        torch.cuda.synchronize()
                     problems, sglang_only = compare(case, theirs, mine)
                 except Exception as e:  # one failure must not stop the rest
                     problems, sglang_only = [f"exception: {e!r}"], None
@@ -277,9 +181,10 @@ def main():
                 results.append(dict(case=name, mode=mode, bs=bs, width=width, options=opts,
                                     passed=ok, problems=problems, sglang_only=sglang_only,
                                     seconds=round(time.time() - t0, 3)))
-                del theirs, mine
-                torch.cuda.empty_cache()
-    variants = {k.fn.__name__: variant_count(k) for k in
+                theirs = mine = case = None
+                if DEVICE == "cuda":
+                    torch.cuda.empty_cache()
+    variants = {k.fn.__name__: compiled_variants(k) for k in
                 (decode.decode_kernel, target_verify.target_verify_kernel,
                  draft_extend.draft_extend_kernel)}
     print(f"\nSUMMARY: {len(results) - failures} PASS, {failures} FAIL of {len(results)} cases "
