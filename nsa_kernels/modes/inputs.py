@@ -74,7 +74,62 @@ def call(module, case, out):
 
 def bind(module, case, out):
     """A zero-argument callable of the same call, for timing and CUDA-graph capture."""
+    fn, args, kwargs = _call(module, case, out)
+    return lambda: fn(*args, **kwargs)
+
+
+def fill(case, out):
+    """Our bound ``*Fill`` on ``case``: checked and planned once, one direct launch per call."""
+    from . import DecodeFill, DraftExtendFill, TargetVerifyFill
+    fills = {"decode": DecodeFill, "target_verify": TargetVerifyFill,
+             "draft_extend": DraftExtendFill}
+    _, args, kwargs = _call(None, case, out)
+    return fills[case["mode"]](*args, **kwargs)
+
+
+def check_outputs(case, out, poison=POISON):
+    """``out`` against the mode's reference: flat arrays over their written range, page-table
+    rows on their live prefix, the poison everywhere else. Raises AssertionError; True."""
+    from . import reference
+    c, opts = case, case["opts"]
+    if c["mode"] == "decode":
+        ref = reference.decode_reference(c["seq"], c["pool"], c["r2t"], c["bs"], c["width"],
+                                         c["topk"], opts["page_size"])
+    elif c["mode"] == "target_verify":
+        ref = reference.target_verify_reference(c["seq"], c["pool"], c["r2t"], c["bs"],
+                                                c["width"], c["topk"], opts["page_size"],
+                                                opts["next_n"])
+    else:
+        ref = reference.draft_extend_reference(c["seq"], c["ext"], c["pool"], c["r2t"], c["bs"],
+                                               c["rows"], c["width"], c["topk"],
+                                               opts["page_size"], opts["draft"], opts["static"])
+    for name in ("cache_seqlens", "cu_seqlens_k", "seqlens_expanded", "dsa_cache_seqlens",
+                 "dsa_cu_seqlens_k", "paged_mqa_ctx_lens_2d"):
+        if name not in ref or out.get(name) is None:
+            continue
+        got = out[name].cpu().long()
+        expected = ref[name]
+        n = expected.shape[0]
+        assert torch.equal(got[:n], expected), f"{name} differs from the reference"
+        assert bool((got[n:] == poison).all()), f"{name} written past its range"
+    tables = [("page_table_1", "live_cols")] if opts["has_pt1"] or opts["page_size"] == 1 else []
+    if opts["page_size"] > 1:
+        tables.append(("real_page_table", "real_live_cols"))
+    for name, live_name in tables:
+        got = out[name].cpu().long()
+        rows = ref[name].shape[0]
+        live = torch.arange(got.shape[1])[None, :] < ref[live_name][:, None]
+        expected = torch.full((rows, got.shape[1]), poison, dtype=torch.int64)
+        expected[:, :ref[name].shape[1]] = ref[name]
+        expected[~live] = poison
+        assert torch.equal(got[:rows], expected), f"{name} differs from the reference"
+        assert bool((got[rows:] == poison).all()), f"{name} written past row {rows}"
+    return True
+
+
+def _call(module, case, out):
     mode, opts, c = case["mode"], case["opts"], case
+    module = module or _NoModule
     if mode == "decode":
         fn, args = module.fused_dsa_decode_metadata, (
             c["seq"], c["pool"], c["r2t"], out["cache_seqlens"], out["cu_seqlens_k"],
@@ -95,7 +150,13 @@ def bind(module, case, out):
             out["dsa_cu_seqlens_k"], out["real_page_table"], c["bs"], c["total_len"],
             c["width"], c["topk"], opts["page_size"], opts["draft"], c["max_total_len"])
         kwargs = dict(static_extend_len=opts["static"])
-    return lambda: fn(*args, **kwargs)
+    return fn, args, kwargs
+
+
+class _NoModule:
+    """Stands in for a module when only the arguments are wanted."""
+    fused_dsa_decode_metadata = fused_dsa_target_verify_metadata = None
+    fused_dsa_draft_extend_metadata = None
 
 
 def live_cols(case):
