@@ -106,22 +106,27 @@ def byte_range(t):
     """``[first, end)`` bytes of ``t``'s storage that it may touch (metadata only)."""
     if t.numel() == 0:
         return None
-    start = t.data_ptr()
-    last = start + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True)) * t.element_size()
-    return start, last + t.element_size()
+    start, size = t.data_ptr(), t.element_size()
+    reach = sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
+    return start, start + (reach + 1) * size
 
 
 def no_overlap(outputs, inputs):
-    """ValueError naming both arguments when an output shares bytes with another argument."""
-    spans = [(name, byte_range(t)) for name, t in outputs.items() if t is not None]
-    spans = [(name, span) for name, span in spans if span is not None]
-    for i, (name, (lo, hi)) in enumerate(spans):
-        for other, (olo, ohi) in spans[i + 1:]:
-            if lo < ohi and olo < hi:
-                raise ValueError(f"{name} and {other} overlap in memory")
-        for other, t in inputs.items():
+    """ValueError naming both arguments when an output shares bytes with another argument.
+
+    A few µs: each span is computed once, then compared as plain ints (outputs come first,
+    each against every later argument; inputs may share bytes with each other)."""
+    spans = []
+    for is_output, group in ((True, outputs), (False, inputs)):
+        for name, t in group.items():
             span = byte_range(t) if t is not None else None
-            if span is not None and lo < span[1] and span[0] < hi:
+            if span is not None:
+                spans.append((span[0], span[1], name, is_output))
+    for i, (lo, hi, name, is_output) in enumerate(spans):
+        if not is_output:
+            break
+        for other_lo, other_hi, other, _ in spans[i + 1:]:
+            if lo < other_hi and other_lo < hi:
                 raise ValueError(f"{name} and {other} overlap in memory")
 
 
