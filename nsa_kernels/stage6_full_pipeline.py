@@ -11,6 +11,14 @@ for another: for a request whose tokens see ``a, a+1, ...`` (``a = kv - qo + 1``
 Like SGLang, rows of CUDA-graph padding (``kv_len < qo_len``) get their lengths clamped at 0,
 and page-table rows are written over their live prefix ``[:min(kv_len, width)]`` only.
 Row offsets are 64-bit: rows x width passes 2^31 at 1M-token contexts.
+
+This is the varlen draft-extend step of the journey. ``nsa_kernels.modes.draft_extend`` serves
+both of SGLang's paths (static ``draft_extend_v2`` replay and varlen) with SGLang's exact
+signature (``nsa_kernels.compat.sglang``), next to decode and target verify.
+
+Trusted launches (``check=False``) stay inside the buffers whatever the lengths: negative
+extend lengths count as 0 in every prefix (they cannot move rows before the buffers), each
+request's work is bounded by the capacity left, and totals are 64-bit.
 """
 from dataclasses import dataclass, fields
 
