@@ -259,5 +259,7 @@ def test_compiled_variants_over_a_sweep():
                 seen[mode].add(tuple(sorted(plan.kwargs.items())))
     for mode, variants in seen.items():
         assert len(variants) == 2, (mode, variants)
+    # Without page_table_1 (the decode graph's case): one bucket for every width.
+    assert len({pick_blocks(w, 64, False) for w in (1, 100, 8192, 131072)}) == 1
     # Production widths land in the wide bucket too (no table of that size allocated here).
     assert {pick_blocks(w, 64) for w in (8192, 65536, 131072, 1 << 20)} == {pick_blocks(2048, 64)}

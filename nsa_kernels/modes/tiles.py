@@ -6,7 +6,8 @@ every other program owns a tile of ``BLOCK_B`` requests x ``BLOCK_N`` columns of
 tables. Why this split:
 
 * The flat arrays are a few bytes per row. One program walking them in ``FLAT``-wide chunks
-  with a running carry is O(bs) in total (16 chunks at bs = 16384), where giving each
+  with a running carry is O(bs) in total (one chunk up to 4096 rows, 16 at bs = 16384 x 4),
+  where giving each
   program its own prefix over earlier requests would be O(bs) per program. It runs while
   the page programs copy, so it is hidden behind them except at tiny batches.
 * A page tile loads each ``req_to_token`` row segment once and stores it to all of the
@@ -21,16 +22,25 @@ bs / width / length sweep compiles a handful of variants. Rows and pool offsets 
 import triton
 import triton.language as tl
 
-#: Flat chunk: requests or expanded rows handled per step of program 0.
-FLAT = 1024
+#: Flat chunk: requests or expanded rows handled per step of program 0 (one step up to
+#: bs x next_n = 4096, the production maximum; each further step adds a load latency).
+FLAT = 4096
 #: Largest page size a tile can serve (a tile holds whole pages).
 MAX_PAGE_SIZE = 1024
 #: Elements per page tile (BLOCK_B x BLOCK_N).
 TILE = 4096
 
 
-def pick_blocks(width, page_size):
-    """``(BLOCK_B, BLOCK_N)``: two buckets, narrow tables (<= 128 columns) and wide ones."""
+#: Pages per request in a tile when only the real page table is written.
+REAL_ONLY_PAGES = 128
+
+
+def pick_blocks(width, page_size, has_page_table_1=True):
+    """``(BLOCK_B, BLOCK_N)``: narrow tables (<= 128 columns) and wide ones; without
+    ``page_table_1`` a tile spans 128 pages (8192 columns at page size 64), because it reads
+    and writes one entry per page: a 1024-column tile would be 16 entries of work."""
+    if not has_page_table_1:
+        return 8, REAL_ONLY_PAGES * page_size
     block_n = 128 if width <= 128 else 1024
     block_n = max(block_n, page_size)
     return max(TILE // block_n, 1), block_n
