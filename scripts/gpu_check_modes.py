@@ -189,13 +189,18 @@ def main():
                  draft_extend.draft_extend_kernel)}
     print(f"\nSUMMARY: {len(results) - failures} PASS, {failures} FAIL of {len(results)} cases "
           f"(batch sizes {batch_sizes}, widths {widths})")
-    print("compiled variants of our kernels over the whole sweep "
-          f"({len(CONFIGS)} configs x {len(batch_sizes)} bs x {len(widths)} widths): {variants}")
+    theirs_variants = {name: compiled_variants(getattr(peer, name)) for name in
+                       ("_fused_dsa_decode_metadata_kernel", "_fused_dsa_target_verify_metadata_kernel",
+                        "_fused_dsa_draft_extend_metadata_kernel")}
+    print("compiled variants over the whole sweep "
+          f"({len(CONFIGS)} configs x {len(batch_sizes)} bs x {len(widths)} widths):\n"
+          f"  ours:   {variants}\n  SGLang: {theirs_variants}")
     out = os.environ.get("OUT")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         with open(Path(out) / "gpu_check_modes.json", "w") as f:
-            json.dump(dict(results=results, variants=variants, failures=failures,
+            json.dump(dict(results=results, variants=variants, sglang_variants=theirs_variants,
+                           failures=failures,
                            device=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
                            sglang=peer.__file__), f, indent=1)
     return 1 if failures else 0

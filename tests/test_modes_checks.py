@@ -58,6 +58,7 @@ def _raises(run, error, match, **overrides):
     (dict(seq_lens=torch.zeros(5, dtype=torch.float32)), TypeError, "seq_lens"),
     (dict(req_pool_indices=torch.zeros(4, dtype=torch.int64)), ValueError, "req_pool_indices"),
     (dict(req_to_token=torch.zeros(3, 100, dtype=torch.int32)), ValueError, "req_to_token has 100"),
+    (dict(req_to_token=torch.zeros(0, 300, dtype=torch.int32)), ValueError, "req_to_token has no rows"),
     (dict(cu_seqlens_k=torch.zeros(5, dtype=torch.int32)), ValueError, "cu_seqlens_k holds 5"),
     (dict(cache_seqlens=torch.zeros(5, dtype=torch.int64)), TypeError, "cache_seqlens"),
     (dict(dsa_cu_seqlens_k=torch.zeros(0, dtype=torch.int32)), ValueError, "dsa_cu_seqlens_k"),

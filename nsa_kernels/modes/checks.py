@@ -53,7 +53,7 @@ def input_vector(name, t, device, min_len):
     return t
 
 
-def req_to_token_table(t, device, min_cols):
+def req_to_token_table(t, device, min_cols, bs=0):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"req_to_token must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 2 or t.dtype not in _INDEX_DTYPES:
@@ -65,6 +65,8 @@ def req_to_token_table(t, device, min_cols):
         raise ValueError("req_to_token must have unit column stride")
     if t.shape[1] < min_cols:
         raise ValueError(f"req_to_token has {t.shape[1]} columns but {min_cols} are read per row")
+    if bs and min_cols and t.shape[0] == 0:
+        raise ValueError("req_to_token has no rows but requests read from it")
     return t
 
 

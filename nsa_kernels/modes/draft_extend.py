@@ -134,7 +134,7 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
     device = seq_lens.device
     checks.input_vector("extend_seq_lens", extend_seq_lens, device, bs)
     checks.input_vector("req_pool_indices", req_pool_indices, device, bs)
-    checks.req_to_token_table(req_to_token, device, max_seqlen_k)
+    checks.req_to_token_table(req_to_token, device, max_seqlen_k, bs)
     checks.output_vector("cache_seqlens", cache_seqlens, device, bs)
     checks.output_vector("cu_seqlens_k", cu_seqlens_k, device, bs + 1)
     checks.output_vector("seqlens_expanded", seqlens_expanded, device, rows)

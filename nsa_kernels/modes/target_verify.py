@@ -72,7 +72,7 @@ def check_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens,
     seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
     device = seq_lens.device
     checks.input_vector("req_pool_indices", req_pool_indices, device, bs)
-    checks.req_to_token_table(req_to_token, device, max_seqlen_k)
+    checks.req_to_token_table(req_to_token, device, max_seqlen_k, bs)
     checks.output_vector("cache_seqlens", cache_seqlens, device, bs)
     checks.output_vector("cu_seqlens_k", cu_seqlens_k, device, bs + 1)
     checks.output_vector("seqlens_expanded", seqlens_expanded, device, rows)
