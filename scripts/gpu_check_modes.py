@@ -142,7 +142,7 @@ def main():
     if "--cpu-smoke" in sys.argv:  # the script's own logic, on tiny sizes, no GPU
         DEVICE = "cpu"
         peer = load_sglang_for_cpu()
-        batch_sizes, widths = (1, 7), (300,)
+        batch_sizes, widths = (1, 7), (300, 1100)
     else:
         if not torch.cuda.is_available():
             print("FAIL: needs a CUDA device")

@@ -22,4 +22,4 @@ def test_compat_equals_sglang_kernels_under_the_interpreter():
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_modes.py"),
                            "--cpu-smoke"], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert "SUMMARY: 24 PASS, 0 FAIL of 24 cases" in done.stdout, done.stdout[-4000:]
+    assert "SUMMARY: 48 PASS, 0 FAIL of 48 cases" in done.stdout, done.stdout[-4000:]
