@@ -15,7 +15,7 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import decode_reference
-from .tiles import (FLAT, grid_size, pick_blocks, tile_position, write_expanded_rows,
+from .tiles import (flat_block, grid_size, pick_blocks, tile_position, write_expanded_rows,
                     write_page_rows, write_request_lengths)
 
 
@@ -81,9 +81,10 @@ def plan_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seql
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), dsa_cache_seqlens, dsa_cu_seqlens_k, rpt,
             rpt.stride(0), bs, max_len, topk, col_blocks)
+    flat = flat_block(bs)
     return LaunchPlan(decode_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, BLOCK_B=block_b,
-                           BLOCK_N=block_n, FLAT=FLAT))
+                           BLOCK_N=block_n, FLAT=flat))
 
 
 def launch_decode(*args, check=False, **kwargs):

@@ -23,7 +23,7 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import draft_extend_reference
-from .tiles import (FLAT, grid_size, pick_blocks, tile_position, write_expanded_rows,
+from .tiles import (flat_block, grid_size, pick_blocks, tile_position, write_expanded_rows,
                     write_page_rows, write_request_lengths)
 
 #: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
@@ -177,12 +177,13 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
             cache_seqlens, cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens,
             dsa_cu_seqlens_k, rpt, rpt.stride(0), status if status is not None else cu_seqlens_k,
             bs, rows, max_seqlen_k, topk, max_extend_len, col_blocks)
+    flat = flat_block(max(bs, rows))
     return LaunchPlan(draft_extend_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size,
                            STATIC_EXTEND_LEN=static_extend_len, HAS_STATUS=status is not None,
-                           BLOCK_B=block_b, BLOCK_N=block_n, FLAT=FLAT,
+                           BLOCK_B=block_b, BLOCK_N=block_n, FLAT=flat,
                            # Unused by the static path: fixed there, so it adds no variant.
-                           CHUNK=FLAT if static_extend_len else max(FLAT // block_j, 1),
+                           CHUNK=flat if static_extend_len else max(flat // block_j, 1),
                            BLOCK_J=1 if static_extend_len else block_j))
 
 

@@ -16,7 +16,7 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import target_verify_reference
-from .tiles import (FLAT, grid_size, pick_blocks, tile_position, write_expanded_rows,
+from .tiles import (flat_block, grid_size, pick_blocks, tile_position, write_expanded_rows,
                     write_page_rows, write_request_lengths)
 
 
@@ -117,9 +117,10 @@ def plan_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, 
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,
             rpt, rpt.stride(0), ctx, *ctx_strides, bs, max_seqlen_k, topk, next_n, col_blocks)
+    flat = flat_block(bs * next_n)
     return LaunchPlan(target_verify_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, HAS_CONTEXT_LENS=has_ctx,
-                           BLOCK_B=block_b, BLOCK_N=block_n, FLAT=FLAT))
+                           BLOCK_B=block_b, BLOCK_N=block_n, FLAT=flat))
 
 
 def launch_target_verify(*args, check=False, **kwargs):

@@ -22,9 +22,10 @@ bs / width / length sweep compiles a handful of variants. Rows and pool offsets 
 import triton
 import triton.language as tl
 
-#: Flat chunk: requests or expanded rows handled per step of program 0 (one step up to
-#: bs x next_n = 4096, the production maximum; each further step adds a load latency).
-FLAT = 4096
+#: Flat chunk buckets: requests or expanded rows handled per step of program 0. One step
+#: covers up to bs x next_n = 4096 (the production maximum; each further step adds a load
+#: latency); small batches get a narrow chunk, so a bs = 1 decode does not pay for 4096 lanes.
+FLAT_BUCKETS = (256, 1024, 4096)
 #: Largest page size a tile can serve (a tile holds whole pages).
 MAX_PAGE_SIZE = 1024
 #: Elements per page tile (BLOCK_B x BLOCK_N).
@@ -44,6 +45,11 @@ def pick_blocks(width, page_size, has_page_table_1=True):
     block_n = 128 if width <= 128 else 1024
     block_n = max(block_n, page_size)
     return max(TILE // block_n, 1), block_n
+
+
+def flat_block(rows):
+    """The flat chunk for ``rows`` requests or expanded rows (whichever is larger)."""
+    return next((b for b in FLAT_BUCKETS if rows <= b), FLAT_BUCKETS[-1])
 
 
 def grid_size(bs, width, block_b, block_n):
