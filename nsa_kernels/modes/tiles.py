@@ -80,15 +80,16 @@ def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_pt
         pool = tl.load(pool_idx_ptr + requests, mask=live > col0, other=0).to(tl.int64)
         source = r2t_ptr + pool * r2t_stride
         # A vector even when the caller passes one count for all: a scalar-and-vector mask
-        # trips Triton's interpreter.
-        row_count = row_count + tl.zeros_like(first_row)
+        # trips Triton's interpreter. (A new name: reassigning an outer one inside this `if`
+        # would make the compiler yield it from both branches with different types.)
+        counts = row_count + tl.zeros_like(first_row)
         if HAS_PAGE_TABLE_1:
             cols = col0 + tl.arange(0, BLOCK_N)
             col_mask = cols[None, :] < live[:, None]
             vals = tl.load(source[:, None] + cols[None, :], mask=col_mask, other=0).to(tl.int32)
             for j in range(0, max_rows_per_request):
                 row = first_row + j
-                ok = (j < row_count) & (row >= 0) & (row < row_limit)
+                ok = (j < counts) & (row >= 0) & (row < row_limit)
                 tl.store(pt_ptr + row[:, None] * pt_stride + cols[None, :], vals,
                          mask=ok[:, None] & col_mask)
         if PAGE_SIZE > 1:
@@ -98,7 +99,7 @@ def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_pt
                                 other=0).to(tl.int32) // PAGE_SIZE
             for j in range(0, max_rows_per_request):
                 row = first_row + j
-                ok = (j < row_count) & (row >= 0) & (row < row_limit)
+                ok = (j < counts) & (row >= 0) & (row < row_limit)
                 tl.store(rpt_ptr + row[:, None] * rpt_stride + pages[None, :], page_vals,
                          mask=ok[:, None] & page_mask)
 
