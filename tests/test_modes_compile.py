@@ -1,9 +1,10 @@
 """The mode kernels (and stage 6) compile for an H100 (sm_90) on a machine without a GPU.
 
 Triton's interpreter runs kernel bodies as Python, so it accepts code the compiler rejects
-(say, a variable rebound to another type inside a run-time ``if``). This compiles every
-production variant through Triton's real pipeline, down to a cubin, in a subprocess with the
-interpreter off. Nothing is launched.
+(say, a variable rebound to another type inside a run-time ``if``). This compiles the exact
+launches the plans produce (constexprs and argument types taken from the plans, built from
+CPU tensors' metadata) through Triton's real pipeline, down to a cubin, in a subprocess with
+the interpreter off. Nothing is launched.
 """
 import os
 import subprocess
@@ -14,38 +15,54 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = r'''
+SCRIPT = r"""
 import os
 os.environ["TRITON_INTERPRET"] = "0"
 import nsa_kernels  # noqa: F401
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from nsa_kernels import stage6_full_pipeline as s6
-from nsa_kernels.modes import decode, draft_extend, target_verify
+from nsa_kernels import PipelineBuffers, stage6_full_pipeline as s6
+from nsa_kernels.launcher import LaunchPlan
+from nsa_kernels.modes import inputs, plan_decode, plan_draft_extend, plan_target_verify
 
-I64 = {"seq_ptr": "*i64", "pool_idx_ptr": "*i64", "status_ptr": "*i64"}
+PLANS = {"decode": plan_decode, "target_verify": plan_target_verify,
+         "draft_extend": plan_draft_extend}
+TYPES = {torch.int32: "*i32", torch.int64: "*i64"}
 
 
-def compile_one(kernel, constexprs):
-    sig = {name: "constexpr" if name in constexprs else
-           (I64.get(name, "*i32") if name.endswith("_ptr") else "i32") for name in kernel.arg_names}
-    triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+def compile_plan(plan):
+    # The signature Triton would derive from the plan's arguments (CPU tensors: metadata only).
+    names = [n for n in plan.kernel.arg_names if n not in plan.kwargs]
+    sig = {n: TYPES[a.dtype] if isinstance(a, torch.Tensor) else "i32"
+           for n, a in zip(names, plan.args, strict=True)}
+    sig.update({n: "constexpr" for n in plan.kwargs})
+    triton.compile(ASTSource(fn=plan.kernel, signature=sig, constexprs=dict(plan.kwargs)),
                    target=GPUTarget("cuda", 90, 32))
-    print("compiled", kernel.fn.__name__, sorted(constexprs.items()))
+    print("compiled", plan.kernel.fn.__name__, sorted(plan.kwargs.items()))
 
 
-for pt1, ps in ((True, 1), (True, 64), (False, 64)):
-    n = 1024 if pt1 else 128 * ps
-    compile_one(decode.decode_kernel, dict(HAS_PAGE_TABLE_1=pt1, PAGE_SIZE=ps, BLOCK_B=4, BLOCK_N=n, FLAT=256))
-    compile_one(target_verify.target_verify_kernel, dict(HAS_PAGE_TABLE_1=pt1, PAGE_SIZE=ps, HAS_CONTEXT_LENS=pt1, BLOCK_B=4, BLOCK_N=n, FLAT=4096))
-    for static in (True, False):
-        compile_one(draft_extend.draft_extend_kernel, dict(
-            HAS_PAGE_TABLE_1=pt1, PAGE_SIZE=ps, STATIC_EXTEND_LEN=static, HAS_STATUS=not static,
-            BLOCK_B=4, BLOCK_N=n, FLAT=1024, CHUNK=1024 if static else 256, BLOCK_J=1 if static else 4))
-compile_one(s6.full_pipeline_kernel, dict(PAGE_SIZE=64, BLOCK_R=256, BLOCK_Q=4, BLOCK_N=512))
+for mode, opts in [("decode", dict(page_size=64, has_pt1=False)),
+                   ("decode", dict(page_size=64, has_pt1=True)),
+                   ("decode", dict(page_size=1, has_pt1=True)),
+                   ("target_verify", dict(page_size=64, has_pt1=True, next_n=4, has_ctx=True)),
+                   ("target_verify", dict(page_size=64, has_pt1=False, next_n=2)),
+                   ("draft_extend", dict(page_size=64, has_pt1=True, static=True, draft=4)),
+                   ("draft_extend", dict(page_size=64, has_pt1=False, static=False, draft=3))]:
+    for bs, width in ((3, 100), (300, 2048)):
+        case = inputs.make_case(mode, bs, width, opts, seed=1)
+        _, args, kwargs = inputs._call(None, case, inputs.allocate_outputs(case))
+        if mode == "draft_extend" and not opts["static"]:
+            kwargs["status"] = torch.zeros(2, dtype=torch.int64)
+        compile_plan(PLANS[mode](*args, **kwargs))
+
+ext = torch.ones(3, dtype=torch.int32)
+bufs = PipelineBuffers.allocate(3, 8, 600, 64)
+status = torch.zeros(2, dtype=torch.int32)
+compile_plan(LaunchPlan(*s6.plan_full_pipeline(ext, ext + 5, torch.arange(3), torch.zeros(3, 600, dtype=torch.int32), 64, bufs, 64, status)))
 print("ALL COMPILED")
-'''
+"""
 
 
 def test_kernels_compile_for_sm90():

@@ -15,8 +15,7 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import decode_reference
-from .tiles import (flat_block, grid_size, pick_blocks, tile_position, write_expanded_rows,
-                    write_page_rows, write_request_lengths)
+from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "bs", "max_len", "topk",
@@ -24,11 +23,11 @@ from .tiles import (flat_block, grid_size, pick_blocks, tile_position, write_exp
 def decode_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, cu_ptr, pt_ptr, pt_stride,
                   dsa_ptr, dsa_cu_ptr, rpt_ptr, rpt_stride, bs, max_len, topk, n_col_blocks,
                   HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BLOCK_N: tl.constexpr, FLAT: tl.constexpr):
+                  BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
     if tl.program_id(0) == 0:
-        write_request_lengths(seq_ptr, cache_ptr, cu_ptr, bs, 0, FLAT)
-        write_expanded_rows(seq_ptr, dsa_ptr, dsa_ptr, dsa_cu_ptr, bs, 1, 0, topk, False, False,
-                            FLAT)
+        # One row per request, seeing its whole context: qo = 1, extra = 0.
+        write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, dsa_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr, bs,
+                   bs, 1, 1, 0, topk, False, False, False, False, CHUNK, BLOCK_J)
     else:
         first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
@@ -81,10 +80,10 @@ def plan_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seql
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), dsa_cache_seqlens, dsa_cu_seqlens_k, rpt,
             rpt.stride(0), bs, max_len, topk, col_blocks)
-    flat = flat_block(bs)
+    chunk, block_j = flat_blocks(bs, 1)
     return LaunchPlan(decode_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, BLOCK_B=block_b,
-                           BLOCK_N=block_n, FLAT=flat))
+                           BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
 
 
 def launch_decode(*args, check=False, **kwargs):

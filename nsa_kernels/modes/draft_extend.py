@@ -12,8 +12,9 @@ Two paths, as in SGLang:
   extends by ``max_extend_len`` tokens (SGLang passes ``speculative_num_draft_tokens``), so
   request b's rows start at ``b * max_extend_len``: no prefix over requests at all.
 * varlen: ``qo = extend_seq_lens[b]`` in ``[0, max_extend_len]``. Program 0 walks the requests
-  in chunks with a running carry; a page tile finds its first row from one wide load per
-  ``FLAT`` earlier requests (the fallback path; static is the hot one).
+  in chunks with a running carry (``tiles.write_flat``, as for the static path); a page tile
+  finds its first row from one wide load per 1024 earlier requests (the fallback path;
+  static is the hot one).
 
 An optional int64 ``status`` receives ``[rows the requests expand to, rows > total_len]``.
 """
@@ -23,46 +24,18 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import draft_extend_reference
-from .tiles import (flat_block, grid_size, pick_blocks, tile_position, write_expanded_rows,
-                    write_page_rows, write_request_lengths)
+from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
 
 #: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
 MAX_VARLEN_EXTEND = 4096
+#: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384).
+PREFIX_BLOCK = tl.constexpr(1024)
 
 
 @triton.jit
 def _clamped_extend(ext_ptr, requests, bs, max_extend_len):
     qo = tl.load(ext_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
     return tl.minimum(tl.maximum(qo, 0), max_extend_len)
-
-
-@triton.jit
-def _write_varlen_rows(ext_ptr, seq_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, status_ptr, bs,
-                       total_len, max_extend_len, topk, HAS_STATUS: tl.constexpr,
-                       CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
-    tl.store(dsa_cu_ptr, 0)
-    rows_before = tl.full((), 0, tl.int64)
-    dsa_before = tl.full((), 0, tl.int64)
-    j = tl.arange(0, BLOCK_J).to(tl.int64)
-    for b0 in range(0, bs, CHUNK):
-        requests = b0 + tl.arange(0, CHUNK)
-        qo = _clamped_extend(ext_ptr, requests, bs, max_extend_len)
-        kv = tl.load(seq_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
-        row = (rows_before + tl.cumsum(qo, 0) - qo)[:, None] + j[None, :]
-        in_request = j[None, :] < qo[:, None]
-        value = tl.maximum(kv[:, None] - qo[:, None] + j[None, :] + 1, 0)
-        dsa = tl.where(in_request, tl.minimum(value, topk), 0)
-        per_request = tl.sum(dsa, 1)
-        dsa_cu = (dsa_before + tl.cumsum(per_request, 0) - per_request)[:, None] + tl.cumsum(dsa, 1)
-        ok = in_request & (row < total_len)
-        tl.store(expanded_ptr + row, value.to(tl.int32), mask=ok)
-        tl.store(dsa_ptr + row, dsa.to(tl.int32), mask=ok)
-        tl.store(dsa_cu_ptr + 1 + row, dsa_cu.to(tl.int32), mask=ok)
-        rows_before += tl.sum(qo, 0)
-        dsa_before += tl.sum(per_request, 0)
-    if HAS_STATUS:
-        tl.store(status_ptr, rows_before)
-        tl.store(status_ptr + 1, (rows_before > total_len).to(tl.int64))
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "bs", "total_len",
@@ -72,21 +45,13 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
                         status_ptr, bs, total_len, max_seqlen_k, topk, max_extend_len,
                         n_col_blocks, HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
                         STATIC_EXTEND_LEN: tl.constexpr, HAS_STATUS: tl.constexpr,
-                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, FLAT: tl.constexpr,
-                        CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
+                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+                        BLOCK_J: tl.constexpr):
     if tl.program_id(0) == 0:
-        write_request_lengths(seq_ptr, cache_ptr, cu_ptr, bs, 0, FLAT)
-        if STATIC_EXTEND_LEN:
-            # total_len <= bs * max_extend_len (checked on the host).
-            write_expanded_rows(seq_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, total_len,
-                                max_extend_len, 1 - max_extend_len, topk, True, True, FLAT)
-            if HAS_STATUS:
-                needed = bs.to(tl.int64) * max_extend_len
-                tl.store(status_ptr, needed)
-                tl.store(status_ptr + 1, (needed > total_len).to(tl.int64))
-        else:
-            _write_varlen_rows(ext_ptr, seq_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, status_ptr, bs,
-                               total_len, max_extend_len, topk, HAS_STATUS, CHUNK, BLOCK_J)
+        # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
+        write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
+                   status_ptr, bs, total_len, max_extend_len, max_extend_len, 0, topk,
+                   not STATIC_EXTEND_LEN, True, True, HAS_STATUS, CHUNK, BLOCK_J)
     else:
         first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
@@ -97,8 +62,8 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
             count = max_extend_len
         else:
             rows_before = tl.full((), 0, tl.int64)
-            for b0 in range(0, first, FLAT):
-                earlier = b0 + tl.arange(0, FLAT)
+            for b0 in range(0, first, PREFIX_BLOCK):
+                earlier = b0 + tl.arange(0, PREFIX_BLOCK)
                 rows_before += tl.sum(_clamped_extend(ext_ptr, earlier, first, max_extend_len), 0)
             count = _clamped_extend(ext_ptr, requests, bs, max_extend_len)
             first_row = rows_before + tl.cumsum(count, 0) - count
@@ -172,19 +137,15 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            max_total_len, static_extend_len, status, check)
     block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1)
     programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n)
-    block_j = triton.next_power_of_2(max(max_extend_len, 1))
     args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
             cache_seqlens, cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens,
             dsa_cu_seqlens_k, rpt, rpt.stride(0), status if status is not None else cu_seqlens_k,
             bs, rows, max_seqlen_k, topk, max_extend_len, col_blocks)
-    flat = flat_block(max(bs, rows))
+    chunk, block_j = flat_blocks(max(bs, rows), max_extend_len)
     return LaunchPlan(draft_extend_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size,
                            STATIC_EXTEND_LEN=static_extend_len, HAS_STATUS=status is not None,
-                           BLOCK_B=block_b, BLOCK_N=block_n, FLAT=flat,
-                           # Unused by the static path: fixed there, so it adds no variant.
-                           CHUNK=flat if static_extend_len else max(flat // block_j, 1),
-                           BLOCK_J=1 if static_extend_len else block_j))
+                           BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
 
 
 def launch_draft_extend(*args, check=False, **kwargs):

@@ -16,8 +16,7 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import target_verify_reference
-from .tiles import (flat_block, grid_size, pick_blocks, tile_position, write_expanded_rows,
-                    write_page_rows, write_request_lengths)
+from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
 
 
 @triton.jit
@@ -41,14 +40,16 @@ def target_verify_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, 
                          ctx_stride_0, ctx_stride_1, bs, max_seqlen_k, topk, next_n,
                          n_col_blocks, HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
                          HAS_CONTEXT_LENS: tl.constexpr, BLOCK_B: tl.constexpr,
-                         BLOCK_N: tl.constexpr, FLAT: tl.constexpr):
+                         BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
     n_rows = bs.to(tl.int64) * next_n
     if tl.program_id(0) == 0:
-        write_request_lengths(seq_ptr, cache_ptr, cu_ptr, bs, next_n, FLAT)
-        write_expanded_rows(seq_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, n_rows, next_n, 1, topk,
-                            True, False, FLAT)
+        # Context kv + next_n, next_n rows: row j sees (kv + next_n) - next_n + j + 1.
+        write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
+                   bs, n_rows, next_n, next_n, next_n, topk, False, True, False, False, CHUNK,
+                   BLOCK_J)
         if HAS_CONTEXT_LENS:
-            _write_context_lengths(seq_ptr, ctx_ptr, ctx_stride_0, ctx_stride_1, bs, next_n, FLAT)
+            _write_context_lengths(seq_ptr, ctx_ptr, ctx_stride_0, ctx_stride_1, bs, next_n,
+                                   CHUNK * BLOCK_J)
     else:
         first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
@@ -117,10 +118,10 @@ def plan_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, 
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,
             rpt, rpt.stride(0), ctx, *ctx_strides, bs, max_seqlen_k, topk, next_n, col_blocks)
-    flat = flat_block(bs * next_n)
+    chunk, block_j = flat_blocks(bs * next_n, next_n)
     return LaunchPlan(target_verify_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, HAS_CONTEXT_LENS=has_ctx,
-                           BLOCK_B=block_b, BLOCK_N=block_n, FLAT=flat))
+                           BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
 
 
 def launch_target_verify(*args, check=False, **kwargs):

@@ -5,7 +5,7 @@ arrays (per-request lengths, their prefix sums, the expanded rows' lengths and t
 every other program owns a tile of ``BLOCK_B`` requests x ``BLOCK_N`` columns of the page
 tables. Why this split:
 
-* The flat arrays are a few bytes per row. One program walking them in ``FLAT``-wide chunks
+* The flat arrays are a few bytes per row. One program walking them in chunks (``write_flat``)
   with a running carry is O(bs) in total (one chunk up to 4096 rows, 16 at bs = 16384 x 4),
   where giving each
   program its own prefix over earlier requests would be O(bs) per program. It runs while
@@ -105,39 +105,61 @@ def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_pt
 
 
 @triton.jit
-def write_request_lengths(seq_ptr, cache_ptr, cu_ptr, bs, extra, FLAT: tl.constexpr):
-    """``cache[b] = seq[b] + extra`` and ``cu = [0, cumsum(cache)]`` over ``b < bs``."""
+def write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
+               status_ptr, bs, n_rows, rows_per_request, max_rows_per_request, extra, topk,
+               VARLEN: tl.constexpr, HAS_EXPANDED: tl.constexpr, CLAMP_AT_ZERO: tl.constexpr,
+               HAS_STATUS: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
+    """Every flat array in one pass over the requests, ``CHUNK`` at a time with running carries.
+
+    Request b has context ``ctx = seq[b] + extra`` (``cache[b]``, prefix ``cu``) and ``qo``
+    rows (``rows_per_request``, or ``ext[b]`` clamped to ``[0, max_rows_per_request]`` when
+    ``VARLEN``); its row j (``j < qo``) sees ``ctx - qo + j + 1`` (clamped at 0 if asked), the
+    DSA length ``min(., topk)`` and its prefix ``dsa_cu``. Decode is ``qo = 1``, verify
+    ``extra = qo = next_n``, draft extend ``extra = 0``. Rows ``>= n_rows`` are not stored.
+    One load of each length serves every array: a single dependent memory round trip per
+    chunk. ``status`` gets ``[rows the requests expand to, that > n_rows]``.
+    """
     tl.store(cu_ptr, 0)
-    carry = tl.full((), 0, tl.int64)
-    for b0 in range(0, bs, FLAT):
-        b = b0 + tl.arange(0, FLAT)
-        live = b < bs
-        kv = tl.load(seq_ptr + b, mask=live, other=0).to(tl.int64) + extra
-        tl.store(cache_ptr + b, kv.to(tl.int32), mask=live)
-        tl.store(cu_ptr + 1 + b, (carry + tl.cumsum(kv, 0)).to(tl.int32), mask=live)
-        carry += tl.sum(kv, 0)
-
-
-@triton.jit
-def write_expanded_rows(seq_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, n_rows, per_request, shift,
-                        topk, HAS_EXPANDED: tl.constexpr, CLAMP_AT_ZERO: tl.constexpr,
-                        FLAT: tl.constexpr):
-    """Rows ``e < n_rows`` of requests that each expand into ``per_request`` rows:
-    row ``e = b * per_request + j`` sees ``seq[b] + j + shift`` (clamped at 0 if asked),
-    its DSA length ``min(., topk)`` and the running sum of those."""
     tl.store(dsa_cu_ptr, 0)
-    carry = tl.full((), 0, tl.int64)
-    for e0 in range(0, n_rows, FLAT):
-        e = e0 + tl.arange(0, FLAT).to(tl.int64)
-        live = e < n_rows
-        b = e // per_request
-        value = tl.load(seq_ptr + b, mask=live, other=0).to(tl.int64) + (e - b * per_request) + shift
+    ctx_before = tl.full((), 0, tl.int64)
+    rows_before = tl.full((), 0, tl.int64)
+    dsa_before = tl.full((), 0, tl.int64)
+    j = tl.arange(0, BLOCK_J).to(tl.int64)
+    for b0 in range(0, bs, CHUNK):
+        requests = b0 + tl.arange(0, CHUNK)
+        live = requests < bs
+        ctx = tl.load(seq_ptr + requests, mask=live, other=0).to(tl.int64) + extra
+        ctx = tl.where(live, ctx, 0)
+        tl.store(cache_ptr + requests, ctx.to(tl.int32), mask=live)
+        tl.store(cu_ptr + 1 + requests, (ctx_before + tl.cumsum(ctx, 0)).to(tl.int32), mask=live)
+        if VARLEN:
+            qo = tl.load(ext_ptr + requests, mask=live, other=0).to(tl.int64)
+            qo = tl.minimum(tl.maximum(qo, 0), max_rows_per_request)
+        else:
+            qo = tl.where(live, rows_per_request, 0).to(tl.int64)
+        row = (rows_before + tl.cumsum(qo, 0) - qo)[:, None] + j[None, :]
+        in_request = j[None, :] < qo[:, None]
+        value = ctx[:, None] - qo[:, None] + j[None, :] + 1
         if CLAMP_AT_ZERO:
             value = tl.maximum(value, 0)
-        value = tl.where(live, value, 0)
-        dsa = tl.minimum(value, topk)
+        dsa = tl.where(in_request, tl.minimum(value, topk), 0)
+        per_request = tl.sum(dsa, 1)
+        dsa_cu = (dsa_before + tl.cumsum(per_request, 0) - per_request)[:, None] + tl.cumsum(dsa, 1)
+        ok = in_request & (row < n_rows)
         if HAS_EXPANDED:
-            tl.store(expanded_ptr + e, value.to(tl.int32), mask=live)
-        tl.store(dsa_ptr + e, dsa.to(tl.int32), mask=live)
-        tl.store(dsa_cu_ptr + 1 + e, (carry + tl.cumsum(dsa, 0)).to(tl.int32), mask=live)
-        carry += tl.sum(dsa, 0)
+            tl.store(expanded_ptr + row, value.to(tl.int32), mask=ok)
+        tl.store(dsa_ptr + row, dsa.to(tl.int32), mask=ok)
+        tl.store(dsa_cu_ptr + 1 + row, dsa_cu.to(tl.int32), mask=ok)
+        ctx_before += tl.sum(ctx, 0)
+        rows_before += tl.sum(qo, 0)
+        dsa_before += tl.sum(per_request, 0)
+    if HAS_STATUS:
+        tl.store(status_ptr, rows_before)
+        tl.store(status_ptr + 1, (rows_before > n_rows).to(tl.int64))
+
+
+def flat_blocks(rows, rows_per_request):
+    """``(CHUNK, BLOCK_J)`` of ``write_flat``: ``BLOCK_J`` covers a request's rows, ``CHUNK``
+    requests make one of the ``FLAT_BUCKETS`` (256 / 1024 / 4096 rows)."""
+    block_j = triton.next_power_of_2(max(rows_per_request, 1))
+    return max(flat_block(rows) // block_j, 1), block_j
