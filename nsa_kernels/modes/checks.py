@@ -12,6 +12,8 @@ import operator
 
 import torch
 
+from .tiles import MAX_PAGE_SIZE
+
 INT32_MAX = 2**31 - 1
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
@@ -198,7 +200,7 @@ def page_tables(page_table_1, real_page_table, physical_page_size, rows, width, 
     (``real_page_table`` is ignored and ``page_table_1`` is required); otherwise
     ``real_page_table`` is required and ``page_table_1`` may be ``None`` (not written).
     """
-    page_size = as_power_of_two("physical_page_size", physical_page_size, 1024)
+    page_size = as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
     if page_size == 1:
         if page_table_1 is None:
             raise ValueError("page_table_1 is required when physical_page_size == 1 "

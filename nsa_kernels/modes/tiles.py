@@ -5,11 +5,11 @@ arrays (per-request lengths, their prefix sums, the expanded rows' lengths and t
 every other program owns a tile of ``BLOCK_B`` requests x ``BLOCK_N`` columns of the page
 tables. Why this split:
 
-* The flat arrays are a few bytes per row. One program walking them in chunks (``write_flat``)
-  with a running carry is O(bs) in total (one chunk up to 4096 rows, 16 at bs = 16384 x 4),
-  where giving each
-  program its own prefix over earlier requests would be O(bs) per program. It runs while
-  the page programs copy, so it is hidden behind them except at tiny batches.
+* The flat arrays are a few bytes per row. One program walking them in chunks with running
+  carries (``write_flat``) is O(bs) in total (one chunk up to 4096 rows, 16 at bs = 16384 x
+  4), where giving each program its own prefix over earlier requests would be O(bs) per
+  program. It runs while the page programs copy, so it hides behind them except at tiny
+  batches.
 * A page tile loads each ``req_to_token`` row segment once and stores it to all of the
   request's expanded rows (``next_n`` or the draft tokens), instead of re-reading it per row.
   Without ``page_table_1`` it reads only every ``PAGE_SIZE``-th entry.
@@ -30,8 +30,6 @@ FLAT_BUCKETS = (256, 1024, 4096)
 MAX_PAGE_SIZE = 1024
 #: Elements per page tile (BLOCK_B x BLOCK_N).
 TILE = 4096
-
-
 #: Pages per request in a tile when only the real page table is written.
 REAL_ONLY_PAGES = 128
 
