@@ -264,3 +264,20 @@ def test_compiled_variants_over_a_sweep():
     assert len({pick_blocks(w, 64, False) for w in (1, 100, 8192, 131072)}) == 1
     # Production widths land in the wide bucket too (no table of that size allocated here).
     assert {pick_blocks(w, 64) for w in (8192, 65536, 131072, 1 << 20)} == {pick_blocks(2048, 64)}
+
+
+# --------------------------------------------------------------------------- check=True
+def _all_valid_cases():
+    from test_modes_kernels import DECODE_CASES, DRAFT_CASES, VERIFY_CASES
+    for mode, cases in (("decode", DECODE_CASES), ("target_verify", VERIFY_CASES),
+                        ("draft_extend", DRAFT_CASES)):
+        for name, kw in cases.items():
+            yield pytest.param(mode, kw, id=f"{mode}-{name}")
+
+
+@pytest.mark.parametrize("mode, kw", list(_all_valid_cases()))
+def test_data_checks_accept_every_valid_case(mode, kw):
+    # check=True must not reject what SGLang accepts (padded rows, cut totals, empty batches).
+    run = ModeRun(mode, **kw)
+    _checked_call(run)
+    run.check()
