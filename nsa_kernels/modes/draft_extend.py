@@ -84,8 +84,9 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
     max_extend_len = checks.as_int("max_extend_len", max_extend_len)
     max_total_len = checks.as_int("max_total_len", max_total_len)
     topk = checks.topk_value(dsa_index_topk)
-    if not isinstance(static_extend_len, bool):
+    if type(static_extend_len).__name__ not in ("bool", "bool_"):  # Python or numpy bool
         raise TypeError(f"static_extend_len must be a bool, got {type(static_extend_len).__name__}")
+    static_extend_len = bool(static_extend_len)
     if total_len > max_total_len:
         raise ValueError(f"total_len = {total_len} exceeds max_total_len = {max_total_len}")
     if bs and total_len > bs * max_extend_len:
