@@ -11,6 +11,14 @@ for another: for a request whose tokens see ``a, a+1, ...`` (``a = kv - qo + 1``
 Like SGLang, rows of CUDA-graph padding (``kv_len < qo_len``) get their lengths clamped at 0,
 and page-table rows are written over their live prefix ``[:min(kv_len, width)]`` only.
 Row offsets are 64-bit: rows x width passes 2^31 at 1M-token contexts.
+
+This is the varlen draft-extend step of the journey. ``nsa_kernels.modes.draft_extend`` serves
+both of SGLang's paths (static ``draft_extend_v2`` replay and varlen) with SGLang's exact
+signature (``nsa_kernels.compat.sglang``), next to decode and target verify.
+
+Trusted launches (``check=False``) stay inside the buffers whatever the lengths: negative
+extend lengths count as 0 in every prefix (they cannot move rows before the buffers), each
+request's work is bounded by the capacity left, and totals are 64-bit.
 """
 from dataclasses import dataclass, fields
 
@@ -19,6 +27,7 @@ import triton
 import triton.language as tl
 
 from .launcher import bind_launch
+from .modes import checks as modes_checks
 from .validation import (check_lengths, check_outputs, first_invalid_request, host_lengths,
                          status_buffer)
 
@@ -29,6 +38,13 @@ def _clamped_prefix(x, topk):
     x = tl.maximum(x, 0)
     low = tl.minimum(x, topk)
     return low * (low + 1) // 2 + (x - low) * topk
+
+
+@triton.jit
+def _extend_len(ext_ptr, request, mask):
+    """Extend lengths clamped at 0: a negative (garbage) length must not move later rows
+    before the buffers."""
+    return tl.maximum(tl.load(ext_ptr + request, mask=mask, other=0).to(tl.int64), 0)
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "batch_size", "capacity",
@@ -42,10 +58,10 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
     r = tl.program_id(0)
     c = tl.program_id(1)
     topk = nsa_index_topk.to(tl.int64)
-    tokens_before = tl.full((), 0, tl.int32)
+    tokens_before = tl.full((), 0, tl.int64)
     for r0 in range(0, r, BLOCK_R):
         request = r0 + tl.arange(0, BLOCK_R)
-        tokens_before += tl.sum(tl.load(ext_ptr + request, mask=request < r, other=0).to(tl.int32), 0)
+        tokens_before += tl.sum(_extend_len(ext_ptr, request, request < r), 0)
     if (r == 0) & (c == 0):
         tl.store(cu_seqlens_k_ptr, 0)
         tl.store(nsa_cu_ptr, 0)
@@ -53,35 +69,39 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
             tl.store(status_ptr, 0)
             tl.store(status_ptr + 1, 0)
     if r < batch_size:
-        qo_len = tl.load(ext_ptr + r).to(tl.int32)
-        kv_len = tl.load(seq_ptr + r).to(tl.int32)
+        qo_len = tl.maximum(tl.load(ext_ptr + r).to(tl.int64), 0)
+        kv_len = tl.load(seq_ptr + r).to(tl.int64)
+        # Rows this request may write: bounded by the capacity left, never by the length alone
+        # (a trusted garbage qo of 2**31 - 1 must not mean 2**31 loop steps).
+        rows = tl.maximum(tl.minimum(qo_len, capacity - tokens_before), 0)
         if c == 0:
             kv_before = tl.full((), 0, tl.int64)
             nsa_before = tl.full((), 0, tl.int64)
             for r0 in range(0, r, BLOCK_R):
                 request = r0 + tl.arange(0, BLOCK_R)
                 earlier = request < r
-                qo = tl.load(ext_ptr + request, mask=earlier, other=0).to(tl.int64)
+                qo = _extend_len(ext_ptr, request, earlier)
                 kv = tl.load(seq_ptr + request, mask=earlier, other=0).to(tl.int64)
                 kv_before += tl.sum(kv, 0)
                 nsa_before += tl.sum(_clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk), 0)
-            tl.store(cache_seqlens_ptr + r, kv_len)
+            tl.store(cache_seqlens_ptr + r, kv_len.to(tl.int32))
             tl.store(cu_seqlens_k_ptr + r + 1, (kv_before + kv_len).to(tl.int32))
-            first = (kv_len - qo_len + 1).to(tl.int64)
-            for j0 in range(0, qo_len, BLOCK_N):
+            first = kv_len - qo_len + 1
+            for j0 in range(0, rows, BLOCK_N):
                 j = j0 + tl.arange(0, BLOCK_N)
                 row = tokens_before + j
-                mask = (j < qo_len) & (row < capacity)
+                mask = (j < rows) & (row >= 0) & (row < capacity)
                 value = tl.maximum(first + j, 0)
                 tl.store(expanded_ptr + row, value.to(tl.int32), mask=mask)
                 tl.store(nsa_cache_ptr + row, tl.minimum(value, topk).to(tl.int32), mask=mask)
                 running = nsa_before + _clamped_prefix(first + j, topk) - _clamped_prefix(first - 1, topk)
                 tl.store(nsa_cu_ptr + row + 1, running.to(tl.int32), mask=mask)
             if r == batch_size - 1:
+                # 64-bit total; the int32 status saturates, the overflow flag is exact.
                 total = tokens_before + qo_len
-                tl.store(status_ptr, total)
+                tl.store(status_ptr, tl.minimum(total, 2147483647).to(tl.int32))
                 tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
-        live_cols = tl.minimum(kv_len, width)
+        live_cols = tl.minimum(tl.maximum(kv_len, 0), width)
         col0 = c * BLOCK_N
         if col0 < live_cols:
             row_base = r2t_ptr + tl.load(pool_idx_ptr + r).to(tl.int64) * r2t_stride
@@ -90,10 +110,10 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
             pages = c * (BLOCK_N // PAGE_SIZE) + tl.arange(0, BLOCK_N // PAGE_SIZE)
             page_mask = pages * PAGE_SIZE < live_cols
             page_vals = tl.load(row_base + pages * PAGE_SIZE, mask=page_mask, other=0).to(tl.int32) // PAGE_SIZE
-            for j0 in range(0, qo_len, BLOCK_Q):
+            for j0 in range(0, rows, BLOCK_Q):
                 j = j0 + tl.arange(0, BLOCK_Q)
                 row = (tokens_before + j).to(tl.int64)
-                row_mask = (j < qo_len) & (row < capacity)
+                row_mask = (j < rows) & (row >= 0) & (row < capacity)
                 tl.store(page_table_ptr + row[:, None] * pt_stride + cols[None, :],
                          tl.broadcast_to(vals[None, :], (BLOCK_Q, BLOCK_N)),
                          mask=row_mask[:, None] & (cols < live_cols)[None, :])
@@ -139,6 +159,10 @@ BLOCK_N = 512
 
 def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
                     buffers, page_size, check):
+    """Static checks (metadata only), plus the data checks with ``check=True``; returns the
+    normalised ``(nsa_index_topk, page_size)``. Raises before anything is written."""
+    nsa_index_topk = modes_checks.as_int("nsa_index_topk", nsa_index_topk, minimum=1)
+    page_size = modes_checks.as_power_of_two("page_size", page_size, BLOCK_N)
     check_lengths(extend_seq_lens, seq_lens, nsa_index_topk)
     device = extend_seq_lens.device
     bs = extend_seq_lens.shape[0]
@@ -152,32 +176,45 @@ def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
         raise TypeError("req_to_token must be a 2-D int32 or int64 tensor with unit column stride")
     if req_to_token.device != device:
         raise ValueError(f"req_to_token is on {req_to_token.device} but extend_seq_lens is on {device}")
-    if not isinstance(page_size, int) or page_size < 1 or page_size & (page_size - 1) or page_size > BLOCK_N:
-        raise ValueError(f"page_size must be a power of two in 1..{BLOCK_N}, got {page_size}")
     check_outputs(device, **{name: getattr(buffers, name) for name in FLAT_BUFFERS})
     for name in ("page_table_1", "real_page_table"):
         t = getattr(buffers, name)
         if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.dtype != torch.int32 or t.stride(1) != 1:
             raise TypeError(f"{name} must be a 2-D int32 tensor with unit column stride")
-        if t.device != device:
-            raise ValueError(f"{name} is on {t.device} but extend_seq_lens is on {device}")
     width = buffers.page_table_1.shape[1]
+    for name, cols in (("page_table_1", width), ("real_page_table", triton.cdiv(width, page_size))):
+        modes_checks.output_table(name, getattr(buffers, name), device, 0, cols)
     if req_to_token.shape[1] < width:
         raise ValueError(f"req_to_token has {req_to_token.shape[1]} columns but page_table_1 "
                          f"is {width} wide: rows would be read past their end")
-    if buffers.real_page_table.shape[1] < triton.cdiv(width, page_size):
-        raise ValueError(f"real_page_table needs {triton.cdiv(width, page_size)} columns for width {width}")
     if buffers.cache_seqlens_int32.shape[0] < bs or buffers.cu_seqlens_k.shape[0] < bs + 1:
         raise ValueError(f"cache_seqlens_int32 / cu_seqlens_k are too short for bs = {bs}")
+    if buffers.nsa_cu_seqlens_k.shape[0] < 1:
+        raise ValueError("nsa_cu_seqlens_k must hold at least 1 entry (its leading 0)")
+    modes_checks.no_overlap(buffers.as_dict(),
+                            {"extend_seq_lens": extend_seq_lens, "seq_lens": seq_lens,
+                             "req_pool_indices": req_pool_indices, "req_to_token": req_to_token})
     if check:
         ext, seq = host_lengths(extend_seq_lens, seq_lens)
         first_invalid_request(ext, seq, raise_error=True)
+        ext, seq = torch.from_numpy(ext), torch.from_numpy(seq)
+        modes_checks.lengths_in_int32("seq_lens", seq)
+        modes_checks.prefix_in_int32("cu_seqlens_k", seq)
+        modes_checks.prefix_in_int32("nsa_cu_seqlens_k", _clamped_sums(ext, seq, nsa_index_topk))
         n_tokens = int(ext.sum())
         if n_tokens > buffers.capacity:
             raise ValueError(f"the buffers hold {buffers.capacity} tokens but N = {n_tokens} are needed")
-        pool = req_pool_indices.cpu()
-        if bs and (int(pool.min()) < 0 or int(pool.max()) >= req_to_token.shape[0]):
-            raise ValueError(f"req_pool_indices must lie in [0, {req_to_token.shape[0]})")
+        modes_checks.pool_rows(req_pool_indices, req_to_token, bs, torch.clamp(seq, max=width))
+    return nsa_index_topk, page_size
+
+
+def _clamped_sums(ext, seq, topk):
+    """Per request, the sum of ``min(v, topk)`` over its tokens' lengths (int64, host)."""
+    def prefix(x):
+        x = torch.clamp(x, min=0)
+        low = torch.clamp(x, max=topk)
+        return low * (low + 1) // 2 + (x - low) * topk
+    return prefix(seq) - prefix(seq - ext)
 
 
 def plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
@@ -197,9 +234,12 @@ def plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token
 
 def _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
                     buffers, page_size, status, check):
-    _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
-                    buffers, page_size, check)
-    return status_buffer(status, seq_lens.device)
+    nsa_index_topk, page_size = _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
+                                                req_to_token, nsa_index_topk, buffers, page_size,
+                                                check)
+    status = status_buffer(status, seq_lens.device)
+    modes_checks.no_overlap({"status": status}, buffers.as_dict())
+    return status, nsa_index_topk, page_size
 
 
 def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
@@ -209,8 +249,9 @@ def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_tok
     ``check=True`` adds data checks (one device-to-host copy). Without it, lengths and pool
     indices are trusted, as in a CUDA-graph replay; writes still never leave the buffers.
     """
-    status = _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
-                             nsa_index_topk, buffers, page_size, status, check)
+    status, nsa_index_topk, page_size = _checked_status(
+        extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk, buffers,
+        page_size, status, check)
     kernel, grid, args, kwargs = plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
                                                     req_to_token, nsa_index_topk, buffers,
                                                     page_size, status)
@@ -223,8 +264,9 @@ class FullPipelineFill:
 
     def __init__(self, extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
                  buffers, page_size=64, status=None, *, check=False):
-        self.status = _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
-                                      nsa_index_topk, buffers, page_size, status, check)
+        self.status, nsa_index_topk, page_size = _checked_status(
+            extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk, buffers,
+            page_size, status, check)
         self.launch = bind_launch(*plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
                                                       req_to_token, nsa_index_topk, buffers,
                                                       page_size, self.status))

@@ -339,3 +339,88 @@ def test_full_pipeline_fill_follows_changing_contents():
         status = fill()
         assert status.data_ptr() == bufs.status.view.data_ptr()
         check_pipeline(case, bufs, status.cpu().tolist())
+
+
+# --------------------------------------------------------------------------- hardening
+def test_negative_earlier_length_moves_no_row_before_the_buffers():
+    # Trusted path, ext = [-3, 2]: request 1's rows once started at -3 and wrote in front of
+    # every output (margins). Negative lengths now count as 0 in every prefix.
+    ext = torch.tensor([-3, 2], dtype=torch.int32, device=DEVICE)
+    seq = torch.tensor([5, 5], dtype=torch.int32, device=DEVICE)
+    pool = torch.tensor([0, 1], dtype=torch.int64, device=DEVICE)
+    r2t = torch.arange(100, 132, dtype=torch.int32, device=DEVICE).reshape(2, 16)
+    bufs = Buffers(2, 4, 8, 4)
+    status = nk.launch_full_pipeline(ext, seq, pool, r2t, 4, bufs.buffers, 4,
+                                     status=bufs.status.view)
+    bufs.assert_margins()
+    assert bufs.view("seqlens_expanded").tolist()[:2] == [4, 5]
+    assert status.tolist() == [2, 0]
+
+
+def test_garbage_extend_length_ends_and_stays_inside():
+    # qo = 2**31 - 1 on the trusted path: work is bounded by the capacity, not the length.
+    ext = torch.tensor([2**31 - 1, 1], dtype=torch.int64, device=DEVICE)
+    seq = torch.tensor([2**31 - 1, 3], dtype=torch.int64, device=DEVICE)
+    pool = torch.tensor([0, 1], dtype=torch.int64, device=DEVICE)
+    r2t = torch.arange(100, 132, dtype=torch.int32, device=DEVICE).reshape(2, 16)
+    bufs = Buffers(2, 5, 8, 4)
+    status = nk.launch_full_pipeline(ext, seq, pool, r2t, 4, bufs.buffers, 4,
+                                     status=bufs.status.view)
+    bufs.assert_margins()
+    assert status.tolist() == [2**31 - 1, 1]  # the 64-bit total saturates; overflow is exact
+
+
+def _hardening_case(**kw):
+    case = make_case(3, seed=50, width=16, page_size=4, dtype=torch.int64,
+                     r2t_dtype=torch.int64, **kw)
+    return case, Buffers(5, 40, 16, 4)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(seq={1: 2**31}), r"seq_lens\[1\] = 2147483648"),
+    (dict(seq={0: 2**30, 1: 2**30, 2: 2**30}), r"cu_seqlens_k would pass 2\*\*31 at request 1"),
+    (dict(ext={2: 3}, seq={2: 2**30}, topk=2**30), r"nsa_cu_seqlens_k would pass 2\*\*31 at request 2"),
+    (dict(r2t=2**31), r"req_to_token\[.*\] = 2147483648 .*request 0"),
+])
+def test_check_rejects_what_int32_cannot_hold(bad, match):
+    case, bufs = _hardening_case(topk=bad.get("topk", 64))
+    for key in ("ext", "seq"):
+        for i, v in bad.get(key, {}).items():
+            case[key][i] = v
+    if "r2t" in bad:
+        case["r2t"][int(case["pool"][0]), 0] = bad["r2t"]
+    with pytest.raises(ValueError, match=match):
+        launch(case, bufs, check=True)
+    for name, c in bufs.canaries.items():
+        c.assert_unchanged(name)
+
+
+def test_overlapping_buffers_rejected():
+    case, bufs = _hardening_case()
+    b = bufs.buffers
+    with pytest.raises(ValueError, match="seqlens_expanded and nsa_cache_seqlens overlap"):
+        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
+                                nk.PipelineBuffers(**dict(b.as_dict(), nsa_cache_seqlens=b.seqlens_expanded)), 4)
+    with pytest.raises(ValueError, match="status and cu_seqlens_k overlap"):
+        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64, b, 4,
+                                status=b.cu_seqlens_k[:2])
+    with pytest.raises(ValueError, match="page_table_1 has row stride"):
+        pt = b.page_table_1
+        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
+                                nk.PipelineBuffers(**dict(b.as_dict(), page_table_1=pt.as_strided(pt.shape, (3, 1)))), 4)
+    with pytest.raises(ValueError, match="nsa_cu_seqlens_k must hold at least 1"):
+        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
+                                nk.PipelineBuffers(**dict(b.as_dict(), nsa_cu_seqlens_k=b.nsa_cu_seqlens_k[:0])), 4)
+    for name, c in bufs.canaries.items():
+        c.assert_unchanged(name)
+
+
+def test_integer_parameters_accept_numpy_and_refuse_bool():
+    import numpy as np
+    case, bufs = _hardening_case()
+    status = nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"],
+                                     np.int64(64), bufs.buffers, np.int32(4), status=bufs.status.view)
+    check_pipeline(dict(case, topk=64), bufs, status.tolist())
+    with pytest.raises(TypeError, match="page_size must be an int, got bool"):
+        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
+                                bufs.buffers, True)

@@ -1,1 +1,20 @@
-"""One module per forward mode of the DSA metadata (decode, target verify, draft extend, extend)."""
+"""The forward modes of SGLang's DSA metadata, each a one-launch fill (kernel + thin launcher).
+
+``decode``, ``target_verify`` and ``draft_extend`` follow SGLang 0.5.23's fused kernels'
+output contract; ``reference`` holds their plain PyTorch oracles, ``checks`` their argument
+checks, ``tiles`` the pieces the three kernels share. ``extend`` (prefill, with
+``extend_reference`` and ``extend_checks``) replaces SGLang's eager Python path.
+``nsa_kernels.compat.sglang`` exposes them under SGLang's exact names and signatures.
+"""
+from .decode import DecodeFill, launch_decode, plan_decode
+from .draft_extend import DraftExtendFill, launch_draft_extend, plan_draft_extend
+from .extend import ExtendBuffers, ExtendFill, extend_metadata, launch_extend, plan_extend
+from .extend_reference import extend_reference
+from .reference import decode_reference, draft_extend_reference, target_verify_reference
+from .target_verify import TargetVerifyFill, launch_target_verify, plan_target_verify
+
+__all__ = ["DecodeFill", "DraftExtendFill", "ExtendBuffers", "ExtendFill", "TargetVerifyFill",
+           "decode_reference", "draft_extend_reference", "extend_metadata", "extend_reference",
+           "launch_decode", "launch_draft_extend", "launch_extend", "launch_target_verify",
+           "plan_decode", "plan_draft_extend", "plan_extend", "plan_target_verify",
+           "target_verify_reference"]

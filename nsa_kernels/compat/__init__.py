@@ -1,0 +1,1 @@
+"""Drop-in replacements for peers' entry points (same names, signatures and output contract)."""

@@ -1,0 +1,116 @@
+"""SGLang 0.5.23's fused DSA metadata functions, as drop-in replacements.
+
+Same names, parameter order, defaults and optional tensors as
+``sglang.kernels.ops.attention.dsa.metadata``; the same entries written (flat arrays over
+exactly SGLang's ranges, page-table rows over their live prefix ``[:cache_seqlens]``,
+clipped to the width). Assign them to a ``DSAMetadataManagementMixin``::
+
+    from nsa_kernels.compat import sglang as nsa
+    backend._fused_decode_metadata = nsa.fused_dsa_decode_metadata
+    backend._fused_verify_metadata = nsa.fused_dsa_target_verify_metadata
+    backend._fused_draft_extend_metadata = nsa.fused_dsa_draft_extend_metadata
+
+Differences, all on inputs outside SGLang's contract: bad arguments raise ``TypeError`` /
+``ValueError`` naming them (SGLang asserts or writes out of bounds); SGLang rounds each
+page-table row's written range up to its 128-column block (entries past the live prefix that
+no consumer reads), we stop at the live prefix; with ``static_extend_len=True`` every request
+extends by ``max_extend_len`` (SGLang reads ``extend_seq_lens[0]`` for the flat arrays and
+``extend_seq_lens[b]`` for the page rows: the same in production, where all equal it);
+``total_len == 0`` with bs > 1 and a ``cache_seqlens`` longer than bs writes
+``cache_seqlens[:bs]`` where SGLang's ``copy_`` raises (with bs == 1 both fill the whole buffer).
+Everything also runs on CPU tensors under Triton's interpreter.
+
+Prefill (extend) has no fused SGLang kernel; ``extend_metadata(seq_lens, extend_seq_lens,
+req_pool_indices, req_to_token, dsa_index_topk)`` builds its metadata in one launch.
+"""
+from typing import Optional
+
+import torch
+
+from ..modes.decode import plan_decode
+from ..modes.draft_extend import plan_draft_extend
+from ..modes.target_verify import plan_target_verify
+
+# Extend (prefill) has no fused SGLang kernel to stand in for: SGLang builds it eagerly in
+# ``init_forward_metadata``. ``extend_metadata`` returns the same fields in one launch, and
+# ``ExtendFill`` / ``launch_extend`` fill a graph runner's buffers.
+from ..modes.extend import ExtendBuffers, ExtendFill, extend_metadata, launch_extend
+
+__all__ = ["ExtendBuffers", "ExtendFill", "extend_metadata", "fused_dsa_decode_metadata",
+           "fused_dsa_draft_extend_metadata", "fused_dsa_target_verify_metadata", "launch_extend"]
+
+
+def fused_dsa_decode_metadata(
+    seq_lens: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    req_to_token: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    page_table_1: Optional[torch.Tensor],
+    dsa_cache_seqlens: torch.Tensor,
+    dsa_cu_seqlens_k: torch.Tensor,
+    real_page_table: torch.Tensor,
+    bs: int,
+    max_len: int,
+    dsa_index_topk: int,
+    physical_page_size: int,
+) -> None:
+    plan_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
+                page_table_1, dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs, max_len,
+                dsa_index_topk, physical_page_size)()
+
+
+def fused_dsa_target_verify_metadata(
+    seq_lens: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    req_to_token: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    page_table_1: Optional[torch.Tensor],
+    seqlens_expanded: torch.Tensor,
+    dsa_cache_seqlens: torch.Tensor,
+    dsa_cu_seqlens_k: torch.Tensor,
+    real_page_table: torch.Tensor,
+    bs: int,
+    max_seqlen_k: int,
+    dsa_index_topk: int,
+    physical_page_size: int,
+    next_n: int,
+    paged_mqa_ctx_lens_2d: torch.Tensor = None,
+) -> None:
+    plan_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
+                       page_table_1, seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,
+                       real_page_table, bs, max_seqlen_k, dsa_index_topk, physical_page_size,
+                       next_n, paged_mqa_ctx_lens_2d)()
+
+
+def fused_dsa_draft_extend_metadata(
+    seq_lens: torch.Tensor,
+    extend_seq_lens: torch.Tensor,
+    req_pool_indices: torch.Tensor,
+    req_to_token: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    page_table_1: Optional[torch.Tensor],
+    seqlens_expanded: torch.Tensor,
+    dsa_cache_seqlens: torch.Tensor,
+    dsa_cu_seqlens_k: torch.Tensor,
+    real_page_table: torch.Tensor,
+    bs: int,
+    total_len: int,
+    max_seqlen_k: int,
+    dsa_index_topk: int,
+    physical_page_size: int,
+    max_extend_len: int,
+    max_total_len: int,
+    static_extend_len: bool = False,
+) -> None:
+    plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,
+                      cu_seqlens_k, page_table_1, seqlens_expanded, dsa_cache_seqlens,
+                      dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
+                      dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
+                      static_extend_len)()
+    if total_len == 0 and bs == 1 and cache_seqlens.shape[0] > 1:
+        # SGLang's total_len == 0 path does cache_seqlens.copy_(seq_lens[:bs]): with one
+        # request that broadcasts over the whole buffer. Same entries written here.
+        cache_seqlens[1:].copy_(cache_seqlens[:1].expand(cache_seqlens.shape[0] - 1))

@@ -1,0 +1,165 @@
+"""Draft-extend metadata in one launch: SGLang 0.5.23's ``fused_dsa_draft_extend_metadata``.
+
+Request b extends by ``qo`` tokens over ``kv = seq_lens[b]``: ``cache_seqlens[b] = kv``,
+``cu_seqlens_k`` its prefix; its expanded token j sees ``max(kv - qo + j + 1, 0)`` (CUDA-graph
+padding rows with ``kv < qo`` clamp to 0), the DSA length ``min(., topk)`` and its prefix;
+each of its page-table rows is its ``req_to_token`` row over ``[:min(kv, max_seqlen_k)]``.
+Only the first ``total_len`` expanded rows are written.
+
+Two paths, as in SGLang:
+
+* static (``static_extend_len=True``, SGLang's draft_extend_v2 graph replay): every request
+  extends by ``max_extend_len`` tokens (SGLang passes ``speculative_num_draft_tokens``), so
+  request b's rows start at ``b * max_extend_len``: no prefix over requests at all.
+* varlen: ``qo = extend_seq_lens[b]`` in ``[0, max_extend_len]``. Program 0 walks the requests
+  in chunks with a running carry (``tiles.write_flat``, as for the static path); a page tile
+  finds its first row from one wide load per 1024 earlier requests (the fallback path;
+  static is the hot one).
+
+An optional int64 ``status`` receives ``[rows the requests expand to, rows > total_len]``.
+"""
+import triton
+import triton.language as tl
+
+from ..launcher import LaunchPlan, bind_launch
+from . import checks
+from .reference import draft_extend_reference
+from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
+
+#: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
+MAX_VARLEN_EXTEND = 4096
+#: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384).
+PREFIX_BLOCK = tl.constexpr(1024)
+
+
+@triton.jit
+def _clamped_extend(ext_ptr, requests, bs, max_extend_len):
+    qo = tl.load(ext_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
+    return tl.minimum(tl.maximum(qo, 0), max_extend_len)
+
+
+@triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "bs", "total_len",
+                               "max_seqlen_k", "topk", "max_extend_len", "n_col_blocks"])
+def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, cu_ptr,
+                        pt_ptr, pt_stride, expanded_ptr, dsa_ptr, dsa_cu_ptr, rpt_ptr, rpt_stride,
+                        status_ptr, bs, total_len, max_seqlen_k, topk, max_extend_len,
+                        n_col_blocks, HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
+                        STATIC_EXTEND_LEN: tl.constexpr, HAS_STATUS: tl.constexpr,
+                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+                        BLOCK_J: tl.constexpr):
+    if tl.program_id(0) == 0:
+        # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
+        write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
+                   status_ptr, bs, total_len, max_extend_len, max_extend_len, 0, topk,
+                   not STATIC_EXTEND_LEN, True, True, HAS_STATUS, CHUNK, BLOCK_J)
+    else:
+        first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
+        requests = first + tl.arange(0, BLOCK_B)
+        kv = tl.load(seq_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
+        live = tl.where(requests < bs, tl.minimum(tl.maximum(kv, 0), max_seqlen_k), 0)
+        if STATIC_EXTEND_LEN:
+            first_row = requests.to(tl.int64) * max_extend_len
+            count = max_extend_len
+        else:
+            rows_before = tl.full((), 0, tl.int64)
+            for b0 in range(0, first, PREFIX_BLOCK):
+                earlier = b0 + tl.arange(0, PREFIX_BLOCK)
+                rows_before += tl.sum(_clamped_extend(ext_ptr, earlier, first, max_extend_len), 0)
+            count = _clamped_extend(ext_ptr, requests, bs, max_extend_len)
+            first_row = rows_before + tl.cumsum(count, 0) - count
+        write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
+                        requests, live, first_row, count, max_extend_len, total_len, col0,
+                        HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
+
+
+def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,
+                       cu_seqlens_k, page_table_1, seqlens_expanded, dsa_cache_seqlens,
+                       dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
+                       dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
+                       static_extend_len=False, status=None, check=False):
+    """Every static check (and the data checks with ``check=True``); raises before any write."""
+    bs = checks.as_int("bs", bs)
+    total_len = checks.as_int("total_len", total_len)
+    max_seqlen_k = checks.as_int("max_seqlen_k", max_seqlen_k)
+    max_extend_len = checks.as_int("max_extend_len", max_extend_len)
+    max_total_len = checks.as_int("max_total_len", max_total_len)
+    topk = checks.topk_value(dsa_index_topk)
+    if type(static_extend_len).__name__ not in ("bool", "bool_"):  # Python or numpy bool
+        raise TypeError(f"static_extend_len must be a bool, got {type(static_extend_len).__name__}")
+    static_extend_len = bool(static_extend_len)
+    if total_len > max_total_len:
+        raise ValueError(f"total_len = {total_len} exceeds max_total_len = {max_total_len}")
+    if bs and total_len > bs * max_extend_len:
+        raise ValueError(f"total_len = {total_len} exceeds bs * max_extend_len = "
+                         f"{bs * max_extend_len}")
+    if not static_extend_len and max_extend_len > MAX_VARLEN_EXTEND:
+        raise ValueError(f"max_extend_len = {max_extend_len}: the varlen path serves up to "
+                         f"{MAX_VARLEN_EXTEND} tokens per request")
+    rows = total_len if bs else 0
+    seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
+    device = seq_lens.device
+    checks.input_vector("extend_seq_lens", extend_seq_lens, device, bs)
+    checks.input_vector("req_pool_indices", req_pool_indices, device, bs)
+    checks.req_to_token_table(req_to_token, device, max_seqlen_k, bs)
+    checks.output_vector("cache_seqlens", cache_seqlens, device, bs)
+    checks.output_vector("cu_seqlens_k", cu_seqlens_k, device, bs + 1)
+    checks.output_vector("seqlens_expanded", seqlens_expanded, device, rows)
+    checks.output_vector("dsa_cache_seqlens", dsa_cache_seqlens, device, rows)
+    checks.output_vector("dsa_cu_seqlens_k", dsa_cu_seqlens_k, device, rows + 1)
+    pt, rpt, has_pt1, page_size = checks.page_tables(page_table_1, real_page_table,
+                                                     physical_page_size, rows, max_seqlen_k,
+                                                     device)
+    checks.status_vector(status, device)
+    outputs = dict(cache_seqlens=cache_seqlens, cu_seqlens_k=cu_seqlens_k,
+                   seqlens_expanded=seqlens_expanded, dsa_cache_seqlens=dsa_cache_seqlens,
+                   dsa_cu_seqlens_k=dsa_cu_seqlens_k,
+                   page_table_1=page_table_1 if has_pt1 else None,
+                   real_page_table=rpt if page_size > 1 else None, status=status)
+    checks.no_overlap(outputs, dict(seq_lens=seq_lens, extend_seq_lens=extend_seq_lens,
+                                    req_pool_indices=req_pool_indices, req_to_token=req_to_token))
+    if check:
+        draft_extend_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, bs,
+                               rows, max_seqlen_k, topk, page_size, max_extend_len,
+                               static_extend_len)
+    return bs, rows, max_seqlen_k, topk, max_extend_len, pt, rpt, has_pt1, page_size
+
+
+def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,
+                      cu_seqlens_k, page_table_1, seqlens_expanded, dsa_cache_seqlens,
+                      dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
+                      dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
+                      static_extend_len=False, status=None, check=False) -> LaunchPlan:
+    """The one launch, from tensor metadata and host ints only (no sync unless ``check``)."""
+    bs, rows, max_seqlen_k, topk, max_extend_len, pt, rpt, has_pt1, page_size = \
+        check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                           cache_seqlens, cu_seqlens_k, page_table_1, seqlens_expanded,
+                           dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs, total_len,
+                           max_seqlen_k, dsa_index_topk, physical_page_size, max_extend_len,
+                           max_total_len, static_extend_len, status, check)
+    block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1)
+    programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n)
+    args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
+            cache_seqlens, cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens,
+            dsa_cu_seqlens_k, rpt, rpt.stride(0), status if status is not None else cu_seqlens_k,
+            bs, rows, max_seqlen_k, topk, max_extend_len, col_blocks)
+    chunk, block_j = flat_blocks(max(bs, rows), max_extend_len)
+    return LaunchPlan(draft_extend_kernel, (programs,), args,
+                      dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size,
+                           STATIC_EXTEND_LEN=static_extend_len, HAS_STATUS=status is not None,
+                           BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
+
+
+def launch_draft_extend(*args, check=False, **kwargs):
+    """Check, plan and launch (Triton's normal dispatch); arguments as ``plan_draft_extend``."""
+    plan_draft_extend(*args, check=check, **kwargs)()
+
+
+class DraftExtendFill:
+    """Bound once to a graph runner's static buffers; each call is one direct launch."""
+
+    def __init__(self, *args, check=False, **kwargs):
+        self.plan = plan_draft_extend(*args, check=check, **kwargs)
+        self.launch = bind_launch(*self.plan)
+
+    def __call__(self):
+        self.launch()

@@ -1,0 +1,163 @@
+"""Pieces shared by the three fused modes: the page-row tile, the flat prefix sums, the buckets.
+
+Every mode launches ``1 + row_tiles * col_blocks`` programs. Program 0 writes the flat
+arrays (per-request lengths, their prefix sums, the expanded rows' lengths and theirs);
+every other program owns a tile of ``BLOCK_B`` requests x ``BLOCK_N`` columns of the page
+tables. Why this split:
+
+* The flat arrays are a few bytes per row. One program walking them in chunks with running
+  carries (``write_flat``) is O(bs) in total (one chunk up to 4096 rows, 16 at bs = 16384 x
+  4), where giving each program its own prefix over earlier requests would be O(bs) per
+  program. It runs while the page programs copy, so it hides behind them except at tiny
+  batches.
+* A page tile loads each ``req_to_token`` row segment once and stores it to all of the
+  request's expanded rows (``next_n`` or the draft tokens), instead of re-reading it per row.
+  Without ``page_table_1`` it reads only every ``PAGE_SIZE``-th entry.
+* Tiles past a request's live prefix exit after one small load, so the grid (sized from host
+  ints only: bs and width, never from lengths) costs an empty program where there is no work.
+
+All sizes are run-time arguments; constexprs come from a few buckets (``pick_blocks``), so a
+bs / width / length sweep compiles a handful of variants. Rows and pool offsets are int64.
+"""
+import triton
+import triton.language as tl
+
+#: Flat chunk buckets: requests or expanded rows handled per step of program 0. One step
+#: covers up to bs x next_n = 4096 (the production maximum; each further step adds a load
+#: latency); small batches get a narrow chunk, so a bs = 1 decode does not pay for 4096 lanes.
+FLAT_BUCKETS = (256, 1024, 4096)
+#: Largest page size a tile can serve (a tile holds whole pages).
+MAX_PAGE_SIZE = 1024
+#: Elements per page tile (BLOCK_B x BLOCK_N).
+TILE = 4096
+#: Pages per request in a tile when only the real page table is written.
+REAL_ONLY_PAGES = 128
+
+
+def pick_blocks(width, page_size, has_page_table_1=True):
+    """``(BLOCK_B, BLOCK_N)``: narrow tables (<= 128 columns) and wide ones; without
+    ``page_table_1`` a tile spans 128 pages (8192 columns at page size 64), because it reads
+    and writes one entry per page: a 1024-column tile would be 16 entries of work."""
+    if not has_page_table_1:
+        return 8, REAL_ONLY_PAGES * page_size
+    block_n = 128 if width <= 128 else 1024
+    block_n = max(block_n, page_size)
+    return max(TILE // block_n, 1), block_n
+
+
+def flat_block(rows):
+    """The flat chunk for ``rows`` requests or expanded rows (whichever is larger)."""
+    return next((b for b in FLAT_BUCKETS if rows <= b), FLAT_BUCKETS[-1])
+
+
+def grid_size(bs, width, block_b, block_n):
+    col_blocks = triton.cdiv(width, block_n)
+    return 1 + triton.cdiv(bs, block_b) * col_blocks, col_blocks
+
+
+@triton.jit
+def tile_position(n_col_blocks, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(first request, first column) of page program ``program_id - 1``."""
+    tile = tl.program_id(0) - 1
+    tile_b = tile // n_col_blocks
+    return tile_b * BLOCK_B, (tile - tile_b * n_col_blocks) * BLOCK_N
+
+
+@triton.jit
+def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
+                    requests, live, first_row, row_count, max_rows_per_request, row_limit, col0,
+                    HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
+                    BLOCK_N: tl.constexpr):
+    """Copy columns ``[col0, col0 + BLOCK_N)`` of each request's ``req_to_token`` row into its
+    rows ``first_row + j`` (``j < row_count``), over the live prefix ``[:live]`` only.
+
+    ``live`` is int64 in ``[0, width]`` (0 for requests past bs); rows outside
+    ``[0, row_limit)`` are never stored, whatever the lengths.
+    """
+    if col0 < tl.max(live, 0):
+        pool = tl.load(pool_idx_ptr + requests, mask=live > col0, other=0).to(tl.int64)
+        source = r2t_ptr + pool * r2t_stride
+        # A vector even when the caller passes one count for all: a scalar-and-vector mask
+        # trips Triton's interpreter. (A new name: reassigning an outer one inside this `if`
+        # would make the compiler yield it from both branches with different types.)
+        counts = row_count + tl.zeros_like(first_row)
+        if HAS_PAGE_TABLE_1:
+            cols = col0 + tl.arange(0, BLOCK_N)
+            col_mask = cols[None, :] < live[:, None]
+            vals = tl.load(source[:, None] + cols[None, :], mask=col_mask, other=0).to(tl.int32)
+            for j in range(0, max_rows_per_request):
+                row = first_row + j
+                ok = (j < counts) & (row >= 0) & (row < row_limit)
+                tl.store(pt_ptr + row[:, None] * pt_stride + cols[None, :], vals,
+                         mask=ok[:, None] & col_mask)
+        if PAGE_SIZE > 1:
+            pages = col0 // PAGE_SIZE + tl.arange(0, BLOCK_N // PAGE_SIZE)
+            page_mask = (pages * PAGE_SIZE)[None, :] < live[:, None]
+            page_vals = tl.load(source[:, None] + pages[None, :] * PAGE_SIZE, mask=page_mask,
+                                other=0).to(tl.int32) // PAGE_SIZE
+            for j in range(0, max_rows_per_request):
+                row = first_row + j
+                ok = (j < counts) & (row >= 0) & (row < row_limit)
+                tl.store(rpt_ptr + row[:, None] * rpt_stride + pages[None, :], page_vals,
+                         mask=ok[:, None] & page_mask)
+
+
+@triton.jit
+def write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
+               status_ptr, bs, n_rows, rows_per_request, max_rows_per_request, extra, topk,
+               VARLEN: tl.constexpr, HAS_EXPANDED: tl.constexpr, CLAMP_AT_ZERO: tl.constexpr,
+               HAS_STATUS: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
+    """Every flat array in one pass over the requests, ``CHUNK`` at a time with running carries.
+
+    Request b has context ``ctx = seq[b] + extra`` (``cache[b]``, prefix ``cu``) and ``qo``
+    rows (``rows_per_request``, or ``ext[b]`` clamped to ``[0, max_rows_per_request]`` when
+    ``VARLEN``); its row j (``j < qo``) sees ``ctx - qo + j + 1`` (clamped at 0 if asked), the
+    DSA length ``min(., topk)`` and its prefix ``dsa_cu``. Decode is ``qo = 1``, verify
+    ``extra = qo = next_n``, draft extend ``extra = 0``. Rows ``>= n_rows`` are not stored.
+    One load of each length serves every array: a single dependent memory round trip per
+    chunk. ``status`` gets ``[rows the requests expand to, that > n_rows]``.
+    """
+    tl.store(cu_ptr, 0)
+    tl.store(dsa_cu_ptr, 0)
+    ctx_before = tl.full((), 0, tl.int64)
+    rows_before = tl.full((), 0, tl.int64)
+    dsa_before = tl.full((), 0, tl.int64)
+    j = tl.arange(0, BLOCK_J).to(tl.int64)
+    for b0 in range(0, bs, CHUNK):
+        requests = b0 + tl.arange(0, CHUNK)
+        live = requests < bs
+        ctx = tl.load(seq_ptr + requests, mask=live, other=0).to(tl.int64) + extra
+        ctx = tl.where(live, ctx, 0)
+        tl.store(cache_ptr + requests, ctx.to(tl.int32), mask=live)
+        tl.store(cu_ptr + 1 + requests, (ctx_before + tl.cumsum(ctx, 0)).to(tl.int32), mask=live)
+        if VARLEN:
+            qo = tl.load(ext_ptr + requests, mask=live, other=0).to(tl.int64)
+            qo = tl.minimum(tl.maximum(qo, 0), max_rows_per_request)
+        else:
+            qo = tl.where(live, rows_per_request, 0).to(tl.int64)
+        row = (rows_before + tl.cumsum(qo, 0) - qo)[:, None] + j[None, :]
+        in_request = j[None, :] < qo[:, None]
+        value = ctx[:, None] - qo[:, None] + j[None, :] + 1
+        if CLAMP_AT_ZERO:
+            value = tl.maximum(value, 0)
+        dsa = tl.where(in_request, tl.minimum(value, topk), 0)
+        per_request = tl.sum(dsa, 1)
+        dsa_cu = (dsa_before + tl.cumsum(per_request, 0) - per_request)[:, None] + tl.cumsum(dsa, 1)
+        ok = in_request & (row < n_rows)
+        if HAS_EXPANDED:
+            tl.store(expanded_ptr + row, value.to(tl.int32), mask=ok)
+        tl.store(dsa_ptr + row, dsa.to(tl.int32), mask=ok)
+        tl.store(dsa_cu_ptr + 1 + row, dsa_cu.to(tl.int32), mask=ok)
+        ctx_before += tl.sum(ctx, 0)
+        rows_before += tl.sum(qo, 0)
+        dsa_before += tl.sum(per_request, 0)
+    if HAS_STATUS:
+        tl.store(status_ptr, rows_before)
+        tl.store(status_ptr + 1, (rows_before > n_rows).to(tl.int64))
+
+
+def flat_blocks(rows, rows_per_request):
+    """``(CHUNK, BLOCK_J)`` of ``write_flat``: ``BLOCK_J`` covers a request's rows, ``CHUNK``
+    requests make one of the ``FLAT_BUCKETS`` (256 / 1024 / 4096 rows)."""
+    block_j = triton.next_power_of_2(max(rows_per_request, 1))
+    return max(flat_block(rows) // block_j, 1), block_j
