@@ -10,15 +10,21 @@ final_out=${OUT:-}
 work=/tmp/nsa-verify
 rm -rf "$work"; mkdir -p "$work"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+# papermill, nbconvert and IPython for the notebooks (../shared/device/fetch-wheels.sh), when carried
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING
+  export PYTHONPATH=$PYTHONPATH:/tmp/site PATH=/tmp/site/bin:$PATH JUPYTER_PATH=/tmp/site/share/jupyter
+fi
 [[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim/sglang
 [[ -d .peers_slim/vllm ]] && export NSA_VLLM_PATH=$PWD/.peers_slim/vllm
 declare -A CHECKS=(
   [modes]="timeout 240 python3 scripts/gpu_check_modes.py"
   [extend]="timeout 200 python3 scripts/gpu_check_extend.py"
-  [launcher]="timeout 200 python3 scripts/gpu_check_launcher.py --pytest tests/test_extend.py"
+  [launcher]="timeout 200 python3 scripts/gpu_check_launcher.py --pytest tests/test_modes_gpu.py"
   [floors]="timeout 150 python3 scripts/gpu_check_floors.py"
   [seed]="timeout 150 python3 scripts/seed_table.py"
   [bench]="timeout 300 python3 scripts/gpu_bench_modes.py --bs 1 8 32 128 1024 --widths 8192 131072"
+  [modes_gpu]="timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_modes_gpu.py tests/test_pipeline.py -m gpu"
   [pytest]="timeout 540 python3 -m pytest tests -q -m 'not notebooks' -p no:cacheprovider -x"
   [memcheck]="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 540 compute-sanitizer --tool memcheck --print-limit 50 python3 scripts/memcheck.py"
 )

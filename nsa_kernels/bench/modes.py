@@ -254,9 +254,14 @@ def sglang_function(peer, workload):
 
 
 def extend_call(function, inputs):
+    """Both sides get the forward batch's host mirrors of the lengths, as SGLang's scheduler
+    hands them to ``init_forward_metadata`` (``seq_lens_cpu``, ``extend_seq_lens_cpu``): what
+    the server pays, without a device-to-host read that it does not make."""
     args = (inputs.seq_lens, inputs.extend_seq_lens, inputs.req_pool_indices,
             inputs.req_to_token, TOPK)
-    return lambda: function(*args)
+    mirrors = dict(seq_lens_cpu=inputs.seq_lens.cpu(),
+                   extend_seq_lens_cpu=inputs.extend_seq_lens.tolist())
+    return lambda: function(*args, **mirrors)
 
 
 def vllm_inputs(point, inputs):
