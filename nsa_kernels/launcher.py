@@ -43,7 +43,8 @@ import ctypes
 import os
 import re
 import weakref
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

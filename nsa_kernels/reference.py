@@ -6,9 +6,17 @@ would, so the tests can see the difference.
 """
 import torch
 
-from .validation import (as_index, check_int32_fits, check_length_values, check_lengths,
-                         check_nsa_cu_fits, check_power_of_two, check_prefix_fits,
-                         check_req_to_token_fits, check_topk)
+from .validation import (
+    as_index,
+    check_int32_fits,
+    check_length_values,
+    check_lengths,
+    check_nsa_cu_fits,
+    check_power_of_two,
+    check_prefix_fits,
+    check_req_to_token_fits,
+    check_topk,
+)
 
 
 def reference(extend_seq_lens, seq_lens, nsa_index_topk):

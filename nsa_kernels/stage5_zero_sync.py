@@ -25,13 +25,11 @@ caller reads it when it chooses; reading it is the only sync, and it is optional
 import operator
 import threading
 
-import torch
 import triton
 import triton.language as tl
 
 from .launcher import LaunchPlan, PlanCache, bind_plan
 from .validation import check_static, new_status, status_buffer, validate
-
 
 # Lengths as the prefix sums see them: int64, negatives as 0 (such a request writes nothing),
 # saturated at 2**31 (past any capacity), so sums over any batch stay exact in 64 bits.

@@ -18,13 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nsa_kernels as nk  # noqa: E402  (first: it picks the interpreter or the GPU)
-import torch  # noqa: E402
-
 from nsa_kernels.bench import harness  # noqa: E402
 from nsa_kernels.modes import extend as ex  # noqa: E402
 from nsa_kernels.modes import extend_workloads as wl  # noqa: E402
 from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference  # noqa: E402
 from nsa_kernels.peers.sglang_extend import sglang_extend_metadata  # noqa: E402
+
+import torch  # noqa: E402
 
 RESULTS = {"checks": [], "timings": [], "notes": []}
 FAILED = []

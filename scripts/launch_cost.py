@@ -23,14 +23,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nsa_kernels as nk  # noqa: E402  (first: picks Triton's mode)
-
-import torch  # noqa: E402
-import triton  # noqa: E402
-
 from nsa_kernels import launcher  # noqa: E402
 from nsa_kernels import stage5_zero_sync as s5  # noqa: E402
 from nsa_kernels.bench import floors, workloads  # noqa: E402
 from nsa_kernels.empty_kernel import empty_kernel  # noqa: E402
+
+import torch  # noqa: E402
+import triton  # noqa: E402
 
 
 class CtypesLaunch:

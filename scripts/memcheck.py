@@ -30,13 +30,13 @@ import sys
 import time
 import traceback
 
-import torch
-
 import nsa_kernels as nk
 from nsa_kernels.bench import workloads
 from nsa_kernels.stage4_triton_autotuned import SEARCH_SPACE, launch_with_config
 from nsa_kernels.stage5_zero_sync import launch_zero_sync
 from nsa_kernels.testing import GARBAGE_CASES, SYNC_FREE_ENTRY_POINTS, Canary, status_is_sane
+
+import torch
 
 TOPK = 2048
 RESULTS = []

@@ -13,13 +13,13 @@ import types
 from pathlib import Path
 from types import SimpleNamespace
 
+import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
+from nsa_kernels.bench import harness, modes
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
-from nsa_kernels.bench import harness, modes
 
 # --------------------------------------------------------------------------- the stand-in
 

@@ -1,15 +1,15 @@
 """What the notebooks show: numbers, Markdown tables as rendered, plots' labels, fill checks."""
-import matplotlib
-
 import nsa_kernels as nk
+
+import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest
-import torch
-
 from nsa_kernels.bench import checks, display, plots
 from nsa_kernels.testing import lengths
+
+import pytest
+import torch
 
 
 @pytest.mark.parametrize("value, text", [(707.23, "707 µs"), (48.14, "48.1 µs"), (4.567, "4.57 µs"),

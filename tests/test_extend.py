@@ -1,22 +1,22 @@
 """Extend (prefill) metadata: the one-launch kernel, its buffer and allocating forms, and the
 replay of SGLang's eager path, all against the int64 reference ``extend_reference``."""
-import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
-
 import os
 import subprocess
 import sys
 import textwrap
 import time
 
+import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
+from nsa_kernels.modes import extend as ex
+from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference
+from nsa_kernels.peers.sglang_extend import sglang_extend_metadata
+from nsa_kernels.testing import Canary, assert_equal
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from nsa_kernels.modes import extend as ex
-from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference
-from nsa_kernels.peers.sglang_extend import sglang_extend_metadata
-from nsa_kernels.testing import Canary, assert_equal
 
 DEVICE = nk.DEVICE
 TOPK = 2048

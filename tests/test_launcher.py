@@ -8,14 +8,14 @@ current stream, it is captured by an outer CUDA graph, and the fallback without 
 """
 import sys
 
-import pytest
-import torch
-
 import nsa_kernels as nk
 from nsa_kernels import launcher
 from nsa_kernels import stage5_zero_sync as s5
 from nsa_kernels.bench import floors, workloads
 from nsa_kernels.empty_kernel import bound_empty
+
+import pytest
+import torch
 from nsa_testing import DEVICE, Canary, assert_equal
 
 TOPK = 2048

@@ -3,11 +3,11 @@ out of notebooks/."""
 import json
 from pathlib import Path
 
-import pytest
-
 from nsa_kernels.bench import params
 from nsa_kernels.bench.params import INTERACTIVE_DIR, notebook_params
 from nsa_kernels.bench.workloads import PROFILES
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OWN_NOTEBOOKS = ["00_python_baseline", "01_triton_fused", "02_triton_inplace", "03_triton_bsearch",

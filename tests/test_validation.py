@@ -10,12 +10,12 @@ what it was.
 """
 import re
 
+import nsa_kernels as nk
+from nsa_kernels import validation
+
 import numpy as np
 import pytest
 import torch
-
-import nsa_kernels as nk
-from nsa_kernels import validation
 from nsa_testing import DEVICE, STAGE_NAMES, Canary, lengths
 
 EXT = [1, 2, 0, 3, 1]

@@ -12,13 +12,13 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-import torch
-from test_bench_modes import interpreter_scalar_masks  # noqa: F401  (a fixture)
-
 import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
 from nsa_kernels.bench import harness, modes
 from nsa_kernels.peers import vllm as vllm_peer
+
+import pytest
+import torch
+from test_bench_modes import interpreter_scalar_masks  # noqa: F401  (a fixture)
 
 EXTRACTED = Path("/work/peers_src/vllm/v1/attention/ops/metadata.py")
 REPO_WHEELS = sorted((Path(vllm_peer.REPO_ROOT) / ".peers").glob("vllm-*.whl"))

@@ -7,16 +7,25 @@ reference rejects, with a small hand-written expectation).
 """
 import time
 
+import nsa_kernels as nk
+from nsa_kernels import stage5_zero_sync as s5
+
 import pytest
 import torch
 import triton
 from hypothesis import example, given
 from hypothesis import strategies as st
-
-import nsa_kernels as nk
-from nsa_kernels import stage5_zero_sync as s5
-from nsa_testing import (DEVICE, POISON, Canary, assert_equal, cheap_sizes, describe,
-                         examples, fill_inputs, lengths)
+from nsa_testing import (
+    DEVICE,
+    POISON,
+    Canary,
+    assert_equal,
+    cheap_sizes,
+    describe,
+    examples,
+    fill_inputs,
+    lengths,
+)
 
 TOPK = 2048
 MAPPINGS = ["request", "token"]

@@ -19,7 +19,12 @@ import triton
 import triton.language as tl
 
 from ..launcher import LaunchPlan
-from ..stage5_zero_sync import _request_parallel, _token_parallel, zero_sync_request_kernel, zero_sync_token_kernel
+from ..stage5_zero_sync import (
+    _request_parallel,
+    _token_parallel,
+    zero_sync_request_kernel,
+    zero_sync_token_kernel,
+)
 
 # Offsets carry OFFSET_BIAS so that Triton always types them as 64-bit (an int below 2**31
 # would be typed i32: another compiled variant).
