@@ -285,7 +285,9 @@ def test_clamp_padded_rows_padding_after_real_batch(mapping):
     assert_equal(out.view[:n], expected)
     assert_equal(cache.view[:n], expected_cache)
     # padding row j of 2 tokens: max(0 - 2 + 1 + t, 0) = 0 for t in 0, 1
-    assert bool((out.view[n:n + 2 * pad] == 0).all()) and bool((cache.view[n:n + 2 * pad] == 0).all())
+    assert bool((out.view[n : n + 2 * pad] == 0).all()) and bool(
+        (cache.view[n : n + 2 * pad] == 0).all()
+    )
     out.assert_poisoned_from(n + 2 * pad)
     out.assert_margins()
     cache.assert_margins()

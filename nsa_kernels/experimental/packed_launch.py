@@ -70,6 +70,13 @@ def pack_plan(kernel, grid, args, kwargs):
     ext, seq, out_expanded, out_cache, status = args[:5]
     packed = {zero_sync_request_kernel: zero_sync_request_packed_kernel,
               zero_sync_token_kernel: zero_sync_token_packed_kernel}[kernel]
-    at = [t.data_ptr() - status.data_ptr() + OFFSET_BIAS.value for t in (ext, seq, out_expanded, out_cache)]
-    return LaunchPlan(packed, grid, (status, *at, *args[5:]),
-                      dict(kwargs, EXT_DTYPE=_TL_DTYPES[ext.dtype], SEQ_DTYPE=_TL_DTYPES[seq.dtype]))
+    at = [
+        t.data_ptr() - status.data_ptr() + OFFSET_BIAS.value
+        for t in (ext, seq, out_expanded, out_cache)
+    ]
+    return LaunchPlan(
+        packed,
+        grid,
+        (status, *at, *args[5:]),
+        dict(kwargs, EXT_DTYPE=_TL_DTYPES[ext.dtype], SEQ_DTYPE=_TL_DTYPES[seq.dtype]),
+    )
