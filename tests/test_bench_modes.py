@@ -241,14 +241,11 @@ def test_inputs_are_seeded_spread_and_page_consistent(point):
     a, b = modes.make_inputs(point), modes.make_inputs(point)
     assert torch.equal(a.seq_lens, b.seq_lens) and torch.equal(a.req_to_token, b.req_to_token)
     assert a.seq_lens.dtype == torch.int64 and a.req_pool_indices.dtype == torch.int64
-    assert a.req_to_token.dtype == torch.int32 and a.req_to_token.shape == (
-        point.bs + 1,
-        point.width,
-    )
+    assert a.req_to_token.dtype == torch.int32
+    assert a.req_to_token.shape == (point.bs + 1, point.width)
     assert int(a.kv_lens.max()) == point.width  # one request at the width
-    assert int(a.kv_lens.min()) >= 1 and sorted(a.req_pool_indices.tolist()) == list(
-        range(1, point.bs + 1)
-    )
+    assert int(a.kv_lens.min()) >= 1
+    assert sorted(a.req_pool_indices.tolist()) == list(range(1, point.bs + 1))
     cols = torch.arange(point.width, dtype=torch.int32, device=a.req_to_token.device)
     assert torch.equal(a.req_to_token % modes.PAGE, (cols % modes.PAGE).expand_as(a.req_to_token))
     ext = a.extend_seq_lens.tolist()
@@ -263,9 +260,8 @@ def test_inputs_are_seeded_spread_and_page_consistent(point):
 def test_points_cover_the_issue_sizes():
     full = modes.points("full")
     graph = [p for p in full if p.workload != "extend"]
-    assert {p.bs for p in graph} == set(modes.BATCH_SIZES) and {p.width for p in graph} == set(
-        modes.WIDTHS
-    )
+    assert {p.bs for p in graph} == set(modes.BATCH_SIZES)
+    assert {p.width for p in graph} == set(modes.WIDTHS)
     configs = {(p.workload, p.next_n, p.variant) for p in full}
     assert ("decode", 1, "real_only") in configs and ("target_verify", 4, "") in configs
     assert ("draft_extend_static", 2, "") in configs and ("draft_extend_varlen", 4, "") in configs

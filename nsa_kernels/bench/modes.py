@@ -60,11 +60,8 @@ SGLANG_FUNCTION = {"decode": "fused_dsa_decode_metadata",
                    "draft_extend_static": "fused_dsa_draft_extend_metadata",
                    "draft_extend_varlen": "fused_dsa_draft_extend_metadata"}
 CONFIG = {
-    (
-        "decode",
-        "page_table_1",
-    ): "SGLang 0.5.23 CUDA-graph replay (decode): fused_dsa_decode_metadata, "
-    "page_table_1 = graph page table [bs, width], max_len = width",
+    ("decode", "page_table_1"): "SGLang 0.5.23 CUDA-graph replay (decode): "
+    "fused_dsa_decode_metadata, page_table_1 = graph page table [bs, width], max_len = width",
     ("decode", "real_only"): "SGLang 0.5.23 CUDA-graph replay (decode, dsa_drop_wide_page_table): "
     "fused_dsa_decode_metadata, page_table_1=None, max_len = req_to_token width",
     ("target_verify", ""): "SGLang 0.5.23 CUDA-graph replay (target_verify, SM100): "
