@@ -10,6 +10,6 @@ from .stage5_zero_sync import ZeroSyncFill, launch_zero_sync
 from .stage6_full_pipeline import PIPELINES, FullPipelineFill, PipelineBuffers, launch_full_pipeline
 from .empty_kernel import launch_empty
 
-__all__ = ["DEVICE", "FullPipelineFill", "INTERPRET", "PIPELINES", "ZeroSyncFill", "PipelineBuffers", "STAGES", "Stage",
-           "launch_empty", "launch_full_pipeline", "launch_zero_sync", "pipeline_reference",
-           "reference"]
+__all__ = ["DEVICE", "FullPipelineFill", "INTERPRET", "PIPELINES", "ZeroSyncFill",
+           "PipelineBuffers", "STAGES", "Stage", "launch_empty", "launch_full_pipeline",
+           "launch_zero_sync", "pipeline_reference", "reference"]

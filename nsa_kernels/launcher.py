@@ -43,7 +43,8 @@ import ctypes
 import os
 import re
 import weakref
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -62,7 +63,9 @@ if DEFAULT_PATH not in PATHS:
 
 
 class LaunchPlan(NamedTuple):
-    """One launch, decided on the host from tensor metadata alone: ``kernel[grid](*args, **kwargs)``."""
+    """One launch, decided on the host from tensor metadata alone:
+    ``kernel[grid](*args, **kwargs)``."""
+
     kernel: Callable
     grid: tuple
     args: tuple
@@ -130,10 +133,20 @@ class TritonLaunch:
 
 # ----------------------------------------------------------------------------- driver path
 
-_CTYPES = {"i1": ctypes.c_int8, "i8": ctypes.c_int8, "i16": ctypes.c_int16, "i32": ctypes.c_int32,
-           "i64": ctypes.c_int64, "u1": ctypes.c_uint8, "u8": ctypes.c_uint8, "u16": ctypes.c_uint16,
-           "u32": ctypes.c_uint32, "u64": ctypes.c_uint64, "fp32": ctypes.c_float,
-           "fp64": ctypes.c_double}
+_CTYPES = {
+    "i1": ctypes.c_int8,
+    "i8": ctypes.c_int8,
+    "i16": ctypes.c_int16,
+    "i32": ctypes.c_int32,
+    "i64": ctypes.c_int64,
+    "u1": ctypes.c_uint8,
+    "u8": ctypes.c_uint8,
+    "u16": ctypes.c_uint16,
+    "u32": ctypes.c_uint32,
+    "u64": ctypes.c_uint64,
+    "fp32": ctypes.c_float,
+    "fp64": ctypes.c_double,
+}
 _PTX_WIDTH = {"8": 1, "16": 2, "32": 4, "64": 8}
 _LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg")
 
@@ -173,7 +186,9 @@ def ptx_param_widths(ptx, name):
     widths = []
     for param in match.group(1).split(","):
         kind = re.search(r"\.param\s+(?:\.align\s+\d+\s+)?\.[a-z]+?(\d+)\b(.*)", param.strip())
-        widths.append(None if kind is None or "[" in kind.group(2) else _PTX_WIDTH.get(kind.group(1)))
+        widths.append(
+            None if kind is None or "[" in kind.group(2) else _PTX_WIDTH.get(kind.group(1))
+        )
     return widths
 
 
@@ -184,7 +199,9 @@ def _pack_value(name, ty, value):
             raise LaunchUnavailable(f"argument {name!r} ({ty}) is neither a tensor nor an address")
         return ctypes.c_uint64(address)
     if ty not in _CTYPES:
-        raise LaunchUnavailable(f"argument {name!r} has type {ty!r}, which this packer does not handle")
+        raise LaunchUnavailable(
+            f"argument {name!r} has type {ty!r}, which this packer does not handle"
+        )
     return _CTYPES[ty](value)
 
 
@@ -198,7 +215,9 @@ class DriverLaunch:
             raise LaunchUnavailable("no GPU: Triton's interpreter runs the kernels")
         driver = _cuda_bindings()
         if _launch_hooks():
-            raise LaunchUnavailable("a Triton launch hook is installed (a profiler?): keeping its path")
+            raise LaunchUnavailable(
+                "a Triton launch hook is installed (a profiler?): keeping its path"
+            )
         kernel, grid, args, kwargs = plan
         from triton.runtime.jit import JITFunction
         if not isinstance(kernel, JITFunction):
@@ -215,17 +234,23 @@ class DriverLaunch:
         except LaunchUnavailable:
             raise
         except Exception as exc:  # a Triton whose internals differ from 3.6 / 3.9's
-            raise LaunchUnavailable(f"Triton internals differ: {type(exc).__name__}: {exc}") from None
+            raise LaunchUnavailable(
+                f"Triton internals differ: {type(exc).__name__}: {exc}"
+            ) from None
         for field, expected in (("num_ctas", 1), ("launch_cooperative_grid", False),
                                 ("launch_pdl", False), ("global_scratch_size", 0),
                                 ("profile_scratch_size", 0), ("tensordesc_meta", None)):
             value = getattr(meta, field, expected)
             if value != expected and not (field == "tensordesc_meta" and not value):
-                raise LaunchUnavailable(f"compiled kernel has {field}={value!r}, the packer needs {expected!r}")
+                raise LaunchUnavailable(
+                    f"compiled kernel has {field}={value!r}, the packer needs {expected!r}"
+                )
         if getattr(meta, "cluster_dims", (1, 1, 1)) not in ((1, 1, 1), [1, 1, 1], (1,), None):
             raise LaunchUnavailable(f"compiled kernel uses clusters {meta.cluster_dims!r}")
         if meta.shared > 48 * 1024:
-            raise LaunchUnavailable(f"{meta.shared} bytes of shared memory (Triton sets its mode per launch)")
+            raise LaunchUnavailable(
+                f"{meta.shared} bytes of shared memory (Triton sets its mode per launch)"
+            )
         bound = _bind_arguments(kernel, args, kwargs)
         values, slots = [], {}
         positional = {name: i for i, name in enumerate(kernel.arg_names[:len(args)])}
@@ -266,7 +291,9 @@ class DriverLaunch:
             return
         gx, gy, gz = self._grid
         raw = torch._C._cuda_getCurrentRawStream(self._device)
-        if raw != self._raw_stream:  # converting an int to a CUstream costs as much as a launch's tenth
+        if (
+            raw != self._raw_stream
+        ):  # converting an int to a CUstream costs as much as a launch's tenth
             self._raw_stream, self._stream = raw, self._cu_stream(raw)
         err, = self._cu_launch(self._function, gx, gy, gz, self._block, 1, 1, self._shared,
                                self._stream, self._params_address, 0)

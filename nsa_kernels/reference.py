@@ -6,9 +6,17 @@ would, so the tests can see the difference.
 """
 import torch
 
-from .validation import (as_index, check_int32_fits, check_length_values, check_lengths,
-                         check_nsa_cu_fits, check_power_of_two, check_prefix_fits,
-                         check_req_to_token_fits, check_topk)
+from .validation import (
+    as_index,
+    check_int32_fits,
+    check_length_values,
+    check_lengths,
+    check_nsa_cu_fits,
+    check_power_of_two,
+    check_prefix_fits,
+    check_req_to_token_fits,
+    check_topk,
+)
 
 
 def reference(extend_seq_lens, seq_lens, nsa_index_topk):
@@ -72,7 +80,9 @@ def pipeline_reference(extend_seq_lens, seq_lens, req_pool_indices, req_to_token
         "nsa_cache_seqlens": cache.cpu(),
         "nsa_cu_seqlens_k": torch.cat([zero, nsa_cu]),
         "page_table_1": page_table_1,
-        "real_page_table": torch.div(page_table_1[:, ::page_size], page_size, rounding_mode="floor"),
+        "real_page_table": torch.div(
+            page_table_1[:, ::page_size], page_size, rounding_mode="floor"
+        ),
         "live_cols": torch.clamp(seq[request_of_token], max=width),
     }
     return {k: _to_int32(k, v).to(device) for k, v in out.items()}

@@ -4,8 +4,8 @@
 writes exactly the first N entries of both buffers and returns N. A stage also says whether
 its hot path syncs with the host, and gives that hot path (``launch``) to the harness.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 from .stage0_python_baseline import fill_python_baseline
 from .stage1_triton_fused import fill_triton_fused
@@ -22,10 +22,10 @@ class Stage:
     summary: str
     host_syncs: int
     #: The call a serving loop would make; defaults to ``fill``. Same arguments.
-    launch: Optional[Callable] = None
+    launch: Callable | None = None
     #: Binds the arguments once and returns a zero-argument hot-path callable (a serving loop
     #: with static buffers); defaults to calling ``hot_path`` with the bound arguments.
-    bind: Optional[Callable] = None
+    bind: Callable | None = None
 
     def __call__(self, *args, **kwargs):
         return self.fill(*args, **kwargs)

@@ -1,4 +1,6 @@
-"""Stage 2: stage 1's kernel writing straight into the metadata buffers: no temporaries, no copies."""
+"""Stage 2: stage 1's kernel writing straight into the metadata buffers: no temporaries, no
+copies."""
+
 from .stage1_triton_fused import launch_linear_scan, prepare
 from .validation import check_topk
 

@@ -25,13 +25,11 @@ caller reads it when it chooses; reading it is the only sync, and it is optional
 import operator
 import threading
 
-import torch
 import triton
 import triton.language as tl
 
 from .launcher import LaunchPlan, PlanCache, bind_plan
 from .validation import check_static, new_status, status_buffer, validate
-
 
 # Lengths as the prefix sums see them: int64, negatives as 0 (such a request writes nothing),
 # saturated at 2**31 (past any capacity), so sums over any batch stay exact in 64 bits.
@@ -174,12 +172,23 @@ def plan_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expand
     args = (extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens, status,
             batch_size, capacity, operator.index(nsa_index_topk))  # numpy ints typed as Python's
     if mapping == "request":
-        return LaunchPlan(zero_sync_request_kernel, (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),),
-                          args, dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_R=REQUEST_BLOCK_R,
-                                     BLOCK_Q=extend_block(batch_size, capacity),
-                                     PREFIX_BLOCK=REQUEST_PREFIX_BLOCK))
-    return LaunchPlan(zero_sync_token_kernel, (max(triton.cdiv(capacity, TOKEN_BLOCK_T), 1),), args,
-                      dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R))
+        return LaunchPlan(
+            zero_sync_request_kernel,
+            (max(triton.cdiv(batch_size, REQUEST_BLOCK_R), 1),),
+            args,
+            dict(
+                CLAMP_PADDED=clamp_padded_rows,
+                BLOCK_R=REQUEST_BLOCK_R,
+                BLOCK_Q=extend_block(batch_size, capacity),
+                PREFIX_BLOCK=REQUEST_PREFIX_BLOCK,
+            ),
+        )
+    return LaunchPlan(
+        zero_sync_token_kernel,
+        (max(triton.cdiv(capacity, TOKEN_BLOCK_T), 1),),
+        args,
+        dict(CLAMP_PADDED=clamp_padded_rows, BLOCK_T=TOKEN_BLOCK_T, BLOCK_R=TOKEN_BLOCK_R),
+    )
 
 
 def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
@@ -220,13 +229,41 @@ def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expa
     ext, seq, out, cache = extend_seq_lens, seq_lens, out_seqlens_expanded, out_nsa_cache_seqlens
     try:
         # launcher.metadata_key's fields, written out: this is the whole per-call cost.
-        key = (ext.data_ptr(), ext.shape, ext.stride(), ext.dtype, ext.get_device(),
-               seq.data_ptr(), seq.shape, seq.stride(), seq.dtype, seq.get_device(),
-               out.data_ptr(), out.shape, out.stride(), out.dtype, out.get_device(),
-               cache.data_ptr(), cache.shape, cache.stride(), cache.dtype, cache.get_device(),
-               nsa_index_topk.__class__, nsa_index_topk, mapping, clamp_padded_rows,
-               None if status is None else
-               (status.data_ptr(), status.shape, status.stride(), status.dtype, status.get_device()))
+        key = (
+            ext.data_ptr(),
+            ext.shape,
+            ext.stride(),
+            ext.dtype,
+            ext.get_device(),
+            seq.data_ptr(),
+            seq.shape,
+            seq.stride(),
+            seq.dtype,
+            seq.get_device(),
+            out.data_ptr(),
+            out.shape,
+            out.stride(),
+            out.dtype,
+            out.get_device(),
+            cache.data_ptr(),
+            cache.shape,
+            cache.stride(),
+            cache.dtype,
+            cache.get_device(),
+            nsa_index_topk.__class__,
+            nsa_index_topk,
+            mapping,
+            clamp_padded_rows,
+            None
+            if status is None
+            else (
+                status.data_ptr(),
+                status.shape,
+                status.stride(),
+                status.dtype,
+                status.get_device(),
+            ),
+        )
         launch = PLANS.launcher(key, _checked_plan, ext, seq, nsa_index_topk, out, cache, status,
                                 mapping, clamp_padded_rows)
     except (AttributeError, TypeError):  # not tensors, or unhashable: uncached, checks name it

@@ -163,7 +163,14 @@ GARBAGE_EXTREMES = [INT64_MIN, INT64_MIN + 1, INT32_MIN - 1, INT32_MIN, INT32_MI
 #: ``(name, ext, seq, dtype, topk, capacity)``: fixed garbage batches (the review's findings
 #: first), for scripts that cannot run hypothesis; dtype is that of both length tensors.
 GARBAGE_CASES = [
-    ("status wraps: ext [2**31-1, 1], capacity 8", [INT32_MAX, 1], [INT32_MAX, 1], torch.int32, 8, 8),
+    (
+        "status wraps: ext [2**31-1, 1], capacity 8",
+        [INT32_MAX, 1],
+        [INT32_MAX, 1],
+        torch.int32,
+        8,
+        8,
+    ),
     ("seq 2**32+7 wraps", [2], [2**32 + 7], torch.int64, 2048, 2),
     ("one request of 10**6, capacity 4", [10**6], [10**6], torch.int32, 2048, 4),
     ("one request of 2**31-1, capacity 4", [INT32_MAX], [INT32_MAX], torch.int32, 2048, 4),
@@ -172,9 +179,22 @@ GARBAGE_CASES = [
     ("negative lengths", [-5, 7, INT32_MIN, 9], [3, 2, 1, INT32_MAX], torch.int32, INT32_MAX, 12),
     ("qo > kv everywhere", [9, 9, 9], [1, 0, -3], torch.int32, 4, 27),
     ("capacity 0", [3, 2**40], [3, 5], torch.int64, 8, 0),
-    ("bs 300 mixed garbage", [INT32_MAX, -1, 3] * 100, [0, INT32_MIN, 7] * 100, torch.int32, 16, 300),
-    ("bs 300, prefix past 2**31 in the second request block",
-     [2**24] * 300, [2**24] * 300, torch.int32, 2048, 1000),
+    (
+        "bs 300 mixed garbage",
+        [INT32_MAX, -1, 3] * 100,
+        [0, INT32_MIN, 7] * 100,
+        torch.int32,
+        16,
+        300,
+    ),
+    (
+        "bs 300, prefix past 2**31 in the second request block",
+        [2**24] * 300,
+        [2**24] * 300,
+        torch.int32,
+        2048,
+        1000,
+    ),
 ]
 
 

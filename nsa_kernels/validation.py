@@ -326,7 +326,9 @@ def host_lengths(extend_seq_lens, seq_lens):
     if extend_seq_lens.dtype == seq_lens.dtype:  # the common case: one stack, one copy
         both = torch.stack((extend_seq_lens, seq_lens)).cpu().numpy().astype(np.int64)
     else:
-        both = torch.stack((extend_seq_lens.to(torch.int64), seq_lens.to(torch.int64))).cpu().numpy()
+        both = (
+            torch.stack((extend_seq_lens.to(torch.int64), seq_lens.to(torch.int64))).cpu().numpy()
+        )
     return both[0], both[1]
 
 

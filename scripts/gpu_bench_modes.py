@@ -9,7 +9,7 @@ with PASS/FAIL; writes ``bench_modes.json`` under ``$OUT`` (or ``--out``) when s
 
     python scripts/gpu_bench_modes.py                       # the full profile (~4 min on H100)
     python scripts/gpu_bench_modes.py --bs 1 32 512 --widths 131072 --workloads decode
-    python scripts/gpu_bench_modes.py --sglang .peers/sglang-0.5.23-*.whl --vllm .peers/vllm-0.33.0-*.whl
+    python scripts/gpu_bench_modes.py --sglang .peers/sglang-*.whl --vllm .peers/vllm-*.whl
 
 Under the interpreter (no GPU) it runs the quick profile: checks only, no GPU timings.
 """
@@ -31,15 +31,21 @@ def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--profile", choices=("quick", "full"), default=None,
                     help="default: full on a GPU, quick under the interpreter")
-    ap.add_argument("--workloads", nargs="+", choices=modes.WORKLOADS, default=list(modes.WORKLOADS))
-    ap.add_argument("--bs", nargs="+", type=int, default=None, help="batch sizes (default: the profile's)")
+    ap.add_argument(
+        "--workloads", nargs="+", choices=modes.WORKLOADS, default=list(modes.WORKLOADS)
+    )
+    ap.add_argument(
+        "--bs", nargs="+", type=int, default=None, help="batch sizes (default: the profile's)"
+    )
     ap.add_argument("--widths", nargs="+", type=int, default=None, help="page-table widths")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved replay rounds per point")
     ap.add_argument("--graph-calls", type=int, default=None, help="calls captured per graph")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sglang", help="SGLang wheel or folder (sets NSA_SGLANG_PATH)")
     ap.add_argument("--vllm", help="vLLM wheel or folder (sets NSA_VLLM_PATH)")
-    ap.add_argument("--out", default=os.environ.get("OUT"), help="folder for bench_modes.json (default $OUT)")
+    ap.add_argument(
+        "--out", default=os.environ.get("OUT"), help="folder for bench_modes.json (default $OUT)"
+    )
     return ap.parse_args()
 
 
@@ -67,19 +73,31 @@ def main():
     print(f"device: {env['device']} | torch {env['torch']} | triton {env['triton']} | "
           f"commit {env['commit']} | profile {profile}")
     if not harness.ON_GPU:
-        print("INTERPRETER: outputs are checked, times are CPU interpreter times, not GPU performance")
+        print(
+            "INTERPRETER: outputs are checked, times are CPU interpreter times, not GPU performance"
+        )
     timing = modes.settings(profile, rounds=args.rounds, graph_calls=args.graph_calls)
     peers = modes.load_peers(require_gpu=True)
     for name in ("sglang", "vllm"):
         peer = getattr(peers, name)
-        print(f"peer {name}: " + (f"{peer.version} from {peer.source}" if peer else f"UNAVAILABLE ({peers.notes[name]})"))
+        print(
+            f"peer {name}: "
+            + (
+                f"{peer.version} from {peer.source}"
+                if peer
+                else f"UNAVAILABLE ({peers.notes[name]})"
+            )
+        )
     start = time.perf_counter()
     try:
         bandwidth = bandwidth_bytes_per_us(timing)
         print(f"copy bandwidth (read + written): {bandwidth / 1e3:.1f} GB/s")
     except Exception as exc:  # the floors then rest on the empty kernel alone; said in the output
         bandwidth = None
-        print(f"copy bandwidth NOT MEASURED ({type(exc).__name__}: {exc}): no bandwidth floor this run")
+        print(
+            f"copy bandwidth NOT MEASURED ({type(exc).__name__}: {exc}): "
+            "no bandwidth floor this run"
+        )
     out_path = None
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -104,11 +122,18 @@ def main():
                     (point.workload, point.next_n, point.variant))]
         for r in rows:
             floor = max(r["empty_us"] or 0, r["bandwidth_us"] or 0) or None
-            flag = "ok" if r["note"] is None or "no GPU" in (r["note"] or "") else f"NOTE {r['note'][:70]}"
-            print(f"{r['mode']:34s} {r['bs']:5d} {r['width']:7d} {fmt(r['ours_us']):>8s} "
-                  f"{fmt(r['sglang_us']):>8s} {fmt(r['vllm_us']):>8s} {fmt(floor):>7s} "
-                  f"{fmt(r['vs_sglang']):>6s} {fmt(r['vs_vllm']):>6s} {fmt(r['vs_floor']):>6s} {flag}",
-                  flush=True)
+            flag = (
+                "ok"
+                if r["note"] is None or "no GPU" in (r["note"] or "")
+                else f"NOTE {r['note'][:70]}"
+            )
+            print(
+                f"{r['mode']:34s} {r['bs']:5d} {r['width']:7d} {fmt(r['ours_us']):>8s} "
+                f"{fmt(r['sglang_us']):>8s} {fmt(r['vllm_us']):>8s} {fmt(floor):>7s} "
+                f"{fmt(r['vs_sglang']):>6s} {fmt(r['vs_vllm']):>6s} {fmt(r['vs_floor']):>6s} "
+                f"{flag}",
+                flush=True,
+            )
 
     records_so_far = []
     all_checks = {}
@@ -139,17 +164,26 @@ def main():
     print("  passed: " + ", ".join(f"{stage} {n}" for stage, n in sorted(passed.items())))
     wrong = [r for r in records_so_far if r.get("note") and "differs" in r["note"]]
     for r in wrong:
-        print(f"  FAIL {r['stage']} bs {r['bs']} width {r['width']} next_n {r['next_n']}: {r['note'][:200]}")
+        print(
+            f"  FAIL {r['stage']} bs {r['bs']} width {r['width']} next_n {r['next_n']}: "
+            f"{r['note'][:200]}"
+        )
     if wrong:
         print(f"  FAIL: {len(wrong)} calls differ from the reference (not timed)")
     elif not passed:
         print("  NOT CHECKED: no call ran (see the notes above)")
     else:
-        print(f"  PASS: all {sum(passed.values())} checked calls wrote exactly the reference on their live regions")
+        print(
+            f"  PASS: all {sum(passed.values())} checked calls wrote exactly the reference "
+            "on their live regions"
+        )
     print("\nWHERE THE TIME GOES (points per binding floor, median ours / floor)")
     for bs, entry in report.where_time_goes(records_so_far).items():
-        print(f"  bs {bs:5d}: launch-bound {entry['launch']:3d}, bandwidth-bound {entry['bandwidth']:3d}, "
-              f"median ours/floor {fmt(entry['median_vs_floor'])}")
+        print(
+            f"  bs {bs:5d}: launch-bound {entry['launch']:3d}, "
+            f"bandwidth-bound {entry['bandwidth']:3d}, "
+            f"median ours/floor {fmt(entry['median_vs_floor'])}"
+        )
     save("complete")
     if out_path is not None:
         print(f"wrote {out_path}")

@@ -31,17 +31,15 @@ sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                 os.path.dirname(os.path.abspath(__file__))]
 
 import nsa_kernels as nk  # noqa: E402  (first: picks Triton's mode)
-
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
-
 from nsa_kernels import launcher  # noqa: E402
 from nsa_kernels import stage5_zero_sync as s5  # noqa: E402
 from nsa_kernels.bench import workloads  # noqa: E402
 from nsa_kernels.empty_kernel import empty_kernel  # noqa: E402
 
 import launch_cost  # noqa: E402  (scripts/, next to this file)
+import torch  # noqa: E402
+import triton  # noqa: E402
+from triton.runtime.jit import JITFunction  # noqa: E402
 
 RESULTS = {"cases": [], "timing": []}
 
@@ -71,7 +69,11 @@ def environment():
     print(json.dumps(env))
     from triton.backends.nvidia import driver as nvdriver
     src = inspect.getsource(nvdriver)
-    lines = [line.strip() for line in src.splitlines() if "scratch" in line and ("params" in line or "launch(" in line or "def " in line)]
+    lines = [
+        line.strip()
+        for line in src.splitlines()
+        if "scratch" in line and ("params" in line or "launch(" in line or "def " in line)
+    ]
     print("triton launcher lines naming scratch:", *lines[:8], sep="\n  ")
 
 
@@ -106,8 +108,8 @@ class Recorder:
 
 
 def exercise_package():
-    for kind, w in (("draft", workloads.draft_extend(64)), ("prefill", workloads.prefill(3000))):
-        for name, stage in nk.STAGES.items():
+    for w in (workloads.draft_extend(64), workloads.prefill(3000)):
+        for stage in nk.STAGES.values():
             out, cache = w.buffers()
             stage(*w.args(out, cache))
         for mapping in ("request", "token"):
@@ -128,7 +130,10 @@ def exercise_package():
 
 def replay_equal(kernel, grid, args, kwargs):
     def copies():
-        return tuple(map(same_layout_copy, args)), {k: same_layout_copy(v) for k, v in kwargs.items()}
+        return tuple(map(same_layout_copy, args)), {
+            k: same_layout_copy(v) for k, v in kwargs.items()
+        }
+
     a1, k1 = copies()
     kernel[grid](*a1, **k1)
     a2, k2 = copies()
@@ -161,9 +166,14 @@ def equality(pytest_files):
     torch.cuda.synchronize()
     seen = {}
     for kernel, grid, args, kwargs in rec.launches:
-        sig = (kernel.fn.__name__, grid,
-               tuple((a.dtype, tuple(a.shape)) if isinstance(a, torch.Tensor) else type(a) for a in args),
-               tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+        sig = (
+            kernel.fn.__name__,
+            grid,
+            tuple(
+                (a.dtype, tuple(a.shape)) if isinstance(a, torch.Tensor) else type(a) for a in args
+            ),
+            tuple(sorted((k, repr(v)) for k, v in kwargs.items())),
+        )
         seen.setdefault(sig, (kernel, grid, args, kwargs))
     kernels = sorted({s[0] for s in seen})
     print(f"recorded {len(rec.launches)} launches, {len(seen)} distinct, kernels: {kernels}")
@@ -236,7 +246,9 @@ def capture_case(path):
 
 
 def fallback_case():
-    hidden = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "cuda" or k.startswith("cuda.")}
+    hidden = {
+        k: sys.modules.pop(k) for k in list(sys.modules) if k == "cuda" or k.startswith("cuda.")
+    }
     sys.modules["cuda"] = None  # makes "import cuda..." raise ImportError
     try:
         w = workloads.draft_extend(16)
@@ -260,7 +272,9 @@ def autotuned_fallback_case():
         pass
     x = torch.zeros(1, device="cuda")
     launch = launcher.bind_launch(tuned, (1,), (x,))
-    assert launch.path == "triton" and "not a plain" in launch.fallback_reason, launch.fallback_reason
+    assert launch.path == "triton" and "not a plain" in launch.fallback_reason, (
+        launch.fallback_reason
+    )
     launch()
     return launch.fallback_reason
 

@@ -23,14 +23,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import nsa_kernels as nk  # noqa: E402  (first: picks Triton's mode)
-
-import torch  # noqa: E402
-import triton  # noqa: E402
-
 from nsa_kernels import launcher  # noqa: E402
 from nsa_kernels import stage5_zero_sync as s5  # noqa: E402
 from nsa_kernels.bench import floors, workloads  # noqa: E402
 from nsa_kernels.empty_kernel import empty_kernel  # noqa: E402
+
+import torch  # noqa: E402
+import triton  # noqa: E402
 
 
 class CtypesLaunch:
@@ -42,7 +41,13 @@ class CtypesLaunch:
         fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
         fn.restype = ctypes.c_int
         d = driver_launch
-        self._fn, self._f, self._grid, self._block, self._shared = fn, int(d._function), d._grid, d._block, d._shared
+        self._fn, self._f, self._grid, self._block, self._shared = (
+            fn,
+            int(d._function),
+            d._grid,
+            d._block,
+            d._shared,
+        )
         self._params, self._device = d._params_address, d._device
         self._keep = d
 
@@ -63,16 +68,31 @@ def entries_for(bs):
     args = w.args(out, cache)
     fills = {p: nk.ZeroSyncFill(*args, status=status, path=p) for p in launcher.PATHS}
     entries = [dict(name=f"ZeroSyncFill[{p}]", fn=f) for p, f in fills.items()]
-    entries += [dict(name="launch_zero_sync(status=)", fn=lambda: s5.launch_zero_sync(*args, status=status)),
-                dict(name="launch_zero_sync()", fn=lambda: s5.launch_zero_sync(*args)),
-                dict(name="plan_zero_sync + kernel[grid]", fn=lambda: s5.plan_zero_sync(*args, status)()),
-                dict(name="part: check_static", fn=lambda: check_static(*args), capturable=False),
-                dict(name="part: plan_zero_sync", fn=lambda: s5.plan_zero_sync(*args, status), capturable=False),
-                dict(name="part: metadata_key", fn=lambda: launcher.metadata_key(*args, status, "auto", False),
-                     capturable=False)]
+    entries += [
+        dict(
+            name="launch_zero_sync(status=)", fn=lambda: s5.launch_zero_sync(*args, status=status)
+        ),
+        dict(name="launch_zero_sync()", fn=lambda: s5.launch_zero_sync(*args)),
+        dict(name="plan_zero_sync + kernel[grid]", fn=lambda: s5.plan_zero_sync(*args, status)()),
+        dict(name="part: check_static", fn=lambda: check_static(*args), capturable=False),
+        dict(
+            name="part: plan_zero_sync",
+            fn=lambda: s5.plan_zero_sync(*args, status),
+            capturable=False,
+        ),
+        dict(
+            name="part: metadata_key",
+            fn=lambda: launcher.metadata_key(*args, status, "auto", False),
+            capturable=False,
+        ),
+    ]
     try:
-        entries.append(dict(name="empty_ctypes (libcuda by ctypes)",
-                            fn=CtypesLaunch(launcher.bind_launch(empty_kernel, (1,), path="driver"))))
+        entries.append(
+            dict(
+                name="empty_ctypes (libcuda by ctypes)",
+                fn=CtypesLaunch(launcher.bind_launch(empty_kernel, (1,), path="driver")),
+            )
+        )
         entries.append(dict(name="ZeroSyncFill[ctypes]", fn=CtypesLaunch(fills["driver"].launch)))
     except Exception as exc:
         print("ctypes variant unavailable:", exc)
@@ -80,13 +100,19 @@ def entries_for(bs):
 
 
 def main(bs=32, iters=400):
-    """Every floor and path at draft_extend ``bs``; returns ``{"timing": records, "targets": ...}``."""
+    """Every floor and path at draft_extend ``bs``; returns
+    ``{"timing": records, "targets": ...}``."""
     w, entries = entries_for(bs)
-    records, skipped = floors.measure_with_floors(entries, w, {"iters": iters, "warmup": 20, "graph_calls": 16})
+    records, skipped = floors.measure_with_floors(
+        entries, w, {"iters": iters, "warmup": 20, "graph_calls": 16}
+    )
     for name, reason in skipped.items():
         print(f"skipped floor {name}: {reason}")
     cheapest = floors.cheapest_empty(records, "eager_us")
-    print(f"\n{f'draft_extend bs {bs}':40s} {'host µs':>8s} {'call+sync µs':>13s} {'x cheapest':>11s} {'graph µs':>9s}")
+    print(
+        f"\n{f'draft_extend bs {bs}':40s} {'host µs':>8s} {'call+sync µs':>13s} "
+        f"{'x cheapest':>11s} {'graph µs':>9s}"
+    )
     for r in records:
         graph = f"{r['graph_us']:.2f}" if r.get("graph_us") else "-"
         print(f"{r['stage']:40s} {r['host_us']:8.2f} {r['eager_us']:13.2f} "

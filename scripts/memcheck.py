@@ -30,13 +30,13 @@ import sys
 import time
 import traceback
 
-import torch
-
 import nsa_kernels as nk
 from nsa_kernels.bench import workloads
 from nsa_kernels.stage4_triton_autotuned import SEARCH_SPACE, launch_with_config
 from nsa_kernels.stage5_zero_sync import launch_zero_sync
 from nsa_kernels.testing import GARBAGE_CASES, SYNC_FREE_ENTRY_POINTS, Canary, status_is_sane
+
+import torch
 
 TOPK = 2048
 RESULTS = []
@@ -103,14 +103,19 @@ def check_pipeline(ext, seq, n):
     bs = ext.shape[0]
     width = 8192
     g = torch.Generator().manual_seed(bs)
-    r2t = torch.randint(0, 1 << 22, (max(bs, 1), width), generator=g, dtype=torch.int32).to(nk.DEVICE)
+    r2t = torch.randint(0, 1 << 22, (max(bs, 1), width), generator=g, dtype=torch.int32).to(
+        nk.DEVICE
+    )
     pool = torch.randperm(max(bs, 1), generator=g)[:bs].to(torch.int32).to(nk.DEVICE)
     buffers = nk.PipelineBuffers.allocate(bs, n, width, 64, nk.DEVICE)
     status = nk.launch_full_pipeline(ext, seq, pool, r2t, TOPK, buffers, 64)
     want = nk.pipeline_reference(ext, seq, pool, r2t, TOPK, 64, width)
     sync()
-    ok = status.tolist() == [n, 0] and torch.equal(buffers.nsa_cu_seqlens_k, want["nsa_cu_seqlens_k"]) \
+    ok = (
+        status.tolist() == [n, 0]
+        and torch.equal(buffers.nsa_cu_seqlens_k, want["nsa_cu_seqlens_k"])
         and torch.equal(buffers.cu_seqlens_k, want["cu_seqlens_k"])
+    )
     return True if ok else f"status {status.tolist()} or cu arrays differ"
 
 
@@ -139,7 +144,9 @@ def main(argv=None):
                         help="small cases only (implied under Triton's interpreter)")
     args = parser.parse_args(argv)
     quick = args.quick or nk.INTERPRET
-    print(f"memcheck driver on {nk.DEVICE} (interpreter: {nk.INTERPRET}, quick: {quick})", flush=True)
+    print(
+        f"memcheck driver on {nk.DEVICE} (interpreter: {nk.INTERPRET}, quick: {quick})", flush=True
+    )
 
     for case, ext, seq in cases(quick):
         n = int(ext.sum())
@@ -159,8 +166,10 @@ def main(argv=None):
             record(f"ZeroSyncFill [{mapping}] / {case} / capacity == N",
                    lambda f=bound, ext=ext, seq=seq: check_fill(f, ext, seq))
             if n:  # buffers one short of N must not be written past their end
-                record(f"zero_sync[{mapping}] / {case} / overflow by one",
-                       lambda m=mapping, ext=ext, seq=seq, n=n: check_overflow_by_one(m, ext, seq, n))
+                record(
+                    f"zero_sync[{mapping}] / {case} / overflow by one",
+                    lambda m=mapping, ext=ext, seq=seq, n=n: check_overflow_by_one(m, ext, seq, n),
+                )
         if n and ext.shape[0] <= 1000:
             for config in SEARCH_SPACE[:2] if quick else SEARCH_SPACE:
                 def autotuned(e, s, topk, oe, oc, config=config, n=n):
@@ -173,9 +182,12 @@ def main(argv=None):
 
     for case, ext, seq, dtype, topk, capacity in GARBAGE_CASES:
         for name, launch in SYNC_FREE_ENTRY_POINTS:
-            record(f"garbage / {name} / {case}",
-                   lambda launch=launch, ext=ext, seq=seq, dtype=dtype, topk=topk,
-                   capacity=capacity: check_garbage(launch, *lengths(ext, seq, dtype), topk, capacity))
+            record(
+                f"garbage / {name} / {case}",
+                lambda launch=launch, ext=ext, seq=seq, dtype=dtype, topk=topk, capacity=capacity: (
+                    check_garbage(launch, *lengths(ext, seq, dtype), topk, capacity)
+                ),
+            )
 
     failures = [r for r in RESULTS if not r["ok"]]
     print(f"\n{'result':6} | case\n{'-' * 6}-+-{'-' * 60}")

@@ -38,7 +38,10 @@ def main():
     settings = workloads.profile_settings("full" if ON_GPU else "quick", iters=args.iters)
     report = {"environment": environment("full" if ON_GPU else "quick"), "checks": [], "rounds": []}
     failed = 0
-    print(f"device: {report['environment']['device']}" + ("" if ON_GPU else "  [interpreter: timings are not GPU speed]"))
+    print(
+        f"device: {report['environment']['device']}"
+        + ("" if ON_GPU else "  [interpreter: timings are not GPU speed]")
+    )
 
     cases = checks.edge_cases() + checks.random_cases(0, count=4, max_bs=64)
     print("\n== correctness (fill contract against reference)")
@@ -71,16 +74,28 @@ def main():
                 report["rounds"].append({"case": case, "error": f"{type(exc).__name__}: {exc}"})
                 continue
             failed += not target["met"]
-            print(f"  {'PASS' if target['met'] else 'FAIL'}  {case}: {target['target']}: {target['measured']}")
+            print(
+                f"  {'PASS' if target['met'] else 'FAIL'}  {case}: {target['target']}: "
+                f"{target['measured']}"
+            )
             for r in rows:
                 failed += not r["sum_ok"]
-                print(f"  {'PASS' if r['sum_ok'] else 'FAIL'}  {case}: {r['ours']} {fmt_us(r['ours_us'])} = "
-                      f"{r['seed_stage']} {fmt_us(r['seed_us'])} + validation {fmt_us(r['validation_us'])} "
-                      f"({r['sum_residual']:+.1%}; seed published {fmt_us(r['published_us'])})")
+                print(
+                    f"  {'PASS' if r['sum_ok'] else 'FAIL'}  {case}: "
+                    f"{r['ours']} {fmt_us(r['ours_us'])} = "
+                    f"{r['seed_stage']} {fmt_us(r['seed_us'])} "
+                    f"+ validation {fmt_us(r['validation_us'])} "
+                    f"({r['sum_residual']:+.1%}; seed published {fmt_us(r['published_us'])})"
+                )
             seed_work = by[("seed_python_baseline", "draft_extend", bs)]["eager_us"] / \
                 by[("seed_triton_inplace", "draft_extend", bs)]["eager_us"]
-            print(f"        {case}: seed's stage 0 -> 2 on its own work {fmt_ratio(seed_work)} (published 3.28×)")
-            report["rounds"].append({"case": case, "records": records, "target": target, "journey": rows})
+            print(
+                f"        {case}: seed's stage 0 -> 2 on its own work {fmt_ratio(seed_work)} "
+                "(published 3.28×)"
+            )
+            report["rounds"].append(
+                {"case": case, "records": records, "target": target, "journey": rows}
+            )
 
     print(f"\n{'ALL PASS' if not failed else f'{failed} FAILED'}")
     out = os.environ.get("OUT")

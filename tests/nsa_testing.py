@@ -10,13 +10,21 @@ out of a larger poisoned allocation; the margins around it must still hold the p
 the call.
 """
 import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
+from nsa_kernels.testing import (  # noqa: F401
+    MARGIN,
+    POISON,
+    Canary,
+    assert_equal,
+    assert_poisoned,
+    check_fill,
+    lengths,
+    reference_n,
+)
 
 import numpy as np
 import torch
 from hypothesis import settings
 from hypothesis import strategies as st
-from nsa_kernels.testing import (MARGIN, POISON, Canary, assert_equal, assert_poisoned,  # noqa: F401
-                                 check_fill, lengths, reference_n)
 
 DEVICE = nk.DEVICE
 

@@ -5,11 +5,11 @@ Under the interpreter the autotuner cannot benchmark, so the stage runs ``DEFAUL
 interpreter ignores ``num_warps``, so there the configs differ by ``BLOCK_SIZE``; on a GPU
 each config is a separate compiled kernel).
 """
-import pytest
-import torch
-
 import nsa_kernels as nk
 from nsa_kernels import stage4_triton_autotuned as s4
+
+import pytest
+import torch
 from nsa_testing import DEVICE, Canary, assert_equal, check_fill, lengths
 
 

@@ -13,13 +13,13 @@ import types
 from pathlib import Path
 from types import SimpleNamespace
 
+import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
+from nsa_kernels.bench import harness, modes
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
-from nsa_kernels.bench import harness, modes
 
 # --------------------------------------------------------------------------- the stand-in
 
@@ -98,9 +98,13 @@ STANDIN = {"decode": standin_decode, "target_verify": standin_verify,
            "draft_extend_static": standin_draft_extend, "draft_extend_varlen": standin_draft_extend}
 NO_PEERS = SimpleNamespace(sglang=None, vllm=None, notes={"sglang": "test", "vllm": "test"})
 TIMING = {"rounds": 1, "graph_calls": 1, "eager": 1}
-POINTS = [modes.Point("decode", 3, 256, 1, "page_table_1"), modes.Point("decode", 2, 256, 1, "real_only"),
-          modes.Point("target_verify", 2, 256, 2), modes.Point("draft_extend_static", 2, 256, 4),
-          modes.Point("draft_extend_varlen", 3, 256, 4)]
+POINTS = [
+    modes.Point("decode", 3, 256, 1, "page_table_1"),
+    modes.Point("decode", 2, 256, 1, "real_only"),
+    modes.Point("target_verify", 2, 256, 2),
+    modes.Point("draft_extend_static", 2, 256, 4),
+    modes.Point("draft_extend_varlen", 3, 256, 4),
+]
 
 
 # --------------------------------------------------------------------------- peers on the CPU
@@ -167,7 +171,9 @@ def sglang_metadata_without_asserts():
         if saved is None:
             os.environ.pop("NSA_SGLANG_PATH", None)
     # one module per session: on a GPU each fresh copy would compile its kernels again
-    return SimpleNamespace(metadata=_sglang_module_without_asserts(str(folder / sglang_peer.FILES["metadata"])))
+    return SimpleNamespace(
+        metadata=_sglang_module_without_asserts(str(folder / sglang_peer.FILES["metadata"]))
+    )
 
 
 @pytest.mark.parametrize("point", POINTS, ids=lambda p: p.name)
@@ -202,14 +208,23 @@ def _vllm_peer_or_none():
 def test_run_point_times_the_peers_after_checking_them(interpreter_scalar_masks):
     point = POINTS[4]
     vllm = _vllm_peer_or_none()
-    peers = SimpleNamespace(sglang=sglang_metadata_without_asserts(), vllm=vllm, notes={"vllm": "absent"})
+    peers = SimpleNamespace(
+        sglang=sglang_metadata_without_asserts(), vllm=vllm, notes={"vllm": "absent"}
+    )
     records, checks = modes.run_point(point, peers, TIMING, 1e3, harness.measure_interleaved,
                                       ours=STANDIN[point.workload])
     by_stage = {r["stage"]: r for r in records}
     assert {"nsa_draft_extend_varlen", "sglang_draft_extend_varlen"} <= set(checks)
     if vllm is not None:
-        assert set(checks["vllm_indexer"]) == {"seqlens_expanded", "real_page_table", "token_to_request"}
-        assert by_stage["vllm_indexer"]["eager_us"] > 0 and "BLOCK_COLS" in by_stage["vllm_indexer"]["config"]
+        assert set(checks["vllm_indexer"]) == {
+            "seqlens_expanded",
+            "real_page_table",
+            "token_to_request",
+        }
+        assert (
+            by_stage["vllm_indexer"]["eager_us"] > 0
+            and "BLOCK_COLS" in by_stage["vllm_indexer"]["config"]
+        )
     assert by_stage["sglang_draft_extend_varlen"]["eager_us"] > 0
     assert "static_extend_len=False" in by_stage["sglang_draft_extend_varlen"]["config"]
     if harness.ON_GPU:  # the stand-in reads lengths on the host: it cannot be captured
@@ -226,9 +241,11 @@ def test_inputs_are_seeded_spread_and_page_consistent(point):
     a, b = modes.make_inputs(point), modes.make_inputs(point)
     assert torch.equal(a.seq_lens, b.seq_lens) and torch.equal(a.req_to_token, b.req_to_token)
     assert a.seq_lens.dtype == torch.int64 and a.req_pool_indices.dtype == torch.int64
-    assert a.req_to_token.dtype == torch.int32 and a.req_to_token.shape == (point.bs + 1, point.width)
+    assert a.req_to_token.dtype == torch.int32
+    assert a.req_to_token.shape == (point.bs + 1, point.width)
     assert int(a.kv_lens.max()) == point.width  # one request at the width
-    assert int(a.kv_lens.min()) >= 1 and sorted(a.req_pool_indices.tolist()) == list(range(1, point.bs + 1))
+    assert int(a.kv_lens.min()) >= 1
+    assert sorted(a.req_pool_indices.tolist()) == list(range(1, point.bs + 1))
     cols = torch.arange(point.width, dtype=torch.int32, device=a.req_to_token.device)
     assert torch.equal(a.req_to_token % modes.PAGE, (cols % modes.PAGE).expand_as(a.req_to_token))
     ext = a.extend_seq_lens.tolist()
@@ -243,7 +260,8 @@ def test_inputs_are_seeded_spread_and_page_consistent(point):
 def test_points_cover_the_issue_sizes():
     full = modes.points("full")
     graph = [p for p in full if p.workload != "extend"]
-    assert {p.bs for p in graph} == set(modes.BATCH_SIZES) and {p.width for p in graph} == set(modes.WIDTHS)
+    assert {p.bs for p in graph} == set(modes.BATCH_SIZES)
+    assert {p.width for p in graph} == set(modes.WIDTHS)
     configs = {(p.workload, p.next_n, p.variant) for p in full}
     assert ("decode", 1, "real_only") in configs and ("target_verify", 4, "") in configs
     assert ("draft_extend_static", 2, "") in configs and ("draft_extend_varlen", 4, "") in configs
@@ -272,7 +290,8 @@ def _inputs(kv, ext, seq=None):
 def test_bytes_decode_with_and_without_page_table_1():
     inputs = _inputs([100, 64], [1, 1])
     # read: seq_lens + req_pool_indices 2 x 16; req_to_token 164 x 4.
-    # written: page_table_1 164 x 4, real 2 + 1 pages x 4, cache 2 x 4, cu 3 x 4, dsa 2 x 4, dsa_cu 3 x 4
+    # written: page_table_1 164 x 4, real 2 + 1 pages x 4, cache 2 x 4, cu 3 x 4, dsa 2 x 4,
+    # dsa_cu 3 x 4
     assert modes.bytes_moved(modes.Point("decode", 2, 256, 1, "page_table_1"), inputs) == \
         32 + 656 + 656 + 12 + 8 + 12 + 8 + 12
     # without the wide table: 3 pages read as 32-byte sectors, only the real table written
@@ -322,7 +341,13 @@ def test_standin_and_reference_agree_through_the_call_builder(point):
     buffers = modes.allocate_buffers(point, inputs)
     modes.bind_call(STANDIN[point.workload], point, inputs, buffers)()
     counts = modes.check_live(point, reference, modes.buffer_outputs(point, buffers), "standin")
-    expected = {"cache_seqlens", "cu_seqlens_k", "dsa_cache_seqlens", "dsa_cu_seqlens_k", "real_page_table"}
+    expected = {
+        "cache_seqlens",
+        "cu_seqlens_k",
+        "dsa_cache_seqlens",
+        "dsa_cu_seqlens_k",
+        "real_page_table",
+    }
     assert expected <= set(counts)
     assert ("page_table_1" in counts) == (point.variant != "real_only")
     assert counts["real_page_table"] == int(((inputs.kv_lens + 63) // 64).repeat_interleave(
@@ -390,8 +415,15 @@ def test_run_point_refuses_to_time_a_wrong_kernel():
 
 def test_finish_point_uses_sglang_and_the_larger_floor():
     p = modes.Point("decode", 1, 256, 1, "page_table_1")
-    recs = [dict(modes.record(p, s, t, 100.0 * t, "", 0), interpreter=False) for s, t in
-            (("nsa_decode", 3.0), ("sglang_decode", 6.0), ("empty_kernel", 2.5), ("bandwidth_floor", 1.0))]
+    recs = [
+        dict(modes.record(p, s, t, 100.0 * t, "", 0), interpreter=False)
+        for s, t in (
+            ("nsa_decode", 3.0),
+            ("sglang_decode", 6.0),
+            ("empty_kernel", 2.5),
+            ("bandwidth_floor", 1.0),
+        )
+    ]
     modes.finish_point(recs)
     assert recs[0]["vs_sglang"] == 2.0 and recs[0]["floor_us"] == 2.5 and recs[0]["vs_floor"] == 1.2
     # interpreter records have no graph time: their ratios come from eager (interpreter) times
@@ -402,8 +434,12 @@ def test_finish_point_uses_sglang_and_the_larger_floor():
 
 
 def _gpu_point_records(point, ours, sglang, empty, bandwidth, vllm=None):
-    stages = [("nsa_" + point.workload, ours), ("sglang_" + point.workload, sglang),
-              ("empty_kernel", empty), ("bandwidth_floor", bandwidth)] + ([("vllm_indexer", vllm)] if vllm else [])
+    stages = [
+        ("nsa_" + point.workload, ours),
+        ("sglang_" + point.workload, sglang),
+        ("empty_kernel", empty),
+        ("bandwidth_floor", bandwidth),
+    ] + ([("vllm_indexer", vllm)] if vllm else [])
     recs = [dict(modes.record(point, s, None if point.workload == "extend" else t, t, "", 0),
                  interpreter=False) for s, t in stages]
     return modes.finish_point(recs)
@@ -411,9 +447,14 @@ def _gpu_point_records(point, ours, sglang, empty, bandwidth, vllm=None):
 
 def test_targets_report_each_miss_with_its_measurement():
     from nsa_kernels.bench import modes_report as report
-    recs = (_gpu_point_records(modes.Point("decode", 8, 131072, 1, "page_table_1"), 4.1, 3.9, 2.9, 1.0)
-            + _gpu_point_records(modes.Point("target_verify", 256, 8192, 2), 10.0, 30.0, 3.0, 9.0, vllm=12.0)
-            + _gpu_point_records(modes.Point("extend", 32, 8192, 0), 50.0, 1500.0, 10.0, 5.0))
+
+    recs = (
+        _gpu_point_records(modes.Point("decode", 8, 131072, 1, "page_table_1"), 4.1, 3.9, 2.9, 1.0)
+        + _gpu_point_records(
+            modes.Point("target_verify", 256, 8192, 2), 10.0, 30.0, 3.0, 9.0, vllm=12.0
+        )
+        + _gpu_point_records(modes.Point("extend", 32, 8192, 0), 50.0, 1500.0, 10.0, 5.0)
+    )
     by_name = {name: (ok, summary, misses) for name, ok, summary, misses in report.targets(recs)}
     ok, summary, misses = by_name[report.TARGETS[0]]
     assert ok is False and summary == "1 of 2 points meet it"
@@ -424,9 +465,11 @@ def test_targets_report_each_miss_with_its_measurement():
         report.explain(("target_verify", 2, "", 256, 8192),
                        report.group_points(recs)[("target_verify", 2, "", 256, 8192)])
     assert by_name[report.TARGETS[1]][0] is True          # 3x at bs 256
-    ok, _, misses = by_name[report.TARGETS[2]]             # 4.1 > 1.3 x 2.9; 10 <= 1.3 x 9
-    assert ok is False and [m.split(":")[0] for m in misses] == ["decode page_table_1 bs 8 width 131072",
-                                                                 "extend bs 32 width 8192"]
+    ok, _, misses = by_name[report.TARGETS[2]]  # 4.1 > 1.3 x 2.9; 10 <= 1.3 x 9
+    assert ok is False and [m.split(":")[0] for m in misses] == [
+        "decode page_table_1 bs 8 width 131072",
+        "extend bs 32 width 8192",
+    ]
     assert by_name[report.TARGETS[3]][0] is True and by_name[report.TARGETS[4]][0] is True
     rows = {(r["mode"], r["bs"]): r for r in report.ratio_rows(recs)}
     assert rows[("target_verify next_n=2", 256)]["vs_vllm"] == 1.2
@@ -471,8 +514,12 @@ def test_measure_interleaved_graph_plumbing(monkeypatch):
 
     monkeypatch.setattr(harness, "try_capture", fake_capture)
     monkeypatch.setattr(harness, "_graph_samples", fake_samples)
-    out = harness.measure_interleaved({"a": lambda: "a", "bbb": lambda: "bbb", "syncs": lambda: "syncs"},
-                                      rounds=7, graph_calls=3, eager=2)
+    out = harness.measure_interleaved(
+        {"a": lambda: "a", "bbb": lambda: "bbb", "syncs": lambda: "syncs"},
+        rounds=7,
+        graph_calls=3,
+        eager=2,
+    )
     assert out["a"]["graph_us"] == 1.0 and out["bbb"]["graph_us"] == 3.0
     assert out["syncs"]["graph_us"] is None and out["syncs"]["note"] == "not capturable: syncs"
     assert out["syncs"]["eager_us"] > 0
@@ -496,14 +543,26 @@ def test_quick_sweep_runs_with_the_standin_on_the_interpreter():
 
 
 def test_compare_extend_is_exact_over_the_same_keys():
-    a = {"seqlens_expanded": torch.tensor([3, 4], dtype=torch.int32), "indexer_ke": (torch.tensor([1]), torch.tensor([2])),
-         "page_table_1_flattened": None, "max_seqlen_k": 7}
-    same = {"seqlens_expanded": torch.tensor([3, 4], dtype=torch.int64), "indexer_ke": (torch.tensor([1]), torch.tensor([2])),
-            "page_table_1_flattened": None, "max_seqlen_k": 7}
+    a = {
+        "seqlens_expanded": torch.tensor([3, 4], dtype=torch.int32),
+        "indexer_ke": (torch.tensor([1]), torch.tensor([2])),
+        "page_table_1_flattened": None,
+        "max_seqlen_k": 7,
+    }
+    same = {
+        "seqlens_expanded": torch.tensor([3, 4], dtype=torch.int64),
+        "indexer_ke": (torch.tensor([1]), torch.tensor([2])),
+        "page_table_1_flattened": None,
+        "max_seqlen_k": 7,
+    }
     assert modes.compare_extend(a, same) == sorted(a)
-    for key, value in (("seqlens_expanded", torch.tensor([3, 5])), ("indexer_ke", (torch.tensor([1]), torch.tensor([3]))),
-                       ("page_table_1_flattened", torch.tensor([0])), ("max_seqlen_k", 8),
-                       ("seqlens_expanded", torch.tensor([3, 4, 5]))):
+    for key, value in (
+        ("seqlens_expanded", torch.tensor([3, 5])),
+        ("indexer_ke", (torch.tensor([1]), torch.tensor([3]))),
+        ("page_table_1_flattened", torch.tensor([0])),
+        ("max_seqlen_k", 8),
+        ("seqlens_expanded", torch.tensor([3, 4, 5])),
+    ):
         with pytest.raises(AssertionError, match=key):
             modes.compare_extend(a, dict(same, **{key: value}))
     with pytest.raises(AssertionError, match="keys differ"):
@@ -523,7 +582,10 @@ def test_sglang_kernels_equal_the_reference_on_random_points(config, bs, width_p
     peer = sglang_metadata_without_asserts()
     inputs = modes.make_inputs(point)
     reference = modes.reference_outputs(point, inputs)
-    for who, function in (("sglang", modes.sglang_function(peer, workload)), ("standin", STANDIN[workload])):
+    for who, function in (
+        ("sglang", modes.sglang_function(peer, workload)),
+        ("standin", STANDIN[workload]),
+    ):
         buffers = modes.allocate_buffers(point, inputs)
         with _scalar_masks():
             modes.bind_call(function, point, inputs, buffers)()

@@ -1,15 +1,15 @@
 """What the notebooks show: numbers, Markdown tables as rendered, plots' labels, fill checks."""
-import matplotlib
-
 import nsa_kernels as nk
+
+import matplotlib
 
 matplotlib.use("Agg")
 
-import pytest
-import torch
-
 from nsa_kernels.bench import checks, display, plots
 from nsa_kernels.testing import lengths
+
+import pytest
+import torch
 
 
 @pytest.mark.parametrize("value, text", [(707.23, "707 µs"), (48.14, "48.1 µs"), (4.567, "4.57 µs"),
@@ -85,7 +85,13 @@ def test_scaling_axes_are_plain_numbers_and_labelled(metric):
     fig = plots.scaling(draft, stages, metric=metric, marks=[(32, "crossover")])
     ax = fig.axes[0]
     renderer = _draw(fig)
-    assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()] == ["1", "8", "32", "128", "512"]
+    assert [t.get_text() for t in ax.get_xticklabels() if t.get_text()] == [
+        "1",
+        "8",
+        "32",
+        "128",
+        "512",
+    ]
     assert not _overlaps(ax.get_yticklabels(), renderer)
     assert plots.METRIC_LABELS[metric] in ax.get_ylabel()
     assert ax.get_xlabel() == "batch size (requests)"
@@ -142,7 +148,9 @@ def test_sync_debug_mode_silences_only_torchs_prototype_note(monkeypatch):
 
 
 def test_config_sweep_ticks_are_plain_and_do_not_collide():
-    configs = [f"{block}/{warps}" for block in (64, 128, 256, 512, 1024, 2048) for warps in (1, 2, 4, 8)]
+    configs = [
+        f"{block}/{warps}" for block in (64, 128, 256, 512, 1024, 2048) for warps in (1, 2, 4, 8)
+    ]
     records = [{"workload": w, "tokens": n, "autotuned_us": 2.5,
                 "fixed_us": {c: 2.0 + i * n / 4096 for i, c in enumerate(configs)}}
                for w, n in (("draft_extend", 96), ("prefill", 65536))]

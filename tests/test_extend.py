@@ -1,22 +1,22 @@
 """Extend (prefill) metadata: the one-launch kernel, its buffer and allocating forms, and the
 replay of SGLang's eager path, all against the int64 reference ``extend_reference``."""
-import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
-
 import os
 import subprocess
 import sys
 import textwrap
 import time
 
+import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
+from nsa_kernels.modes import extend as ex
+from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference
+from nsa_kernels.peers.sglang_extend import sglang_extend_metadata
+from nsa_kernels.testing import Canary, assert_equal
+
 import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from nsa_kernels.modes import extend as ex
-from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference
-from nsa_kernels.peers.sglang_extend import sglang_extend_metadata
-from nsa_kernels.testing import Canary, assert_equal
 
 DEVICE = nk.DEVICE
 TOPK = 2048
@@ -134,7 +134,11 @@ def test_overflow_writes_only_capacity():
     expected = extend_reference(seq_lens, ext, pool, table, TOPK)
     bufs = CanaryBuffers(2, 50, 120)
     status = ex.decode_status(ex.launch_extend(seq_lens, ext, pool, table, TOPK, bufs.buffers))
-    assert (status["tokens_overflow"], status["flat_overflow"], status["n_tokens"]) == (True, True, 70)
+    assert (status["tokens_overflow"], status["flat_overflow"], status["n_tokens"]) == (
+        True,
+        True,
+        70,
+    )
     clipped = {key: v[:50] for key, v in expected.items()}
     clipped["cu_seqlens_k"] = expected["cu_seqlens_k"]
     clipped["dsa_cu_seqlens_k"] = expected["dsa_cu_seqlens_k"][:51]
@@ -159,7 +163,9 @@ def test_bound_fill_follows_new_lengths():
 @pytest.mark.parametrize("mirrors,check", [(False, False), (True, False), (True, True)])
 def test_allocating_form(mirrors, check):
     qo, kv = random_lengths(6, 11)
-    seq_lens, ext, pool, table = make_case(qo, kv, table_dtype=torch.int64 if check else torch.int32)
+    seq_lens, ext, pool, table = make_case(
+        qo, kv, table_dtype=torch.int64 if check else torch.int32
+    )
     extra = dict(seq_lens_cpu=torch.tensor(kv), extend_seq_lens_cpu=qo) if mirrors else {}
     got = ex.extend_metadata(seq_lens, ext, pool, table, TOPK, check=check, **extra)
     expected = extend_reference(seq_lens, ext, pool, table, TOPK)
@@ -205,19 +211,42 @@ def expect_rejected(error, match, check=False, bufs=None, status=None, **changes
     bufs.assert_unchanged()
 
 
-@pytest.mark.parametrize("change,error,match", [
-    (dict(seq_lens=[10, 4]), TypeError, "seq_lens must be a torch.Tensor"),
-    (dict(seq_lens=torch.tensor([10.0, 4.0])), TypeError, "seq_lens must be"),
-    (dict(extend_seq_lens=torch.tensor([3], dtype=torch.int32)), ValueError, "one entry per request"),
-    (dict(req_pool_indices=torch.zeros(2, 1, dtype=torch.int32)), ValueError, "req_pool_indices must be 1-D"),
-    (dict(extend_seq_lens=torch.tensor([3, 9, 2], dtype=torch.int32)[::2]), ValueError, "extend_seq_lens must have unit stride"),
-    (dict(req_to_token=torch.zeros(16, 4, dtype=torch.int32).t()), ValueError, "req_to_token must have unit stride"),
-    (dict(req_to_token=torch.zeros(4, 16, dtype=torch.int16)), TypeError, "req_to_token must be"),
-    (dict(dsa_index_topk=True), TypeError, "dsa_index_topk must be an int, got bool"),
-    (dict(dsa_index_topk=2048.0), TypeError, "dsa_index_topk must be an int"),
-    (dict(dsa_index_topk=0), ValueError, "dsa_index_topk must lie in"),
-    (dict(dsa_index_topk=2**31), ValueError, "dsa_index_topk must lie in"),
-])
+@pytest.mark.parametrize(
+    "change,error,match",
+    [
+        (dict(seq_lens=[10, 4]), TypeError, "seq_lens must be a torch.Tensor"),
+        (dict(seq_lens=torch.tensor([10.0, 4.0])), TypeError, "seq_lens must be"),
+        (
+            dict(extend_seq_lens=torch.tensor([3], dtype=torch.int32)),
+            ValueError,
+            "one entry per request",
+        ),
+        (
+            dict(req_pool_indices=torch.zeros(2, 1, dtype=torch.int32)),
+            ValueError,
+            "req_pool_indices must be 1-D",
+        ),
+        (
+            dict(extend_seq_lens=torch.tensor([3, 9, 2], dtype=torch.int32)[::2]),
+            ValueError,
+            "extend_seq_lens must have unit stride",
+        ),
+        (
+            dict(req_to_token=torch.zeros(16, 4, dtype=torch.int32).t()),
+            ValueError,
+            "req_to_token must have unit stride",
+        ),
+        (
+            dict(req_to_token=torch.zeros(4, 16, dtype=torch.int16)),
+            TypeError,
+            "req_to_token must be",
+        ),
+        (dict(dsa_index_topk=True), TypeError, "dsa_index_topk must be an int, got bool"),
+        (dict(dsa_index_topk=2048.0), TypeError, "dsa_index_topk must be an int"),
+        (dict(dsa_index_topk=0), ValueError, "dsa_index_topk must lie in"),
+        (dict(dsa_index_topk=2**31), ValueError, "dsa_index_topk must lie in"),
+    ],
+)
 def test_static_errors_name_the_argument(change, error, match):
     expect_rejected(error, match, **change)
 
@@ -252,33 +281,70 @@ def test_overlapping_buffers_rejected():
         return bufs
     same = CanaryBuffers(4, 16, 32)
     same.buffers.indexer_ke = same.buffers.seqlens_expanded
-    expect_rejected(ValueError, "indexer_ke and seqlens_expanded overlap|seqlens_expanded and indexer_ke overlap", bufs=same)
+    expect_rejected(
+        ValueError,
+        "indexer_ke and seqlens_expanded overlap|seqlens_expanded and indexer_ke overlap",
+        bufs=same,
+    )
     partial = CanaryBuffers(4, 16, 32)
     partial.buffers.token_to_batch_idx = partial.canaries["page_table_1_flattened"].base[60:76]
-    expect_rejected(ValueError, "token_to_batch_idx and page_table_1_flattened overlap|page_table_1_flattened and token_to_batch_idx overlap", bufs=partial)
+    expect_rejected(
+        ValueError,
+        "token_to_batch_idx and page_table_1_flattened overlap"
+        "|page_table_1_flattened and token_to_batch_idx overlap",
+        bufs=partial,
+    )
     args = good_args()
     shared = CanaryBuffers(4, 16, 32)
     shared.buffers.token_to_batch_idx = args["seq_lens"]
-    with pytest.raises(ValueError, match="seq_lens and token_to_batch_idx overlap|token_to_batch_idx and seq_lens overlap"):
+    with pytest.raises(
+        ValueError,
+        match="seq_lens and token_to_batch_idx overlap|token_to_batch_idx and seq_lens overlap",
+    ):
         ex.launch_extend(*args.values(), shared.buffers)
     for key, canary in shared.canaries.items():
         if key != "token_to_batch_idx":
             canary.assert_unchanged(key)
     status_over = CanaryBuffers(4, 16, 32)
     status = status_over.canaries["page_table_1_flattened"].view[2:10].view(torch.int64)
-    expect_rejected(ValueError, "status and page_table_1_flattened overlap|page_table_1_flattened and status overlap",
-                    bufs=status_over, status=status)
+    expect_rejected(
+        ValueError,
+        "status and page_table_1_flattened overlap|page_table_1_flattened and status overlap",
+        bufs=status_over,
+        status=status,
+    )
     del with_buffer
 
 
-@pytest.mark.parametrize("change,match", [
-    (dict(extend_seq_lens=torch.tensor([3, -1], dtype=torch.int32)), "request 1: need 0 <= extend_seq_lens"),
-    (dict(extend_seq_lens=torch.tensor([11, 2], dtype=torch.int32)), "request 0: need 0 <= extend_seq_lens"),
-    (dict(seq_lens=torch.tensor([10, 17], dtype=torch.int32)), "request 1: seq_lens\\[1\\] = 17 exceeds"),
-    (dict(seq_lens=torch.tensor([10, 2**31], dtype=torch.int64)), "request 1: seq_lens\\[1\\] = 2147483648"),
-    (dict(req_pool_indices=torch.tensor([0, 4], dtype=torch.int32)), "request 1: req_pool_indices\\[1\\] = 4"),
-    (dict(req_pool_indices=torch.tensor([-1, 0], dtype=torch.int32)), "request 0: req_pool_indices"),
-])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            dict(extend_seq_lens=torch.tensor([3, -1], dtype=torch.int32)),
+            "request 1: need 0 <= extend_seq_lens",
+        ),
+        (
+            dict(extend_seq_lens=torch.tensor([11, 2], dtype=torch.int32)),
+            "request 0: need 0 <= extend_seq_lens",
+        ),
+        (
+            dict(seq_lens=torch.tensor([10, 17], dtype=torch.int32)),
+            "request 1: seq_lens\\[1\\] = 17 exceeds",
+        ),
+        (
+            dict(seq_lens=torch.tensor([10, 2**31], dtype=torch.int64)),
+            "request 1: seq_lens\\[1\\] = 2147483648",
+        ),
+        (
+            dict(req_pool_indices=torch.tensor([0, 4], dtype=torch.int32)),
+            "request 1: req_pool_indices\\[1\\] = 4",
+        ),
+        (
+            dict(req_pool_indices=torch.tensor([-1, 0], dtype=torch.int32)),
+            "request 0: req_pool_indices",
+        ),
+    ],
+)
 def test_data_errors_name_the_request(change, match):
     expect_rejected(ValueError, match, check=True, **change)
 
@@ -287,7 +353,9 @@ def test_table_values_past_int32_rejected():
     table = torch.zeros(4, 16, dtype=torch.int64)
     args = good_args()
     table[int(args["req_pool_indices"][1]), 3] = 2**31
-    expect_rejected(ValueError, "request 1: req_to_token.* does not fit int32", check=True, req_to_token=table)
+    expect_rejected(
+        ValueError, "request 1: req_to_token.* does not fit int32", check=True, req_to_token=table
+    )
     table[int(args["req_pool_indices"][1]), 3] = 0
     table[int(args["req_pool_indices"][1]), 5] = 2**31  # past kv = 4: not live, accepted
     bufs = CanaryBuffers(2, 5, 14)
@@ -307,8 +375,13 @@ def test_sums_past_int32_rejected():
     with pytest.raises(ValueError, match="request 1023: seq_lens sum to 2147483648"):
         ex.launch_extend(*args.values(), bufs.buffers, check=True)
     million = torch.tensor([1 << 20], dtype=torch.int64)
-    args = dict(seq_lens=million, extend_seq_lens=million, req_pool_indices=torch.zeros(1, dtype=torch.int32),
-                req_to_token=table, dsa_index_topk=4096)
+    args = dict(
+        seq_lens=million,
+        extend_seq_lens=million,
+        req_pool_indices=torch.zeros(1, dtype=torch.int32),
+        req_to_token=table,
+        dsa_index_topk=4096,
+    )
     with pytest.raises(ValueError, match="request 0: dsa_cu_seqlens_k passes int32"):
         ex.extend_metadata(*args.values())
     bufs.assert_unchanged()
@@ -318,7 +391,9 @@ def test_capacity_checked_with_check_true():
     bufs = CanaryBuffers(4, 4, 32)
     expect_rejected(ValueError, "token buffers hold 4 entries but N = 5", check=True, bufs=bufs)
     bufs = CanaryBuffers(4, 16, 13)
-    expect_rejected(ValueError, "page_table_1_flattened holds 13 entries but sum", check=True, bufs=bufs)
+    expect_rejected(
+        ValueError, "page_table_1_flattened holds 13 entries but sum", check=True, bufs=bufs
+    )
 
 
 # --------------------------------------------------------------------------- trusted fast path
@@ -337,9 +412,15 @@ def test_garbage_lengths_stay_inside_buffers(qo, data):
     table = torch.arange(4 * 24, dtype=torch.int32).reshape(4, 24)
     bufs = CanaryBuffers(bs + caps[0], caps[1], caps[2])
     start = time.perf_counter()
-    status = ex.launch_extend(torch.tensor(kv, dtype=torch.int64), torch.tensor(qo, dtype=torch.int64),
-                              torch.tensor(pool, dtype=torch.int64), table, 7, bufs.buffers,
-                              splits=data.draw(st.integers(1, 3)))
+    status = ex.launch_extend(
+        torch.tensor(kv, dtype=torch.int64),
+        torch.tensor(qo, dtype=torch.int64),
+        torch.tensor(pool, dtype=torch.int64),
+        table,
+        7,
+        bufs.buffers,
+        splits=data.draw(st.integers(1, 3)),
+    )
     assert time.perf_counter() - start < 30, "work was not bounded by the capacities"
     for key, canary in bufs.canaries.items():
         canary.assert_margins(key)
@@ -391,27 +472,31 @@ _SM90_COMPILE = textwrap.dedent("""
     kernel = ex.extend_metadata_kernel
     constexprs = {(kernel.arg_names.index(n),): v for n, v in ex.GPU_CONSTEXPRS.items()}
     # SGLang's dtypes (int64 seq_lens, the rest int32), then every input int64.
-    for wide in (("seq_ptr", "status_ptr"), ("seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "status_ptr")):
+    for wide in (("seq_ptr", "status_ptr"),
+                 ("seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "status_ptr")):
         signature = {name: "constexpr" if name.startswith("BLOCK_") else
                      ("*i64" if name in wide else "*i32") if name.endswith("_ptr") else "i32"
                      for name in kernel.arg_names}
         try:
-            compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
-                                      target=GPUTarget("cuda", 90, 32), options={"num_warps": ex.NUM_WARPS})
+            source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32),
+                                      options={"num_warps": ex.NUM_WARPS})
         except triton.compiler.errors.CompilationError as exc:
             print("COMPILE ERROR", wide, exc)
             sys.exit(1)
-    ptxas = sorted(glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas*")))
+    ptxas = sorted(glob.glob(os.path.join(os.path.dirname(triton.__file__),
+                                          "backends/nvidia/bin/ptxas*")))
     if not ptxas:
         print("SKIP no ptxas"); sys.exit(0)
     with open(sys.argv[1], "w") as f:
         f.write(compiled.asm["ptx"])
     for tool in ptxas:  # Triton ships more than one; use the one that takes its PTX version
-        info = subprocess.run([tool, "-v", "--gpu-name=sm_90a", sys.argv[1], "-o", sys.argv[1] + ".cubin"],
-                              capture_output=True, text=True).stderr
+        command = [tool, "-v", "--gpu-name=sm_90a", sys.argv[1], "-o", sys.argv[1] + ".cubin"]
+        info = subprocess.run(command, capture_output=True, text=True).stderr
         used = re.search(r"Used (\\d+) registers", info)
         if used:
-            print("REGISTERS", used.group(1), "SPILLS", re.search(r"(\\d+) bytes spill stores", info).group(1))
+            spills = re.search(r"(\\d+) bytes spill stores", info)
+            print("REGISTERS", used.group(1), "SPILLS", spills.group(1))
             sys.exit(0)
     print("SKIP no ptxas takes this PTX")
 """)
@@ -429,4 +514,6 @@ def test_kernel_compiles_for_sm90_without_spills(tmp_path):
         pytest.skip(run.stdout.strip())
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     registers, spills = run.stdout.split()[1::2]
-    assert spills == "0", f"the sm_90 build spills ({registers} registers, {spills} bytes of spill stores)"
+    assert spills == "0", (
+        f"the sm_90 build spills ({registers} registers, {spills} bytes of spill stores)"
+    )

@@ -3,10 +3,10 @@ with host time, and compares against the cheapest empty launch; ``empty_kernel_b
 import json
 from pathlib import Path
 
-import pytest
-
 from nsa_kernels.bench import floors, plots, suite, workloads
 from nsa_kernels.bench.harness import ON_GPU
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"iters": 2, "warmup": 1, "graph_calls": 2}

@@ -11,13 +11,21 @@ To cover a new sync-free entry point, add one line to
 """
 import time
 
+from nsa_kernels.testing import (
+    GARBAGE_CASES,
+    GARBAGE_EXTREMES,
+    INT32_MAX,
+    INT32_MIN,
+    INT64_MAX,
+    INT64_MIN,
+    SYNC_FREE_ENTRY_POINTS,
+    status_is_sane,
+)
+
 import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
-
-from nsa_kernels.testing import (GARBAGE_CASES, GARBAGE_EXTREMES, INT32_MAX, INT32_MIN,
-                                 INT64_MAX, INT64_MIN, SYNC_FREE_ENTRY_POINTS, status_is_sane)
 from nsa_testing import DEVICE, Canary, examples
 
 #: (name, launch) of every sync-free entry point. New modes are added (one line each) to

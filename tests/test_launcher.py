@@ -8,19 +8,22 @@ current stream, it is captured by an outer CUDA graph, and the fallback without 
 """
 import sys
 
-import pytest
-import torch
-
 import nsa_kernels as nk
 from nsa_kernels import launcher
 from nsa_kernels import stage5_zero_sync as s5
 from nsa_kernels.bench import floors, workloads
 from nsa_kernels.empty_kernel import bound_empty
+
+import pytest
+import torch
 from nsa_testing import DEVICE, Canary, assert_equal
 
 TOPK = 2048
 ON_GPU = torch.cuda.is_available() and not nk.INTERPRET
-gpu = [pytest.mark.gpu, pytest.mark.skipif(not ON_GPU, reason="the driver and graph paths need a GPU")]
+gpu = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not ON_GPU, reason="the driver and graph paths need a GPU"),
+]
 
 
 def batch(bs, seed, qo_max=4, device=DEVICE):
@@ -383,17 +386,25 @@ def test_graph_path_bound_during_capture_falls_back_to_driver():
     torch.cuda.synchronize()
 
 
-for _test in (test_cached_driver_launchers_do_not_keep_buffers_alive,
-              test_fallback_when_compiled_parameters_differ,
-              test_graph_path_bound_during_capture_falls_back_to_driver,
-              test_driver_launch_equals_triton_launch, test_driver_launch_goes_to_the_current_stream,
-              test_bound_fill_captured_in_outer_graph_follows_new_lengths,
-              test_fallback_when_cuda_python_is_hidden):
+for _test in (
+    test_cached_driver_launchers_do_not_keep_buffers_alive,
+    test_fallback_when_compiled_parameters_differ,
+    test_graph_path_bound_during_capture_falls_back_to_driver,
+    test_driver_launch_equals_triton_launch,
+    test_driver_launch_goes_to_the_current_stream,
+    test_bound_fill_captured_in_outer_graph_follows_new_lengths,
+    test_fallback_when_cuda_python_is_hidden,
+):
     _test.pytestmark = getattr(_test, "pytestmark", []) + list(gpu)
 
 
 def test_default_path_override_is_checked():
     import subprocess
-    result = subprocess.run([sys.executable, "-c", "import nsa_kernels.launcher"], capture_output=True,
-                            text=True, env={**__import__("os").environ, "NSA_LAUNCH_PATH": "fastest"})
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import nsa_kernels.launcher"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "NSA_LAUNCH_PATH": "fastest"},
+    )
     assert result.returncode != 0 and "NSA_LAUNCH_PATH must be one of" in result.stderr

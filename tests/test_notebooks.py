@@ -42,9 +42,9 @@ def is_progress(line):
 
 @pytest.mark.skipif(not NOTEBOOKS, reason="notebooks/ has no .ipynb yet: nothing to execute")
 def test_quick_profile_runs_every_notebook(tmp_path, request):
-    import torch
-
     from nsa_kernels import STAGES
+
+    import torch
 
     show = progress_printer(request.config)
     out = tmp_path / "quick"

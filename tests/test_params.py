@@ -3,15 +3,24 @@ out of notebooks/."""
 import json
 from pathlib import Path
 
-import pytest
-
 from nsa_kernels.bench import params
 from nsa_kernels.bench.params import INTERACTIVE_DIR, notebook_params
 from nsa_kernels.bench.workloads import PROFILES
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-OWN_NOTEBOOKS = ["00_python_baseline", "01_triton_fused", "02_triton_inplace", "03_triton_bsearch",
-                 "04_triton_autotuned", "05_zero_sync", "07_summary", "08_scaling", "11_modes_vs_peers"]
+OWN_NOTEBOOKS = [
+    "00_python_baseline",
+    "01_triton_fused",
+    "02_triton_inplace",
+    "03_triton_bsearch",
+    "04_triton_autotuned",
+    "05_zero_sync",
+    "07_summary",
+    "08_scaling",
+    "11_modes_vs_peers",
+]
 
 
 def papermill_typed(text):
@@ -144,8 +153,10 @@ def test_papermill_run_with_a_list_parameter_writes_outside_the_notebook_folder(
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"}})
     params_cell = nbformat.v4.new_code_cell(
-        'profile = "quick"  # run profile\nbatch_sizes = None  # batch sizes\niters = None  # calls\n'
-        'seed = 0  # seed\nresults_dir = None  # output folder')
+        'profile = "quick"  # run profile\nbatch_sizes = None  # batch sizes\n'
+        "iters = None  # calls\n"
+        "seed = 0  # seed\nresults_dir = None  # output folder"
+    )
     params_cell.metadata["tags"] = ["parameters"]
     nb.cells = [params_cell, nbformat.v4.new_code_cell(
         "from nsa_kernels.bench.params import notebook_params\n"

@@ -1,16 +1,16 @@
 """The seed's stages 0-2 and SGLang's loop replayed: the fill contract against ``reference``,
 and the journey table's arithmetic."""
-import pytest
-import torch
-from hypothesis import given
-from nsa_testing import describe, examples, fill_inputs
-
 import nsa_kernels as nk
 from nsa_kernels.bench import checks
 from nsa_kernels.bench.harness import measure_group
 from nsa_kernels.bench.workloads import draft_extend
 from nsa_kernels.peers import seed
 from nsa_kernels.testing import Canary, check_fill, lengths
+
+import pytest
+import torch
+from hypothesis import given
+from nsa_testing import describe, examples, fill_inputs
 
 FILLS = list(seed.SEED_FILLS)
 CASES = checks.edge_cases() + checks.random_cases(3, count=3, max_bs=40)

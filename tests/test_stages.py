@@ -9,14 +9,24 @@ import subprocess
 import sys
 import textwrap
 
+import nsa_kernels as nk
+
 import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
-
-import nsa_kernels as nk
-from nsa_testing import (DEVICE, FAST_STAGE_NAMES, LINEAR_SCAN_STAGES, STAGE_NAMES,
-                         cheap_sizes, check_fill, describe, examples, fill_inputs, lengths)
+from nsa_testing import (
+    DEVICE,
+    FAST_STAGE_NAMES,
+    LINEAR_SCAN_STAGES,
+    STAGE_NAMES,
+    cheap_sizes,
+    check_fill,
+    describe,
+    examples,
+    fill_inputs,
+    lengths,
+)
 
 TOPK = 2048
 
@@ -306,8 +316,9 @@ def test_interpret_on_values_parsed_as_triton_does(value):
 
 
 def test_interpret_parsing_matches_triton():
-    from triton._C.libtriton import getenv_bool
     from nsa_kernels._env import interpret_requested
+
+    from triton._C.libtriton import getenv_bool
     for value in ["1", "0", "", "true", "True", "false", "on", "OFF", "yes", "y", "Y", "no", "2",
                   " 1", "t", "enabled"]:
         os.environ["NSA_TEST_BOOL"] = value

@@ -10,12 +10,12 @@ what it was.
 """
 import re
 
+import nsa_kernels as nk
+from nsa_kernels import validation
+
 import numpy as np
 import pytest
 import torch
-
-import nsa_kernels as nk
-from nsa_kernels import validation
 from nsa_testing import DEVICE, STAGE_NAMES, Canary, lengths
 
 EXT = [1, 2, 0, 3, 1]
@@ -74,43 +74,102 @@ def _tensor(values, dtype):
 # kind: "static" (tensor metadata / topk: always checked), "data" (needs the lengths on the
 # host: checked by the syncing stages and by check=True only).
 INPUT_CASES = {
-    "ext_float32": (_set(ext=lambda c: c.ext.float()), TypeError, [_name("extend_seq_lens")], "static"),
+    "ext_float32": (
+        _set(ext=lambda c: c.ext.float()),
+        TypeError,
+        [_name("extend_seq_lens")],
+        "static",
+    ),
     "seq_float64": (_set(seq=lambda c: c.seq.double()), TypeError, [_name("seq_lens")], "static"),
     "ext_bool": (_set(ext=lambda c: c.ext.bool()), TypeError, [_name("extend_seq_lens")], "static"),
     "seq_bool": (_set(seq=lambda c: c.seq.bool()), TypeError, [_name("seq_lens")], "static"),
-    "ext_int16": (_set(ext=lambda c: c.ext.short()), TypeError, [_name("extend_seq_lens")], "static"),
+    "ext_int16": (
+        _set(ext=lambda c: c.ext.short()),
+        TypeError,
+        [_name("extend_seq_lens")],
+        "static",
+    ),
     "ext_list": (_set(ext=list(EXT)), TypeError, [_name("extend_seq_lens")], "static"),
-    "seq_numpy": (_set(seq=np.array(SEQ, dtype=np.int32)), TypeError, [_name("seq_lens")], "static"),
+    "seq_numpy": (
+        _set(seq=np.array(SEQ, dtype=np.int32)),
+        TypeError,
+        [_name("seq_lens")],
+        "static",
+    ),
     "ext_none": (_set(ext=None), TypeError, [_name("extend_seq_lens")], "static"),
-    "ext_2d": (_set(ext=lambda c: c.ext.reshape(1, -1)), ValueError, [_name("extend_seq_lens")], "static"),
+    "ext_2d": (
+        _set(ext=lambda c: c.ext.reshape(1, -1)),
+        ValueError,
+        [_name("extend_seq_lens")],
+        "static",
+    ),
     "seq_0d": (_set(seq=_tensor(5, torch.int32)), ValueError, [_name("seq_lens")], "static"),
-    "ext_non_contiguous": (_set(ext=lambda c: c.ext.repeat_interleave(2)[::2]), ValueError,
-                           [_name("extend_seq_lens")], "static"),
-    "mismatched_lengths": (_set(seq=_tensor(SEQ[:4], torch.int32)), ValueError,
-                           [_name("extend_seq_lens"), _name("seq_lens")], "static"),
-    "mismatched_lengths_longer_ext": (_set(ext=_tensor(EXT + [1], torch.int32)), ValueError,
-                                      [_name("extend_seq_lens"), _name("seq_lens")], "static"),
+    "ext_non_contiguous": (
+        _set(ext=lambda c: c.ext.repeat_interleave(2)[::2]),
+        ValueError,
+        [_name("extend_seq_lens")],
+        "static",
+    ),
+    "mismatched_lengths": (
+        _set(seq=_tensor(SEQ[:4], torch.int32)),
+        ValueError,
+        [_name("extend_seq_lens"), _name("seq_lens")],
+        "static",
+    ),
+    "mismatched_lengths_longer_ext": (
+        _set(ext=_tensor(EXT + [1], torch.int32)),
+        ValueError,
+        [_name("extend_seq_lens"), _name("seq_lens")],
+        "static",
+    ),
     "topk_0": (_set(topk=0), ValueError, [_name("nsa_index_topk")], "static"),
     "topk_negative": (_set(topk=-3), ValueError, [_name("nsa_index_topk")], "static"),
     "topk_float": (_set(topk=8.0), TypeError, [_name("nsa_index_topk")], "static"),
     "topk_bool": (_set(topk=True), TypeError, [_name("nsa_index_topk")], "static"),
     "topk_str": (_set(topk="8"), TypeError, [_name("nsa_index_topk")], "static"),
     "topk_none": (_set(topk=None), TypeError, [_name("nsa_index_topk")], "static"),
-    "topk_tensor": (_set(topk=lambda c: _tensor(8, torch.int32)), TypeError,
-                    [_name("nsa_index_topk")], "static"),
-    "ext_negative_at_3": (_set(ext=_tensor([1, 2, 0, -1, 1], torch.int32)), ValueError,
-                          [_index("extend_seq_lens", 3)], "data"),
-    "seq_negative_at_2": (_set(seq=_tensor([4, 2, -5, 3, 9], torch.int32)), ValueError,
-                          [_index("seq_lens", 2)], "data"),
-    "qo_gt_kv_at_3": (_set(ext=_tensor([1, 2, 0, 4, 10], torch.int32)), ValueError,
-                      [_index("extend_seq_lens", 3), _index("seq_lens", 3)], "data"),
-    "qo_gt_kv_at_0_int64": (_set(ext=_tensor([5, 2, 0, 3, 1], torch.int64),
-                                 seq=_tensor(SEQ, torch.int64)), ValueError,
-                            [_index("extend_seq_lens", 0)], "data"),
-    "first_of_several_bad_is_1": (_set(ext=_tensor([1, 5, 0, -1, 11], torch.int32)), ValueError,
-                                  [_index("extend_seq_lens", 1)], "data"),
-    "last_request_bad": (_set(seq=_tensor([4, 2, 5, 3, 0], torch.int32)), ValueError,
-                         [_index("extend_seq_lens", 4)], "data"),
+    "topk_tensor": (
+        _set(topk=lambda c: _tensor(8, torch.int32)),
+        TypeError,
+        [_name("nsa_index_topk")],
+        "static",
+    ),
+    "ext_negative_at_3": (
+        _set(ext=_tensor([1, 2, 0, -1, 1], torch.int32)),
+        ValueError,
+        [_index("extend_seq_lens", 3)],
+        "data",
+    ),
+    "seq_negative_at_2": (
+        _set(seq=_tensor([4, 2, -5, 3, 9], torch.int32)),
+        ValueError,
+        [_index("seq_lens", 2)],
+        "data",
+    ),
+    "qo_gt_kv_at_3": (
+        _set(ext=_tensor([1, 2, 0, 4, 10], torch.int32)),
+        ValueError,
+        [_index("extend_seq_lens", 3), _index("seq_lens", 3)],
+        "data",
+    ),
+    "qo_gt_kv_at_0_int64": (
+        _set(ext=_tensor([5, 2, 0, 3, 1], torch.int64), seq=_tensor(SEQ, torch.int64)),
+        ValueError,
+        [_index("extend_seq_lens", 0)],
+        "data",
+    ),
+    "first_of_several_bad_is_1": (
+        _set(ext=_tensor([1, 5, 0, -1, 11], torch.int32)),
+        ValueError,
+        [_index("extend_seq_lens", 1)],
+        "data",
+    ),
+    "last_request_bad": (
+        _set(seq=_tensor([4, 2, 5, 3, 0], torch.int32)),
+        ValueError,
+        [_index("extend_seq_lens", 4)],
+        "data",
+    ),
 }
 
 
@@ -129,26 +188,66 @@ def _canary_view(shape, dtype=torch.int32, transform=None):
 
 
 OUTPUT_CASES = {
-    "out_int64": (_bad_output("out", _canary_view(CAPACITY, torch.int64)), TypeError,
-                  [_name("out_seqlens_expanded")], "static"),
-    "cache_int64": (_bad_output("cache", _canary_view(CAPACITY, torch.int64)), TypeError,
-                    [_name("out_nsa_cache_seqlens")], "static"),
-    "out_float32": (_bad_output("out", _canary_view(CAPACITY, torch.float32)), TypeError,
-                    [_name("out_seqlens_expanded")], "static"),
-    "out_2d": (_bad_output("out", _canary_view(2 * CAPACITY, transform=lambda v: v.view(2, -1))),
-               ValueError, [_name("out_seqlens_expanded")], "static"),
-    "cache_non_contiguous": (_bad_output("cache", _canary_view(2 * CAPACITY,
-                                                               transform=lambda v: v[::2])),
-                             ValueError, [_name("out_nsa_cache_seqlens")], "static"),
-    "out_non_contiguous": (_bad_output("out", _canary_view(2 * CAPACITY, transform=lambda v: v[::2])),
-                           ValueError, [_name("out_seqlens_expanded")], "static"),
-    "out_list": (_set(out_arg=[0] * CAPACITY), TypeError, [_name("out_seqlens_expanded")], "static"),
-    "out_shorter_than_n": (_bad_output("out", _canary_view(N - 1)), ValueError,
-                           [_name("out_seqlens_expanded")], "data"),
-    "cache_shorter_than_n": (_bad_output("cache", _canary_view(N - 1)), ValueError,
-                             [_name("out_nsa_cache_seqlens")], "data"),
-    "both_empty": (lambda c: (c.replace_output("out", Canary(0)), c.replace_output("cache", Canary(0))),
-                   ValueError, [_name("out_seqlens_expanded")], "data"),
+    "out_int64": (
+        _bad_output("out", _canary_view(CAPACITY, torch.int64)),
+        TypeError,
+        [_name("out_seqlens_expanded")],
+        "static",
+    ),
+    "cache_int64": (
+        _bad_output("cache", _canary_view(CAPACITY, torch.int64)),
+        TypeError,
+        [_name("out_nsa_cache_seqlens")],
+        "static",
+    ),
+    "out_float32": (
+        _bad_output("out", _canary_view(CAPACITY, torch.float32)),
+        TypeError,
+        [_name("out_seqlens_expanded")],
+        "static",
+    ),
+    "out_2d": (
+        _bad_output("out", _canary_view(2 * CAPACITY, transform=lambda v: v.view(2, -1))),
+        ValueError,
+        [_name("out_seqlens_expanded")],
+        "static",
+    ),
+    "cache_non_contiguous": (
+        _bad_output("cache", _canary_view(2 * CAPACITY, transform=lambda v: v[::2])),
+        ValueError,
+        [_name("out_nsa_cache_seqlens")],
+        "static",
+    ),
+    "out_non_contiguous": (
+        _bad_output("out", _canary_view(2 * CAPACITY, transform=lambda v: v[::2])),
+        ValueError,
+        [_name("out_seqlens_expanded")],
+        "static",
+    ),
+    "out_list": (
+        _set(out_arg=[0] * CAPACITY),
+        TypeError,
+        [_name("out_seqlens_expanded")],
+        "static",
+    ),
+    "out_shorter_than_n": (
+        _bad_output("out", _canary_view(N - 1)),
+        ValueError,
+        [_name("out_seqlens_expanded")],
+        "data",
+    ),
+    "cache_shorter_than_n": (
+        _bad_output("cache", _canary_view(N - 1)),
+        ValueError,
+        [_name("out_nsa_cache_seqlens")],
+        "data",
+    ),
+    "both_empty": (
+        lambda c: (c.replace_output("out", Canary(0)), c.replace_output("cache", Canary(0))),
+        ValueError,
+        [_name("out_seqlens_expanded")],
+        "data",
+    ),
 }
 
 INT32_MAX = 2**31 - 1
@@ -472,29 +571,58 @@ def _replace(field, shape, dtype=torch.int32, transform=None):
 
 
 PIPELINE_CASES = {
-    "out_int64": (_replace("seqlens_expanded", CAPACITY, torch.int64), TypeError,
-                  [_name("seqlens_expanded")]),
-    "nsa_cu_int64": (_replace("nsa_cu_seqlens_k", CAPACITY + 1, torch.int64), TypeError,
-                     [_name("nsa_cu_seqlens_k")]),
-    "cache_non_contiguous": (_replace("nsa_cache_seqlens", 2 * CAPACITY,
-                                      transform=lambda v: v[::2]),
-                             ValueError, [_name("nsa_cache_seqlens")]),
+    "out_int64": (
+        _replace("seqlens_expanded", CAPACITY, torch.int64),
+        TypeError,
+        [_name("seqlens_expanded")],
+    ),
+    "nsa_cu_int64": (
+        _replace("nsa_cu_seqlens_k", CAPACITY + 1, torch.int64),
+        TypeError,
+        [_name("nsa_cu_seqlens_k")],
+    ),
+    "cache_non_contiguous": (
+        _replace("nsa_cache_seqlens", 2 * CAPACITY, transform=lambda v: v[::2]),
+        ValueError,
+        [_name("nsa_cache_seqlens")],
+    ),
     "capacity_below_n": (_replace("seqlens_expanded", N - 1), ValueError, [r"N = 7"]),
-    "cache_seqlens_too_short": (_replace("cache_seqlens_int32", 4), ValueError,
-                                [_name("cache_seqlens_int32")]),
+    "cache_seqlens_too_short": (
+        _replace("cache_seqlens_int32", 4),
+        ValueError,
+        [_name("cache_seqlens_int32")],
+    ),
     "cu_seqlens_k_too_short": (_replace("cu_seqlens_k", 5), ValueError, [_name("cu_seqlens_k")]),
-    "page_table_int64": (_replace("page_table_1", (CAPACITY, WIDTH), torch.int64), TypeError,
-                         [_name("page_table_1")]),
-    "page_table_1d": (_replace("page_table_1", CAPACITY * WIDTH), TypeError, [_name("page_table_1")]),
-    "page_table_column_stride": (_replace("page_table_1", (CAPACITY, 2 * WIDTH),
-                                          transform=lambda v: v[:, ::2]),
-                                 TypeError, [_name("page_table_1")]),
-    "real_page_table_too_narrow": (_replace("real_page_table", (CAPACITY, WIDTH // PAGE - 1)),
-                                   ValueError, [_name("real_page_table")]),
-    "pool_index_out_of_range": (_set(pool=_tensor([4, 0, 7, 1, 3], torch.int64)), ValueError,
-                                [_name("req_pool_indices")]),
-    "pool_index_negative": (_set(pool=_tensor([4, 0, 6, -1, 3], torch.int64)), ValueError,
-                            [_name("req_pool_indices")]),
+    "page_table_int64": (
+        _replace("page_table_1", (CAPACITY, WIDTH), torch.int64),
+        TypeError,
+        [_name("page_table_1")],
+    ),
+    "page_table_1d": (
+        _replace("page_table_1", CAPACITY * WIDTH),
+        TypeError,
+        [_name("page_table_1")],
+    ),
+    "page_table_column_stride": (
+        _replace("page_table_1", (CAPACITY, 2 * WIDTH), transform=lambda v: v[:, ::2]),
+        TypeError,
+        [_name("page_table_1")],
+    ),
+    "real_page_table_too_narrow": (
+        _replace("real_page_table", (CAPACITY, WIDTH // PAGE - 1)),
+        ValueError,
+        [_name("real_page_table")],
+    ),
+    "pool_index_out_of_range": (
+        _set(pool=_tensor([4, 0, 7, 1, 3], torch.int64)),
+        ValueError,
+        [_name("req_pool_indices")],
+    ),
+    "pool_index_negative": (
+        _set(pool=_tensor([4, 0, 6, -1, 3], torch.int64)),
+        ValueError,
+        [_name("req_pool_indices")],
+    ),
     "pool_float": (_set(pool=lambda p: p.pool.float()), TypeError, [_name("req_pool_indices")]),
     "pool_wrong_length": (_set(pool=lambda p: p.pool[:4]), ValueError, [_name("req_pool_indices")]),
     "r2t_float": (_set(r2t=lambda p: p.r2t.float()), TypeError, [_name("req_to_token")]),
@@ -502,10 +630,16 @@ PIPELINE_CASES = {
     "page_size_not_power_of_two": (_set(page_size=48), ValueError, [_name("page_size")]),
     "page_size_0": (_set(page_size=0), ValueError, [_name("page_size")]),
     "page_size_too_large": (_set(page_size=1024), ValueError, [_name("page_size")]),
-    "status_int64": (_set(status_arg=lambda p: _tracked(p, Canary(2, dtype=torch.int64))),
-                     TypeError, [_name("status")]),
-    "status_non_contiguous": (_set(status_arg=lambda p: _tracked(p, Canary(4))[::2]),
-                              ValueError, [_name("status")]),
+    "status_int64": (
+        _set(status_arg=lambda p: _tracked(p, Canary(2, dtype=torch.int64))),
+        TypeError,
+        [_name("status")],
+    ),
+    "status_non_contiguous": (
+        _set(status_arg=lambda p: _tracked(p, Canary(4))[::2]),
+        ValueError,
+        [_name("status")],
+    ),
 }
 # The stage input classes apply to the pipeline's ext / seq / topk unchanged.
 PIPELINE_CASES.update({f"input_{k}": (v[0], v[1], v[2]) for k, v in INPUT_CASES.items()
@@ -687,7 +821,9 @@ def test_check_strides_2d():
     with pytest.raises(ValueError, match=_name("page_table_1")):
         validation.check_strides_2d("page_table_1", torch.zeros(8, dtype=torch.int32).expand(4, 8))
     with pytest.raises(ValueError, match=_name("page_table_1")):
-        validation.check_strides_2d("page_table_1", torch.zeros(40, dtype=torch.int32).as_strided((4, 8), (5, 1)))
+        validation.check_strides_2d(
+            "page_table_1", torch.zeros(40, dtype=torch.int32).as_strided((4, 8), (5, 1))
+        )
     with pytest.raises(ValueError, match=_name("page_table_1")):
         validation.check_strides_2d("page_table_1", torch.zeros(8, 16, dtype=torch.int32)[:, ::2])
     with pytest.raises(ValueError, match=_name("page_table_1")):
@@ -723,7 +859,10 @@ def _pipeline_reference(ext, seq, topk=8, r2t=None, width=4, page_size=2):
 
 def test_pipeline_reference_cu_seqlens_k_past_int32():
     """Issue 12, finding 1: it wrapped like the kernels, so the tests could not see it."""
-    with pytest.raises(ValueError, match=rf"{_index('seq_lens', 1)}.*cu_seqlens_k|cu_seqlens_k.*{_index('seq_lens', 1)}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{_index('seq_lens', 1)}.*cu_seqlens_k|cu_seqlens_k.*{_index('seq_lens', 1)}",
+    ):
         _pipeline_reference([1, 1], [2**31 - 1, 2**31 - 1])
 
 

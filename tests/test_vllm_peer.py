@@ -12,13 +12,13 @@ import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-import torch
-from test_bench_modes import interpreter_scalar_masks  # noqa: F401  (a fixture)
-
 import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
 from nsa_kernels.bench import harness, modes
 from nsa_kernels.peers import vllm as vllm_peer
+
+import pytest
+import torch
+from test_bench_modes import interpreter_scalar_masks  # noqa: F401  (a fixture)
 
 EXTRACTED = Path("/work/peers_src/vllm/v1/attention/ops/metadata.py")
 REPO_WHEELS = sorted((Path(vllm_peer.REPO_ROOT) / ".peers").glob("vllm-*.whl"))
@@ -142,7 +142,9 @@ def test_vllm_outputs_equal_the_reference_on_live_regions(point, tmp_path, monke
     assert bool((out.seq_lens[inputs.total_len:] == 0).all())
 
 
-def test_vllm_token_to_request_equals_the_reference(tmp_path, monkeypatch, interpreter_scalar_masks):  # noqa: F811
+def test_vllm_token_to_request_equals_the_reference(
+    tmp_path, monkeypatch, interpreter_scalar_masks  # noqa: F811
+):
     """``compute_token_to_req_indices`` (vLLM's graph-safe token -> request map) against the
     reference's token -> request of a varlen draft extend; tokens past the mapped ones get 0."""
     if EXTRACTED.is_file() and not os.environ.get("NSA_VLLM_PATH"):
@@ -154,7 +156,9 @@ def test_vllm_token_to_request_equals_the_reference(tmp_path, monkeypatch, inter
     point = modes.Point("draft_extend_varlen", 11, 512, 4)
     inputs = modes.make_inputs(point)
     view = modes.vllm_inputs(point, inputs)
-    out = torch.full((inputs.total_len + 300,), -1, dtype=torch.int32, device=inputs.seq_lens.device)
+    out = torch.full(
+        (inputs.total_len + 300,), -1, dtype=torch.int32, device=inputs.seq_lens.device
+    )
     n = inputs.total_len + 7
     got = peer.metadata.compute_token_to_req_indices(view.query_start_loc, out, inputs.total_len, n)
     expected, _ = modes.reference_outputs(point, inputs)["token_to_request"]

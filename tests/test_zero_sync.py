@@ -7,16 +7,25 @@ reference rejects, with a small hand-written expectation).
 """
 import time
 
+import nsa_kernels as nk
+from nsa_kernels import stage5_zero_sync as s5
+
 import pytest
 import torch
 import triton
 from hypothesis import example, given
 from hypothesis import strategies as st
-
-import nsa_kernels as nk
-from nsa_kernels import stage5_zero_sync as s5
-from nsa_testing import (DEVICE, POISON, Canary, assert_equal, cheap_sizes, describe,
-                         examples, fill_inputs, lengths)
+from nsa_testing import (
+    DEVICE,
+    POISON,
+    Canary,
+    assert_equal,
+    cheap_sizes,
+    describe,
+    examples,
+    fill_inputs,
+    lengths,
+)
 
 TOPK = 2048
 MAPPINGS = ["request", "token"]
@@ -276,7 +285,9 @@ def test_clamp_padded_rows_padding_after_real_batch(mapping):
     assert_equal(out.view[:n], expected)
     assert_equal(cache.view[:n], expected_cache)
     # padding row j of 2 tokens: max(0 - 2 + 1 + t, 0) = 0 for t in 0, 1
-    assert bool((out.view[n:n + 2 * pad] == 0).all()) and bool((cache.view[n:n + 2 * pad] == 0).all())
+    assert bool((out.view[n : n + 2 * pad] == 0).all()) and bool(
+        (cache.view[n : n + 2 * pad] == 0).all()
+    )
     out.assert_poisoned_from(n + 2 * pad)
     out.assert_margins()
     cache.assert_margins()

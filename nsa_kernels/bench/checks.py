@@ -10,7 +10,13 @@ from .._env import DEVICE
 
 def edge_cases(device=DEVICE):
     def case(name, ext, seq, topk=2048, dtype=torch.int32):
-        return name, torch.tensor(ext, dtype=dtype, device=device), torch.tensor(seq, dtype=dtype, device=device), topk
+        return (
+            name,
+            torch.tensor(ext, dtype=dtype, device=device),
+            torch.tensor(seq, dtype=dtype, device=device),
+            topk,
+        )
+
     return [
         case("bs = 0", [], []),
         case("zero-length requests", [0, 3, 0, 0, 2, 0], [5, 9, 0, 7, 2, 4]),
@@ -31,7 +37,14 @@ def random_cases(seed, count=4, max_bs=64, device=DEVICE):
         ext = torch.randint(0, 6, (bs,), generator=g)
         seq = ext + torch.randint(0, 5000, (bs,), generator=g)
         topk = int(torch.randint(1, 4097, (1,), generator=g))
-        cases.append((f"random #{i} (bs={bs})", ext.to(device, torch.int32), seq.to(device, torch.int32), topk))
+        cases.append(
+            (
+                f"random #{i} (bs={bs})",
+                ext.to(device, torch.int32),
+                seq.to(device, torch.int32),
+                topk,
+            )
+        )
     return cases
 
 
@@ -93,5 +106,7 @@ def check_pipeline(buffers, workload, req_pool_indices, req_to_token, page_size,
     for t, cols in enumerate(want["live_cols"].tolist()):
         pages = -(-cols // page_size)
         ok = ok and torch.equal(buffers.page_table_1[t, :cols], want["page_table_1"][t, :cols])
-        ok = ok and torch.equal(buffers.real_page_table[t, :pages], want["real_page_table"][t, :pages])
+        ok = ok and torch.equal(
+            buffers.real_page_table[t, :pages], want["real_page_table"][t, :pages]
+        )
     return bool(ok)

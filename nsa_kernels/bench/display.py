@@ -53,7 +53,8 @@ _MARKDOWN_SPECIAL = re.compile(r"([\\|\[\]*_<>])")
 
 
 def escape_markdown(text):
-    """``text`` shown literally in Markdown (``kernel[grid](...)`` is not a link), code spans kept."""
+    """``text`` shown literally in Markdown (``kernel[grid](...)`` is not a link), code spans
+    kept."""
     parts = _CODE_SPAN.split(text)
     return "".join(part if i % 2 else _MARKDOWN_SPECIAL.sub(r"\\\1", part)
                    for i, part in enumerate(parts)).replace("\n", " ")
@@ -77,9 +78,11 @@ def banner(env):
              f"triton {env['triton']} · Python {env['python']} · commit `{env['commit']}` · "
              f"profile `{env['profile']}`")
     if not ON_GPU:
-        stamp += ("\n\n> **Triton interpreter on CPU.** Kernels run, and are checked, exactly as on "
-                  "a GPU, but every timing below is an interpreter timing: it says nothing about "
-                  "GPU speed. The published GPU report is under `reports/h100/`.")
+        stamp += (
+            "\n\n> **Triton interpreter on CPU.** Kernels run, and are checked, exactly as on "
+            "a GPU, but every timing below is an interpreter timing: it says nothing about "
+            "GPU speed. The published GPU report is under `reports/h100/`."
+        )
     display(Markdown(stamp))
 
 

@@ -125,16 +125,30 @@ def launch_targets(records, bound, per_call):
     best = min((by[name] for name in bound if name in by), key=lambda r: r["eager_us"])
     eager, host = best["eager_us"] / floor["eager_us"], best["host_us"] / host_floor["host_us"]
     targets = [
-        {"target": "best bound fill, call + sync <= 1.1x the cheapest empty launch",
-         "measured": f"{best['stage']}: {best['eager_us']:.1f} µs = {eager:.2f}x {floor['stage']}",
-         "met": eager <= 1.1, "note": f"bs {best['bs']}, {best['workload']}"},
-        {"target": "best bound fill, host time <= 1.2x the cheapest empty launch's",
-         "measured": f"{best['stage']}: {best['host_us']:.1f} µs = {host:.2f}x {host_floor['stage']}",
-         "met": host <= 1.2, "note": ""}]
+        {
+            "target": "best bound fill, call + sync <= 1.1x the cheapest empty launch",
+            "measured": f"{best['stage']}: {best['eager_us']:.1f} µs = "
+            f"{eager:.2f}x {floor['stage']}",
+            "met": eager <= 1.1,
+            "note": f"bs {best['bs']}, {best['workload']}",
+        },
+        {
+            "target": "best bound fill, host time <= 1.2x the cheapest empty launch's",
+            "measured": f"{best['stage']}: {best['host_us']:.1f} µs = "
+            f"{host:.2f}x {host_floor['stage']}",
+            "met": host <= 1.2,
+            "note": "",
+        },
+    ]
     for name in per_call:
         if name in by:
             ratio = by[name]["eager_us"] / floor["eager_us"]
-            targets.append({"target": f"{name}, call + sync <= 1.5x the cheapest empty launch",
-                            "measured": f"{by[name]['eager_us']:.1f} µs = {ratio:.2f}x {floor['stage']}",
-                            "met": ratio <= 1.5, "note": f"host {by[name]['host_us']:.1f} µs"})
+            targets.append(
+                {
+                    "target": f"{name}, call + sync <= 1.5x the cheapest empty launch",
+                    "measured": f"{by[name]['eager_us']:.1f} µs = {ratio:.2f}x {floor['stage']}",
+                    "met": ratio <= 1.5,
+                    "note": f"host {by[name]['host_us']:.1f} µs",
+                }
+            )
     return targets

@@ -34,7 +34,8 @@ def synchronize():
 
 
 def capture_graph(fn, graph_calls):
-    """A CUDA graph of ``graph_calls`` calls of ``fn``; raises if ``fn`` syncs or allocates badly."""
+    """A CUDA graph of ``graph_calls`` calls of ``fn``; raises if ``fn`` syncs or allocates
+    badly."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -219,8 +220,12 @@ def measure_interleaved(entries, rounds, graph_calls, eager=5, graph=True):
             out[name] = {"graph_us": None, "eager_us": None, "note": None}
         except Exception as exc:  # recorded, so one broken entry does not stop the sweep
             synchronize()
-            out[name] = {"graph_us": None, "eager_us": None,
-                         "note": f"raised {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"}
+            out[name] = {
+                "graph_us": None,
+                "eager_us": None,
+                "note": f"raised {type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else ''}",
+            }
     samples = {name: [] for name in live}
     for _ in range(max(eager, 1)):
         for name, fn in live.items():

@@ -60,8 +60,8 @@ SGLANG_FUNCTION = {"decode": "fused_dsa_decode_metadata",
                    "draft_extend_static": "fused_dsa_draft_extend_metadata",
                    "draft_extend_varlen": "fused_dsa_draft_extend_metadata"}
 CONFIG = {
-    ("decode", "page_table_1"): "SGLang 0.5.23 CUDA-graph replay (decode): fused_dsa_decode_metadata, "
-    "page_table_1 = graph page table [bs, width], max_len = width",
+    ("decode", "page_table_1"): "SGLang 0.5.23 CUDA-graph replay (decode): "
+    "fused_dsa_decode_metadata, page_table_1 = graph page table [bs, width], max_len = width",
     ("decode", "real_only"): "SGLang 0.5.23 CUDA-graph replay (decode, dsa_drop_wide_page_table): "
     "fused_dsa_decode_metadata, page_table_1=None, max_len = req_to_token width",
     ("target_verify", ""): "SGLang 0.5.23 CUDA-graph replay (target_verify, SM100): "
@@ -345,13 +345,18 @@ def compare_live(what, actual, expected, live_cols=None):
     else:
         cols = expected.shape[1]
         got = got[:, :cols]
-        mask = torch.arange(cols, device=expected.device)[None, :] < live_cols.to(expected.device)[:, None]
+        mask = (
+            torch.arange(cols, device=expected.device)[None, :]
+            < live_cols.to(expected.device)[:, None]
+        )
         bad = (got != expected) & mask
         live = int(mask.sum())
     if bool(bad.any()):
         where = tuple(bad.nonzero()[0].tolist())
-        raise AssertionError(f"{what}: differs at {where}: got {int(got[where])}, "
-                             f"expected {int(expected[where])} ({int(bad.sum())} live entries differ)")
+        raise AssertionError(
+            f"{what}: differs at {where}: got {int(got[where])}, "
+            f"expected {int(expected[where])} ({int(bad.sum())} live entries differ)"
+        )
     return live
 
 
@@ -406,7 +411,9 @@ def compare_extend(ours, theirs, what="extend"):
                 if x != y:
                     raise AssertionError(f"{what}: {key} differs ({x!r} vs {y!r})")
             elif x.shape != y.shape or not torch.equal(x.to(torch.int64), y.to(torch.int64)):
-                raise AssertionError(f"{what}: {key} differs (shapes {tuple(x.shape)} vs {tuple(y.shape)})")
+                raise AssertionError(
+                    f"{what}: {key} differs (shapes {tuple(x.shape)} vs {tuple(y.shape)})"
+                )
     return sorted(ours)
 
 

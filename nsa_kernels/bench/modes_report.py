@@ -26,7 +26,9 @@ def config_key(record):
 def label(key):
     workload, next_n, variant = key
     extra = f" {variant}" if variant else ""
-    return f"{workload}{extra}" + (f" next_n={next_n}" if workload not in ("decode", "extend") else "")
+    return f"{workload}{extra}" + (
+        f" next_n={next_n}" if workload not in ("decode", "extend") else ""
+    )
 
 
 TARGETS = ("ours faster than SGLang's production call (every mode, bs, width)",
@@ -72,7 +74,10 @@ def explain(key, stages):
     mine = time_of(ours) if ours else None
     if mine and e and b:
         if b > e:  # bandwidth-bound: how much of the copy bandwidth ours reaches
-            parts.append(f"[bandwidth-bound: ours moves its bytes at {100 * b / mine:.0f}% of the copy bandwidth]")
+            parts.append(
+                f"[bandwidth-bound: ours moves its bytes at {100 * b / mine:.0f}% "
+                "of the copy bandwidth]"
+            )
         else:
             parts.append(f"[launch-bound: ours is {mine - e:+.2f} µs over the empty kernel]")
     if ours and ours.get("note"):
@@ -128,7 +133,11 @@ def targets(records):
             return None
         return time_of(ours) < time_of(vllm)
     evaluate(TARGETS[3], [k for k in graph if "vllm_indexer" in graph[k]], beats_vllm)
-    evaluate(TARGETS[4], [k for k in points if k[0] == "extend" and k[3] == 32], lambda s: faster(20.0, s))
+    evaluate(
+        TARGETS[4],
+        [k for k in points if k[0] == "extend" and k[3] == 32],
+        lambda s: faster(20.0, s),
+    )
     return out
 
 
@@ -145,10 +154,12 @@ def targets_markdown(records):
 
 def ratio_rows(records):
     """One row per point: times of ours / SGLang / vLLM / floors and the ratios."""
+    def t(record):
+        return time_of(record) if record else None
+
     rows = []
     for key, stages in sorted(group_points(records).items()):
         ours, sglang, vllm = _ours(stages), _sglang(stages), stages.get("vllm_indexer")
-        t = lambda r: time_of(r) if r else None
         rows.append({"mode": label(key[:3]), "bs": key[3], "width": key[4],
                      "ours_us": t(ours), "sglang_us": t(sglang), "vllm_us": t(vllm),
                      "empty_us": t(stages.get("empty_kernel")),

@@ -41,8 +41,9 @@ def _driver():
 
 def environment(profile):
     gpu = torch.cuda.is_available() and not INTERPRET
+    cpu = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter"
     return {
-        "device": torch.cuda.get_device_name() if gpu else f"CPU ({platform.processor() or platform.machine()}), Triton interpreter",
+        "device": torch.cuda.get_device_name() if gpu else cpu,
         "driver": _driver() if gpu else None,
         "torch": torch.__version__,
         "triton": triton.__version__,

@@ -19,7 +19,12 @@ import triton
 import triton.language as tl
 
 from ..launcher import LaunchPlan
-from ..stage5_zero_sync import _request_parallel, _token_parallel, zero_sync_request_kernel, zero_sync_token_kernel
+from ..stage5_zero_sync import (
+    _request_parallel,
+    _token_parallel,
+    zero_sync_request_kernel,
+    zero_sync_token_kernel,
+)
 
 # Offsets carry OFFSET_BIAS so that Triton always types them as 64-bit (an int below 2**31
 # would be typed i32: another compiled variant).
@@ -65,6 +70,13 @@ def pack_plan(kernel, grid, args, kwargs):
     ext, seq, out_expanded, out_cache, status = args[:5]
     packed = {zero_sync_request_kernel: zero_sync_request_packed_kernel,
               zero_sync_token_kernel: zero_sync_token_packed_kernel}[kernel]
-    at = [t.data_ptr() - status.data_ptr() + OFFSET_BIAS.value for t in (ext, seq, out_expanded, out_cache)]
-    return LaunchPlan(packed, grid, (status, *at, *args[5:]),
-                      dict(kwargs, EXT_DTYPE=_TL_DTYPES[ext.dtype], SEQ_DTYPE=_TL_DTYPES[seq.dtype]))
+    at = [
+        t.data_ptr() - status.data_ptr() + OFFSET_BIAS.value
+        for t in (ext, seq, out_expanded, out_cache)
+    ]
+    return LaunchPlan(
+        packed,
+        grid,
+        (status, *at, *args[5:]),
+        dict(kwargs, EXT_DTYPE=_TL_DTYPES[ext.dtype], SEQ_DTYPE=_TL_DTYPES[seq.dtype]),
+    )

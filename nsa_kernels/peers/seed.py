@@ -131,8 +131,13 @@ def seed_entries(workload):
         args = workload.args(*workload.buffers())
         entries.append({"name": name, "fn": lambda fill=fill, args=args: fill(*args),
                             "capturable": False})
-    entries.append({"name": "validation", "fn": validation_call(*workload.args(*workload.buffers())),
-                        "capturable": False})
+    entries.append(
+        {
+            "name": "validation",
+            "fn": validation_call(*workload.args(*workload.buffers())),
+            "capturable": False,
+        }
+    )
     return entries
 
 

@@ -49,7 +49,9 @@ def _cal_indexer_k_start_end(seq_lens_cpu, extend_seq_lens_cpu, device):
         ke = ks + seq_lens_expanded
         ks_list.append(ks)
         ke_list.append(ke)
-        token_to_batch_idx.append(torch.full((extend_seq_len,), i, dtype=torch.int32, device=device))
+        token_to_batch_idx.append(
+            torch.full((extend_seq_len,), i, dtype=torch.int32, device=device)
+        )
         q_offset += extend_seq_len
         k_offset += seq_len
     ks = torch.cat(ks_list, dim=0)
@@ -94,7 +96,9 @@ def sglang_extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_t
     assert page_table_1_flattened.shape[0] == sum(seq_lens_cpu.tolist())
     topk_indices_offset = torch.repeat_interleave(cu_seqlens_k[:-1], extend_seq_lens)
 
-    (_ks, ke), token_to_batch_idx = _cal_indexer_k_start_end(seq_lens_cpu, extend_seq_lens_cpu, device)
+    (_ks, ke), token_to_batch_idx = _cal_indexer_k_start_end(
+        seq_lens_cpu, extend_seq_lens_cpu, device
+    )
     dsa_cache_seqlens_int32 = seqlens_expanded.clamp(max=dsa_index_topk)
     dsa_cu_seqlens_k = _compute_cu_seqlens(dsa_cache_seqlens_int32)
     return {

@@ -31,9 +31,11 @@ FILE = "vllm/v1/attention/ops/metadata.py"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = REPO_ROOT / ".peers" / f"vllm-{VERSION}-kernels"
 #: The ``config`` text of every vLLM record: the launch ``indexer.py`` makes (supports_varlen).
-PRODUCTION_CONFIG = (f"vLLM {VERSION} DSA indexer decode metadata (supports_varlen path of "
-                     "v1/attention/backends/mla/indexer.py): grid = max(num_decodes, num_tokens + "
-                     "cdiv(capacity - num_tokens, 256)), BLOCK_COLS = block-table width, num_warps=4")
+PRODUCTION_CONFIG = (
+    f"vLLM {VERSION} DSA indexer decode metadata (supports_varlen path of "
+    "v1/attention/backends/mla/indexer.py): grid = max(num_decodes, num_tokens + "
+    "cdiv(capacity - num_tokens, 256)), BLOCK_COLS = block-table width, num_warps=4"
+)
 
 __all__ = ["PRODUCTION_CONFIG", "PeerUnavailable", "decode_metadata_call", "load"]
 
@@ -107,7 +109,8 @@ def _exec_with_standin(path):
 
 
 def load(require_gpu=True):
-    """vLLM's metadata module, loaded by file path, as a namespace ``(metadata, source, version)``."""
+    """vLLM's metadata module, loaded by file path, as a namespace
+    ``(metadata, source, version)``."""
     if require_gpu and not torch.cuda.is_available():
         raise PeerUnavailable("no GPU: vLLM's indexer metadata is measured on a GPU only")
     path, source = _source_file()
