@@ -485,8 +485,8 @@ def test_measure_interleaved_on_the_interpreter():
                                       rounds=2, graph_calls=1, eager=3)
     assert out["ok"]["eager_us"] > 0
     assert out["bad"]["eager_us"] is None and "ZeroDivisionError" in out["bad"]["note"]
-    if not harness.ON_GPU:  # one warm-up call, three eager samples, no graph
-        assert len(calls) == 1 + 3
+    if not harness.ON_GPU:  # one warm-up call, three eager rounds of three calls, no graph
+        assert len(calls) == 1 + 3 * 3
         assert out["ok"]["graph_us"] is None and "no GPU" in out["ok"]["note"]
 
 

@@ -513,7 +513,7 @@ def settings(profile, rounds=None, graph_calls=None):
     about 2-3 minutes on an H100, within the ~4 minute budget."""
     if profile == "quick":
         return dict(rounds=rounds or 3, graph_calls=graph_calls or 1, eager=3)
-    return dict(rounds=rounds or 15, graph_calls=graph_calls or 8, eager=5)
+    return dict(rounds=rounds or 15, graph_calls=graph_calls or 8, eager=15)
 
 
 def record(point, stage, graph_us, eager_us, config, n_bytes, note=None):
