@@ -28,8 +28,13 @@ import triton.language as tl
 
 from .launcher import bind_launch
 from .modes import checks as modes_checks
-from .validation import (check_lengths, check_outputs, first_invalid_request, host_lengths,
-                         status_buffer)
+from .validation import (
+    check_lengths,
+    check_outputs,
+    first_invalid_request,
+    host_lengths,
+    status_buffer,
+)
 
 
 @triton.jit
@@ -94,7 +99,9 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
                 value = tl.maximum(first + j, 0)
                 tl.store(expanded_ptr + row, value.to(tl.int32), mask=mask)
                 tl.store(nsa_cache_ptr + row, tl.minimum(value, topk).to(tl.int32), mask=mask)
-                running = nsa_before + _clamped_prefix(first + j, topk) - _clamped_prefix(first - 1, topk)
+                running = (
+                    nsa_before + _clamped_prefix(first + j, topk) - _clamped_prefix(first - 1, topk)
+                )
                 tl.store(nsa_cu_ptr + row + 1, running.to(tl.int32), mask=mask)
             if r == batch_size - 1:
                 # 64-bit total; the int32 status saturates, the overflow flag is exact.
@@ -109,22 +116,30 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
             vals = tl.load(row_base + cols, mask=cols < live_cols, other=0).to(tl.int32)
             pages = c * (BLOCK_N // PAGE_SIZE) + tl.arange(0, BLOCK_N // PAGE_SIZE)
             page_mask = pages * PAGE_SIZE < live_cols
-            page_vals = tl.load(row_base + pages * PAGE_SIZE, mask=page_mask, other=0).to(tl.int32) // PAGE_SIZE
+            page_vals = (
+                tl.load(row_base + pages * PAGE_SIZE, mask=page_mask, other=0).to(tl.int32)
+                // PAGE_SIZE
+            )
             for j0 in range(0, rows, BLOCK_Q):
                 j = j0 + tl.arange(0, BLOCK_Q)
                 row = (tokens_before + j).to(tl.int64)
                 row_mask = (j < rows) & (row >= 0) & (row < capacity)
-                tl.store(page_table_ptr + row[:, None] * pt_stride + cols[None, :],
-                         tl.broadcast_to(vals[None, :], (BLOCK_Q, BLOCK_N)),
-                         mask=row_mask[:, None] & (cols < live_cols)[None, :])
-                tl.store(real_page_table_ptr + row[:, None] * rpt_stride + pages[None, :],
-                         tl.broadcast_to(page_vals[None, :], (BLOCK_Q, BLOCK_N // PAGE_SIZE)),
-                         mask=row_mask[:, None] & page_mask[None, :])
+                tl.store(
+                    page_table_ptr + row[:, None] * pt_stride + cols[None, :],
+                    tl.broadcast_to(vals[None, :], (BLOCK_Q, BLOCK_N)),
+                    mask=row_mask[:, None] & (cols < live_cols)[None, :],
+                )
+                tl.store(
+                    real_page_table_ptr + row[:, None] * rpt_stride + pages[None, :],
+                    tl.broadcast_to(page_vals[None, :], (BLOCK_Q, BLOCK_N // PAGE_SIZE)),
+                    mask=row_mask[:, None] & page_mask[None, :],
+                )
 
 
 @dataclass
 class PipelineBuffers:
     """Pre-allocated outputs, as a CUDA-graph runner holds them. All int32."""
+
     cache_seqlens_int32: torch.Tensor  # [max_bs]
     cu_seqlens_k: torch.Tensor  # [max_bs + 1]
     seqlens_expanded: torch.Tensor  # [capacity]
@@ -137,28 +152,53 @@ class PipelineBuffers:
     def allocate(cls, max_bs, capacity, width, page_size=64, device="cpu", fill=-1):
         def buf(*shape):
             return torch.full(shape, fill, dtype=torch.int32, device=device)
-        return cls(buf(max_bs), buf(max_bs + 1), buf(capacity), buf(capacity), buf(capacity + 1),
-                   buf(capacity, width), buf(capacity, triton.cdiv(width, page_size)))
+
+        return cls(
+            buf(max_bs),
+            buf(max_bs + 1),
+            buf(capacity),
+            buf(capacity),
+            buf(capacity + 1),
+            buf(capacity, width),
+            buf(capacity, triton.cdiv(width, page_size)),
+        )
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @property
     def capacity(self):
-        return min(self.seqlens_expanded.shape[0], self.nsa_cache_seqlens.shape[0],
-                   self.nsa_cu_seqlens_k.shape[0] - 1, self.page_table_1.shape[0],
-                   self.real_page_table.shape[0])
+        return min(
+            self.seqlens_expanded.shape[0],
+            self.nsa_cache_seqlens.shape[0],
+            self.nsa_cu_seqlens_k.shape[0] - 1,
+            self.page_table_1.shape[0],
+            self.real_page_table.shape[0],
+        )
 
 
-FLAT_BUFFERS = ("cache_seqlens_int32", "cu_seqlens_k", "seqlens_expanded", "nsa_cache_seqlens",
-                "nsa_cu_seqlens_k")
+FLAT_BUFFERS = (
+    "cache_seqlens_int32",
+    "cu_seqlens_k",
+    "seqlens_expanded",
+    "nsa_cache_seqlens",
+    "nsa_cu_seqlens_k",
+)
 BLOCK_R = 256
 BLOCK_Q = 4
 BLOCK_N = 512
 
 
-def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
-                    buffers, page_size, check):
+def _check_pipeline(
+    extend_seq_lens,
+    seq_lens,
+    req_pool_indices,
+    req_to_token,
+    nsa_index_topk,
+    buffers,
+    page_size,
+    check,
+):
     """Static checks (metadata only), plus the data checks with ``check=True``; returns the
     normalised ``(nsa_index_topk, page_size)``. Raises before anything is written."""
     nsa_index_topk = modes_checks.as_int("nsa_index_topk", nsa_index_topk, minimum=1)
@@ -166,34 +206,56 @@ def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
     check_lengths(extend_seq_lens, seq_lens, nsa_index_topk)
     device = extend_seq_lens.device
     bs = extend_seq_lens.shape[0]
-    if not isinstance(req_pool_indices, torch.Tensor) or req_pool_indices.dim() != 1 \
-            or req_pool_indices.dtype not in (torch.int32, torch.int64):
+    if (
+        not isinstance(req_pool_indices, torch.Tensor)
+        or req_pool_indices.dim() != 1
+        or req_pool_indices.dtype not in (torch.int32, torch.int64)
+    ):
         raise TypeError("req_pool_indices must be a 1-D int32 or int64 tensor")
     if req_pool_indices.shape[0] != bs or req_pool_indices.device != device:
         raise ValueError(f"req_pool_indices must hold {bs} entries on {device}")
-    if not isinstance(req_to_token, torch.Tensor) or req_to_token.dim() != 2 \
-            or req_to_token.dtype not in (torch.int32, torch.int64) or req_to_token.stride(1) != 1:
+    if (
+        not isinstance(req_to_token, torch.Tensor)
+        or req_to_token.dim() != 2
+        or req_to_token.dtype not in (torch.int32, torch.int64)
+        or req_to_token.stride(1) != 1
+    ):
         raise TypeError("req_to_token must be a 2-D int32 or int64 tensor with unit column stride")
     if req_to_token.device != device:
-        raise ValueError(f"req_to_token is on {req_to_token.device} but extend_seq_lens is on {device}")
+        raise ValueError(
+            f"req_to_token is on {req_to_token.device} but extend_seq_lens is on {device}"
+        )
     check_outputs(device, **{name: getattr(buffers, name) for name in FLAT_BUFFERS})
     for name in ("page_table_1", "real_page_table"):
         t = getattr(buffers, name)
-        if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.dtype != torch.int32 or t.stride(1) != 1:
+        if (
+            not isinstance(t, torch.Tensor)
+            or t.dim() != 2
+            or t.dtype != torch.int32
+            or t.stride(1) != 1
+        ):
             raise TypeError(f"{name} must be a 2-D int32 tensor with unit column stride")
     width = buffers.page_table_1.shape[1]
     for name, cols in (("page_table_1", width), ("real_page_table", triton.cdiv(width, page_size))):
         modes_checks.output_table(name, getattr(buffers, name), device, 0, cols)
     if req_to_token.shape[1] < width:
-        raise ValueError(f"req_to_token has {req_to_token.shape[1]} columns but page_table_1 "
-                         f"is {width} wide: rows would be read past their end")
+        raise ValueError(
+            f"req_to_token has {req_to_token.shape[1]} columns but page_table_1 "
+            f"is {width} wide: rows would be read past their end"
+        )
     if buffers.cache_seqlens_int32.shape[0] < bs or buffers.cu_seqlens_k.shape[0] < bs + 1:
         raise ValueError(f"cache_seqlens_int32 / cu_seqlens_k are too short for bs = {bs}")
     if buffers.nsa_cu_seqlens_k.shape[0] < 1:
         raise ValueError("nsa_cu_seqlens_k must hold at least 1 entry (its leading 0)")
-    modes_checks.no_overlap(buffers.as_dict(),
-                            {"extend_seq_lens": extend_seq_lens, "seq_lens": seq_lens,
-                             "req_pool_indices": req_pool_indices, "req_to_token": req_to_token})
+    modes_checks.no_overlap(
+        buffers.as_dict(),
+        {
+            "extend_seq_lens": extend_seq_lens,
+            "seq_lens": seq_lens,
+            "req_pool_indices": req_pool_indices,
+            "req_to_token": req_to_token,
+        },
+    )
     if check:
         ext, seq = host_lengths(extend_seq_lens, seq_lens)
         first_invalid_request(ext, seq, raise_error=True)
@@ -203,58 +265,127 @@ def _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, n
         modes_checks.prefix_in_int32("nsa_cu_seqlens_k", _clamped_sums(ext, seq, nsa_index_topk))
         n_tokens = int(ext.sum())
         if n_tokens > buffers.capacity:
-            raise ValueError(f"the buffers hold {buffers.capacity} tokens but N = {n_tokens} are needed")
+            raise ValueError(
+                f"the buffers hold {buffers.capacity} tokens but N = {n_tokens} are needed"
+            )
         modes_checks.pool_rows(req_pool_indices, req_to_token, bs, torch.clamp(seq, max=width))
     return nsa_index_topk, page_size
 
 
 def _clamped_sums(ext, seq, topk):
     """Per request, the sum of ``min(v, topk)`` over its tokens' lengths (int64, host)."""
+
     def prefix(x):
         x = torch.clamp(x, min=0)
         low = torch.clamp(x, max=topk)
         return low * (low + 1) // 2 + (x - low) * topk
+
     return prefix(seq) - prefix(seq - ext)
 
 
-def plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
-                       nsa_index_topk, buffers, page_size, status):
+def plan_full_pipeline(
+    extend_seq_lens,
+    seq_lens,
+    req_pool_indices,
+    req_to_token,
+    nsa_index_topk,
+    buffers,
+    page_size,
+    status,
+):
     """``(kernel, grid, args, kwargs)`` of the one launch; host-known sizes only."""
     bs = extend_seq_lens.shape[0]
     width = buffers.page_table_1.shape[1]
     grid = (max(bs, 1), max(triton.cdiv(width, BLOCK_N), 1))
-    args = (extend_seq_lens, seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
-            buffers.cache_seqlens_int32, buffers.cu_seqlens_k, buffers.seqlens_expanded,
-            buffers.nsa_cache_seqlens, buffers.nsa_cu_seqlens_k, buffers.page_table_1,
-            buffers.page_table_1.stride(0), buffers.real_page_table,
-            buffers.real_page_table.stride(0), status, bs, buffers.capacity, width, nsa_index_topk)
+    args = (
+        extend_seq_lens,
+        seq_lens,
+        req_pool_indices,
+        req_to_token,
+        req_to_token.stride(0),
+        buffers.cache_seqlens_int32,
+        buffers.cu_seqlens_k,
+        buffers.seqlens_expanded,
+        buffers.nsa_cache_seqlens,
+        buffers.nsa_cu_seqlens_k,
+        buffers.page_table_1,
+        buffers.page_table_1.stride(0),
+        buffers.real_page_table,
+        buffers.real_page_table.stride(0),
+        status,
+        bs,
+        buffers.capacity,
+        width,
+        nsa_index_topk,
+    )
     kwargs = dict(PAGE_SIZE=page_size, BLOCK_R=BLOCK_R, BLOCK_Q=BLOCK_Q, BLOCK_N=BLOCK_N)
     return full_pipeline_kernel, grid, args, kwargs
 
 
-def _checked_status(extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
-                    buffers, page_size, status, check):
-    nsa_index_topk, page_size = _check_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
-                                                req_to_token, nsa_index_topk, buffers, page_size,
-                                                check)
+def _checked_status(
+    extend_seq_lens,
+    seq_lens,
+    req_pool_indices,
+    req_to_token,
+    nsa_index_topk,
+    buffers,
+    page_size,
+    status,
+    check,
+):
+    nsa_index_topk, page_size = _check_pipeline(
+        extend_seq_lens,
+        seq_lens,
+        req_pool_indices,
+        req_to_token,
+        nsa_index_topk,
+        buffers,
+        page_size,
+        check,
+    )
     status = status_buffer(status, seq_lens.device)
     modes_checks.no_overlap({"status": status}, buffers.as_dict())
     return status, nsa_index_topk, page_size
 
 
-def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_token,
-                         nsa_index_topk, buffers, page_size=64, status=None, *, check=False):
+def launch_full_pipeline(
+    extend_seq_lens,
+    seq_lens,
+    req_pool_indices,
+    req_to_token,
+    nsa_index_topk,
+    buffers,
+    page_size=64,
+    status=None,
+    *,
+    check=False,
+):
     """Fill every buffer of ``buffers`` in one launch; returns the device status ``[N, overflow]``.
 
     ``check=True`` adds data checks (one device-to-host copy). Without it, lengths and pool
     indices are trusted, as in a CUDA-graph replay; writes still never leave the buffers.
     """
     status, nsa_index_topk, page_size = _checked_status(
-        extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk, buffers,
-        page_size, status, check)
-    kernel, grid, args, kwargs = plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
-                                                    req_to_token, nsa_index_topk, buffers,
-                                                    page_size, status)
+        extend_seq_lens,
+        seq_lens,
+        req_pool_indices,
+        req_to_token,
+        nsa_index_topk,
+        buffers,
+        page_size,
+        status,
+        check,
+    )
+    kernel, grid, args, kwargs = plan_full_pipeline(
+        extend_seq_lens,
+        seq_lens,
+        req_pool_indices,
+        req_to_token,
+        nsa_index_topk,
+        buffers,
+        page_size,
+        status,
+    )
     kernel[grid](*args, **kwargs)
     return status
 
@@ -262,14 +393,42 @@ def launch_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices, req_to_tok
 class FullPipelineFill:
     """Bound once to static buffers, then one direct launch per call (see ``ZeroSyncFill``)."""
 
-    def __init__(self, extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk,
-                 buffers, page_size=64, status=None, *, check=False):
+    def __init__(
+        self,
+        extend_seq_lens,
+        seq_lens,
+        req_pool_indices,
+        req_to_token,
+        nsa_index_topk,
+        buffers,
+        page_size=64,
+        status=None,
+        *,
+        check=False,
+    ):
         self.status, nsa_index_topk, page_size = _checked_status(
-            extend_seq_lens, seq_lens, req_pool_indices, req_to_token, nsa_index_topk, buffers,
-            page_size, status, check)
-        self.launch = bind_launch(*plan_full_pipeline(extend_seq_lens, seq_lens, req_pool_indices,
-                                                      req_to_token, nsa_index_topk, buffers,
-                                                      page_size, self.status))
+            extend_seq_lens,
+            seq_lens,
+            req_pool_indices,
+            req_to_token,
+            nsa_index_topk,
+            buffers,
+            page_size,
+            status,
+            check,
+        )
+        self.launch = bind_launch(
+            *plan_full_pipeline(
+                extend_seq_lens,
+                seq_lens,
+                req_pool_indices,
+                req_to_token,
+                nsa_index_topk,
+                buffers,
+                page_size,
+                self.status,
+            )
+        )
 
     def __call__(self):
         self.launch()

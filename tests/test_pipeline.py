@@ -17,15 +17,15 @@ What must hold after a launch (``written = min(N, capacity)``):
 import inspect
 import re
 
+import nsa_kernels as nk
+from nsa_kernels import stage6_full_pipeline as s6
+
 import pytest
 import torch
 import triton
 from hypothesis import given
 from hypothesis import strategies as st
-
-import nsa_kernels as nk
-from nsa_kernels import stage6_full_pipeline as s6
-from nsa_testing import (DEVICE, Canary, assert_equal, assert_poisoned, cheap_sizes, examples)
+from nsa_testing import DEVICE, Canary, assert_equal, assert_poisoned, cheap_sizes, examples
 
 
 def make_case(bs, seed, qo_max=4, width=100, page_size=64, topk=64, big_qo=(),
@@ -99,14 +99,14 @@ def check_pipeline(case, bufs, status):
         assert_poisoned(got[length:], what=f"{name}[{length}:]")
 
     live = ref["live_cols"][:written].long()
-    for name, live_cols in (("page_table_1", live),
-                            ("real_page_table", (live + case["page_size"] - 1) // case["page_size"])):
+    live_pages = (live + case["page_size"] - 1) // case["page_size"]
+    for name, live_cols in (("page_table_1", live), ("real_page_table", live_pages)):
         got = bufs.view(name).cpu()
         expected = ref[name][:written]
         cols = torch.arange(got.shape[1])
         meaningful = cols[None, :] < live_cols[:, None]
         padded = torch.zeros((written, got.shape[1]), dtype=expected.dtype)
-        padded[:, :expected.shape[1]] = expected
+        padded[:, : expected.shape[1]] = expected
         assert_equal(got[:written][meaningful], padded[meaningful], f"{name} (live prefix)")
         assert_poisoned(got[:written][~meaningful], what=f"{name} past the live prefix")
         assert_poisoned(got[written:], what=f"{name}[{written}:]")
@@ -138,13 +138,16 @@ CASES = {
     "topk_1": dict(bs=5, seed=9, topk=1),
     "topk_4096": dict(bs=5, seed=10, topk=4096, width=300),
     "larger_qo": dict(bs=4, seed=11, qo_max=40, width=300, page_size=16),
-    "prefill_like": dict(bs=3, seed=12, qo_max=4, big_qo=((0, 600), (2, 257)), width=600,
-                         page_size=16, topk=256),
-    "int64_inputs": dict(bs=6, seed=13, dtype=torch.int64, r2t_dtype=torch.int64,
-                         pool_dtype=torch.int32),
+    "prefill_like": dict(
+        bs=3, seed=12, qo_max=4, big_qo=((0, 600), (2, 257)), width=600, page_size=16, topk=256
+    ),
+    "int64_inputs": dict(
+        bs=6, seed=13, dtype=torch.int64, r2t_dtype=torch.int64, pool_dtype=torch.int32
+    ),
     "mixed_dtypes": dict(bs=6, seed=14, dtype=torch.int32, seq_dtype=torch.int64),
-    "strided_req_to_token": dict(bs=6, seed=15, strided_r2t=True, width=200, page_size=16,
-                                 check=True),
+    "strided_req_to_token": dict(
+        bs=6, seed=15, strided_r2t=True, width=200, page_size=16, check=True
+    ),
     "zero_length_requests": dict(bs=8, seed=16, qo_max=1),
 }
 
@@ -188,9 +191,15 @@ def test_pipeline_overflow_capacity_from_shortest_buffer():
     case = make_case(10, seed=24, qo_max=5, width=200, page_size=16)
     n = int(case["ext"].sum())
     capacity = n // 2
-    bufs = Buffers(13, capacity, case["width"], case["page_size"],
-                   page_table_1=(n + 7, case["width"]), real_page_table=(n + 7, 13),
-                   nsa_cu_seqlens_k=n + 20)
+    bufs = Buffers(
+        13,
+        capacity,
+        case["width"],
+        case["page_size"],
+        page_table_1=(n + 7, case["width"]),
+        real_page_table=(n + 7, 13),
+        nsa_cu_seqlens_k=n + 20,
+    )
     assert bufs.buffers.capacity == capacity
     status = launch(case, bufs)
     assert check_pipeline(case, bufs, status) == n
@@ -215,8 +224,9 @@ def test_pipeline_padding_rows_clamped():
     pool = torch.tensor([1, 0], dtype=torch.int64, device=DEVICE)
     r2t = torch.arange(100, 132, dtype=torch.int32, device=DEVICE).reshape(2, 16)
     bufs = Buffers(3, 7, 8, 4)
-    status = nk.launch_full_pipeline(ext, seq, pool, r2t, 4, bufs.buffers, 4,
-                                     status=bufs.status.view)
+    status = nk.launch_full_pipeline(
+        ext, seq, pool, r2t, 4, bufs.buffers, 4, status=bufs.status.view
+    )
     assert status.cpu().tolist() == [5, 0]
     P = -123456
 
@@ -231,8 +241,7 @@ def test_pipeline_padding_rows_clamped():
     row0 = [116, 117, 118, 119, 120, P, P, P]
     row1 = [100] + [P] * 7
     assert v("page_table_1") == [row0, row0, row1, row1, row1] + [[P] * 8] * 2
-    assert v("real_page_table") == [[29, 30], [29, 30], [25, P], [25, P], [25, P],
-                                    [P, P], [P, P]]
+    assert v("real_page_table") == [[29, 30], [29, 30], [25, P], [25, P], [25, P], [P, P], [P, P]]
     bufs.assert_margins()
 
 
@@ -248,12 +257,24 @@ def pipeline_inputs(draw):
     topk = draw(st.one_of(st.integers(1, 4096), st.sampled_from([1, 64, 2048])))
     qo_max = draw(st.sampled_from([0, 1, 4, 9]))
     seed = draw(st.integers(0, 2**31 - 1))
-    big = draw(st.lists(st.tuples(st.integers(0, max(bs - 1, 0)), st.integers(0, 300)),
-                        max_size=2 if bs else 0))
+    big = draw(
+        st.lists(
+            st.tuples(st.integers(0, max(bs - 1, 0)), st.integers(0, 300)), max_size=2 if bs else 0
+        )
+    )
     dtype = draw(st.sampled_from([torch.int32, torch.int64]))
     strided = draw(st.booleans())
-    return make_case(bs, seed, qo_max=qo_max, width=width, page_size=page_size, topk=topk,
-                     big_qo=big, dtype=dtype, strided_r2t=strided)
+    return make_case(
+        bs,
+        seed,
+        qo_max=qo_max,
+        width=width,
+        page_size=page_size,
+        topk=topk,
+        big_qo=big,
+        dtype=dtype,
+        strided_r2t=strided,
+    )
 
 
 @examples(25)
@@ -276,12 +297,16 @@ def test_row_offsets_are_64_bit_in_source():
 
 
 def _cuda_memory_gib():
-    return torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0
+    return (
+        torch.cuda.get_device_properties(0).total_memory / 2**30 if torch.cuda.is_available() else 0
+    )
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or _cuda_memory_gib() < 24,
-                    reason="needs a CUDA device with >= 24 GiB to place rows past 2^31 elements")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or _cuda_memory_gib() < 24,
+    reason="needs a CUDA device with >= 24 GiB to place rows past 2^31 elements",
+)
 @pytest.mark.parametrize("where", ["page_table_1", "req_to_token"])
 def test_row_offsets_past_2_31_elements(where):
     # One strided view whose row 2 starts at element 2^31 of an 8 GiB allocation: a 32-bit row
@@ -310,8 +335,8 @@ def test_row_offsets_past_2_31_elements(where):
     if where == "page_table_1":
         # nothing else of the big allocation was touched
         flat[0:width] = -7
-        flat[stride:stride + width] = -7
-        flat[2 * stride:2 * stride + width] = -7
+        flat[stride : stride + width] = -7
+        flat[2 * stride : 2 * stride + width] = -7
         assert bool((flat == -7).all())
     del flat
     torch.cuda.empty_cache()
@@ -324,11 +349,22 @@ def test_full_pipeline_fill_follows_changing_contents():
     bs, width, page_size = 6, 200, 16
     first = make_case(bs, seed=40, width=width, page_size=page_size)
     case = dict(first)
-    case["ext"], case["seq"], case["pool"] = (first["ext"].clone(), first["seq"].clone(),
-                                             first["pool"].clone())
+    case["ext"], case["seq"], case["pool"] = (
+        first["ext"].clone(),
+        first["seq"].clone(),
+        first["pool"].clone(),
+    )
     bufs = Buffers(bs + 2, bs * 4 + 3, width, page_size)
-    fill = nk.FullPipelineFill(case["ext"], case["seq"], case["pool"], case["r2t"], case["topk"],
-                               bufs.buffers, page_size, status=bufs.status.view)
+    fill = nk.FullPipelineFill(
+        case["ext"],
+        case["seq"],
+        case["pool"],
+        case["r2t"],
+        case["topk"],
+        bufs.buffers,
+        page_size,
+        status=bufs.status.view,
+    )
     for seed in (40, 41, 42):
         new = make_case(bs, seed=seed, width=width, page_size=page_size)
         case["ext"].copy_(new["ext"])
@@ -350,8 +386,9 @@ def test_negative_earlier_length_moves_no_row_before_the_buffers():
     pool = torch.tensor([0, 1], dtype=torch.int64, device=DEVICE)
     r2t = torch.arange(100, 132, dtype=torch.int32, device=DEVICE).reshape(2, 16)
     bufs = Buffers(2, 4, 8, 4)
-    status = nk.launch_full_pipeline(ext, seq, pool, r2t, 4, bufs.buffers, 4,
-                                     status=bufs.status.view)
+    status = nk.launch_full_pipeline(
+        ext, seq, pool, r2t, 4, bufs.buffers, 4, status=bufs.status.view
+    )
     bufs.assert_margins()
     assert bufs.view("seqlens_expanded").tolist()[:2] == [4, 5]
     assert status.tolist() == [2, 0]
@@ -364,24 +401,32 @@ def test_garbage_extend_length_ends_and_stays_inside():
     pool = torch.tensor([0, 1], dtype=torch.int64, device=DEVICE)
     r2t = torch.arange(100, 132, dtype=torch.int32, device=DEVICE).reshape(2, 16)
     bufs = Buffers(2, 5, 8, 4)
-    status = nk.launch_full_pipeline(ext, seq, pool, r2t, 4, bufs.buffers, 4,
-                                     status=bufs.status.view)
+    status = nk.launch_full_pipeline(
+        ext, seq, pool, r2t, 4, bufs.buffers, 4, status=bufs.status.view
+    )
     bufs.assert_margins()
     assert status.tolist() == [2**31 - 1, 1]  # the 64-bit total saturates; overflow is exact
 
 
 def _hardening_case(**kw):
-    case = make_case(3, seed=50, width=16, page_size=4, dtype=torch.int64,
-                     r2t_dtype=torch.int64, **kw)
+    case = make_case(
+        3, seed=50, width=16, page_size=4, dtype=torch.int64, r2t_dtype=torch.int64, **kw
+    )
     return case, Buffers(5, 40, 16, 4)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(seq={1: 2**31}), r"seq_lens\[1\] = 2147483648"),
-    (dict(seq={0: 2**30, 1: 2**30, 2: 2**30}), r"cu_seqlens_k would pass 2\*\*31 at request 1"),
-    (dict(ext={2: 3}, seq={2: 2**30}, topk=2**30), r"nsa_cu_seqlens_k would pass 2\*\*31 at request 2"),
-    (dict(r2t=2**31), r"req_to_token\[.*\] = 2147483648 .*request 0"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(seq={1: 2**31}), r"seq_lens\[1\] = 2147483648"),
+        (dict(seq={0: 2**30, 1: 2**30, 2: 2**30}), r"cu_seqlens_k would pass 2\*\*31 at request 1"),
+        (
+            dict(ext={2: 3}, seq={2: 2**30}, topk=2**30),
+            r"nsa_cu_seqlens_k would pass 2\*\*31 at request 2",
+        ),
+        (dict(r2t=2**31), r"req_to_token\[.*\] = 2147483648 .*request 0"),
+    ],
+)
 def test_check_rejects_what_int32_cannot_hold(bad, match):
     case, bufs = _hardening_case(topk=bad.get("topk", 64))
     for key in ("ext", "seq"):
@@ -399,28 +444,60 @@ def test_overlapping_buffers_rejected():
     case, bufs = _hardening_case()
     b = bufs.buffers
     with pytest.raises(ValueError, match="seqlens_expanded and nsa_cache_seqlens overlap"):
-        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
-                                nk.PipelineBuffers(**dict(b.as_dict(), nsa_cache_seqlens=b.seqlens_expanded)), 4)
+        nk.launch_full_pipeline(
+            case["ext"],
+            case["seq"],
+            case["pool"],
+            case["r2t"],
+            64,
+            nk.PipelineBuffers(**dict(b.as_dict(), nsa_cache_seqlens=b.seqlens_expanded)),
+            4,
+        )
     with pytest.raises(ValueError, match="status and cu_seqlens_k overlap"):
-        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64, b, 4,
-                                status=b.cu_seqlens_k[:2])
+        nk.launch_full_pipeline(
+            case["ext"], case["seq"], case["pool"], case["r2t"], 64, b, 4, status=b.cu_seqlens_k[:2]
+        )
     with pytest.raises(ValueError, match="page_table_1 has row stride"):
         pt = b.page_table_1
-        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
-                                nk.PipelineBuffers(**dict(b.as_dict(), page_table_1=pt.as_strided(pt.shape, (3, 1)))), 4)
+        nk.launch_full_pipeline(
+            case["ext"],
+            case["seq"],
+            case["pool"],
+            case["r2t"],
+            64,
+            nk.PipelineBuffers(**dict(b.as_dict(), page_table_1=pt.as_strided(pt.shape, (3, 1)))),
+            4,
+        )
     with pytest.raises(ValueError, match="nsa_cu_seqlens_k must hold at least 1"):
-        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
-                                nk.PipelineBuffers(**dict(b.as_dict(), nsa_cu_seqlens_k=b.nsa_cu_seqlens_k[:0])), 4)
+        nk.launch_full_pipeline(
+            case["ext"],
+            case["seq"],
+            case["pool"],
+            case["r2t"],
+            64,
+            nk.PipelineBuffers(**dict(b.as_dict(), nsa_cu_seqlens_k=b.nsa_cu_seqlens_k[:0])),
+            4,
+        )
     for name, c in bufs.canaries.items():
         c.assert_unchanged(name)
 
 
 def test_integer_parameters_accept_numpy_and_refuse_bool():
     import numpy as np
+
     case, bufs = _hardening_case()
-    status = nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"],
-                                     np.int64(64), bufs.buffers, np.int32(4), status=bufs.status.view)
+    status = nk.launch_full_pipeline(
+        case["ext"],
+        case["seq"],
+        case["pool"],
+        case["r2t"],
+        np.int64(64),
+        bufs.buffers,
+        np.int32(4),
+        status=bufs.status.view,
+    )
     check_pipeline(dict(case, topk=64), bufs, status.tolist())
     with pytest.raises(TypeError, match="page_size must be an int, got bool"):
-        nk.launch_full_pipeline(case["ext"], case["seq"], case["pool"], case["r2t"], 64,
-                                bufs.buffers, True)
+        nk.launch_full_pipeline(
+            case["ext"], case["seq"], case["pool"], case["r2t"], 64, bufs.buffers, True
+        )
