@@ -1,22 +1,41 @@
 #!/usr/bin/env bash
 # What produced the published GPU report, run on the device machine from the repository root:
-#   NSA_COMMIT=<commit> bash scripts/device_publish.sh reports/h100
-# It needs the papermill wheels in .whl/ (../shared/device/fetch-wheels.sh) and, for the SGLang
-# peer, its two kernel files under .peers/ (nsa_kernels/peers/sglang.py says how).
-# Steps: the full-profile report (run_all.sh), the GPU test suite, and compute-sanitizer's
-# memcheck over every kernel; logs land beside the report.
+#   bash scripts/device_publish.sh report reports/h100 [--only 00,01,...]   the full-profile notebooks
+#   bash scripts/device_publish.sh tests  reports/h100                      GPU test suite
+#   bash scripts/device_publish.sh memcheck reports/h100                    compute-sanitizer memcheck
+# One step per call keeps each under the device tool's 10-minute limit; `report` with --only
+# merges into the report already at the destination (run_all.sh --only), so two calls at one
+# commit make one report. Needs the papermill wheels in .whl/ (../shared/device/fetch-wheels.sh)
+# and, for the peers, .peers_slim/{sglang,vllm} (the few files nsa_kernels/peers/*.py load,
+# extracted from the wheels). Outputs are packed into $OUT/publish.tgz when OUT is set.
 set -uo pipefail
-dest=${1:-reports/h100}
+step=${1:?step: report, tests or memcheck}
+dest=${2:-reports/h100}
+shift 2 || true
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING
 export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH JUPYTER_PATH=/tmp/site/share/jupyter PYTHONUNBUFFERED=1
 export NSA_PYTHON=python3
+[[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim/sglang
+[[ -d .peers_slim/vllm ]] && export NSA_VLLM_PATH=$PWD/.peers_slim/vllm
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
-./run_all.sh --no-setup --profile full --out "$dest"
-status=$?
-mkdir -p "$dest"
-timeout 900 python3 -m pytest tests -q -m "not notebooks" -p no:cacheprovider > "$dest/pytest_gpu.log" 2>&1
-echo "pytest (GPU) rc=$?: $(tail -1 "$dest/pytest_gpu.log")"
-PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 900 compute-sanitizer --tool memcheck --print-limit 50 \
-  python3 scripts/memcheck.py > "$dest/memcheck.log" 2>&1
-echo "memcheck rc=$?: $(grep -E 'ERROR SUMMARY|memcheck driver' "$dest/memcheck.log" | tr '\n' ' ')"
+status=0
+case "$step" in
+  report)
+    ./run_all.sh --no-setup --profile full --out "$dest" --replace-published "$@" 2>&1 | tee /tmp/run_all.log
+    status=${PIPESTATUS[0]}
+    mkdir -p "$dest"; cp /tmp/run_all.log "$dest/run_all.log" ;;
+  tests)
+    mkdir -p "$dest"
+    timeout 570 python3 -m pytest tests -q -m "not notebooks" -p no:cacheprovider > "$dest/pytest_gpu.log" 2>&1
+    status=$?
+    echo "pytest (GPU) rc=$status: $(tail -1 "$dest/pytest_gpu.log")" ;;
+  memcheck)
+    mkdir -p "$dest"
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 570 compute-sanitizer --tool memcheck --print-limit 50 \
+      python3 scripts/memcheck.py > "$dest/memcheck.log" 2>&1
+    status=$?
+    echo "memcheck rc=$status: $(grep -E 'ERROR SUMMARY|memcheck driver' "$dest/memcheck.log" | tr '\n' ' ')" ;;
+  *) echo "unknown step: $step" >&2; exit 2 ;;
+esac
+[[ -n ${OUT:-} ]] && tar czf "$OUT/publish.tgz" "$dest"
 exit $status
