@@ -75,8 +75,7 @@ def test_harness_floor_entries_are_the_measurable_floors():
     assert not {e["name"] for e in entries} & set(skipped)
 
 
-# Notebook 06 belongs to another branch; its references are listed for the lead to change.
-NOT_YET = {"notebooks/06_full_pipeline.ipynb"}
+NOT_YET = set()  # every notebook and module names the floors the new way
 
 
 @pytest.mark.parametrize("folder", ["nsa_kernels", "notebooks", "scripts"])
