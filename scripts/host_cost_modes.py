@@ -7,7 +7,11 @@ host work around a launch only: on this CPU the kernels run under Triton's inter
 time says nothing about a GPU. A GPU launch adds its own host cost on top (~6 us through the
 driver path, ~15 us + ~1 us per pointer through ``kernel[grid](...)``).
 
-    python scripts/host_cost_modes.py [--bs 32] [--calls 2000]
+    python scripts/host_cost_modes.py [--bs 32] [--calls 2000] [--launch]
+
+``--launch`` (GPU only) keeps the real launches in both columns ("before" then launches through
+``kernel[grid](...)`` as the entry points used to), synchronising once per repeat: per-call
+time is then the host cost including the launch, as long as the GPU keeps up.
 
 Prints one line per entry point (us per call, best of 5 repeats) and writes
 ``host_cost_modes.json`` under ``$OUT`` when set.
@@ -33,11 +37,14 @@ from nsa_kernels.modes.target_verify import plan_target_verify  # noqa: E402
 
 def per_call_us(fn, calls, repeats=5):
     fn()  # warm: caches filled, first-call costs out
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     best = float("inf")
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         for _ in range(calls):
             fn()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best / calls * 1e6
 
@@ -93,7 +100,7 @@ def extend_metadata_before(seq, ext, pool, r2t, topk, seq_lens_cpu, extend_seq_l
     n_tokens, n_flat = ex.check_data(seq, ext, pool, r2t, topk, None, seq_lens_cpu,
                                      extend_seq_lens_cpu, table_values=False)
     buffers, status = ex.ExtendBuffers.allocate_exact(seq.shape[0], n_tokens, n_flat, seq.device)
-    ex.plan_extend(seq, ext, pool, r2t, topk, buffers, status)
+    ex.plan_extend(seq, ext, pool, r2t, topk, buffers, status)()
     return buffers.as_dict()
 
 
@@ -101,32 +108,37 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--launch", action="store_true", help="keep the launches (GPU only)")
     opts = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    # No kernel runs: every launch path becomes a no-op (host work around it is what we time).
-    launcher.LaunchPlan.__call__ = lambda self: None
-    launcher.TritonLaunch.__call__ = lambda self: None
-    launcher.DriverLaunch.__call__ = lambda self: None
+    if opts.launch and device == "cpu":
+        parser.error("--launch needs a GPU: on CPU the interpreter would run every kernel")
+    if not opts.launch:
+        # No kernel runs: every launch path is a no-op (the host work around it is timed).
+        launcher.LaunchPlan.__call__ = lambda self: None
+        launcher.TritonLaunch.__call__ = lambda self: None
+        launcher.DriverLaunch.__call__ = lambda self: None
     decode, verify, draft = mode_args(opts.bs, device)
     inputs, mirrors = extend_args(opts.bs, device)
     buffers = ex.ExtendBuffers.allocate(opts.bs, opts.bs * 1024, opts.bs * 2048, device)
     status = torch.empty(ex.STATUS_ENTRIES, dtype=torch.int64, device=device)
     cases = [
-        ("fused_dsa_decode_metadata", lambda: plan_decode(*decode),
+        ("fused_dsa_decode_metadata", lambda: plan_decode(*decode)(),
          lambda: compat.fused_dsa_decode_metadata(*decode)),
-        ("fused_dsa_target_verify_metadata", lambda: plan_target_verify(*verify),
+        ("fused_dsa_target_verify_metadata", lambda: plan_target_verify(*verify)(),
          lambda: compat.fused_dsa_target_verify_metadata(*verify)),
-        ("fused_dsa_draft_extend_metadata", lambda: plan_draft_extend(*draft),
+        ("fused_dsa_draft_extend_metadata", lambda: plan_draft_extend(*draft)(),
          lambda: compat.fused_dsa_draft_extend_metadata(*draft)),
         ("launch_extend (buffers, status given)",
-         lambda: ex._prepare(*inputs, buffers, status, False, None),
+         lambda: ex._prepare(*inputs, buffers, status, False, None)(),
          lambda: ex.launch_extend(*inputs, buffers, status)),
         ("extend_metadata (allocating, host mirrors)",
          lambda: extend_metadata_before(*inputs, **mirrors),
          lambda: ex.extend_metadata(*inputs, **mirrors)),
     ]
-    print(f"host us per call, bs {opts.bs}, device {device}, launch replaced by a no-op "
-          f"(host-side cost on this machine; not GPU time)")
+    what = "with launches" if opts.launch else "launch replaced by a no-op"
+    print(f"host us per call, bs {opts.bs}, device {device}, {what} "
+          f"(host-side cost on this machine; not kernel time)")
     print(f"{'entry point':45s} {'before':>9s} {'after':>9s} {'ratio':>7s}")
     results, failed = [], False
     for name, before, after in cases:
@@ -143,7 +155,7 @@ def main():
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "host_cost_modes.json").write_text(json.dumps(
-            dict(bs=opts.bs, device=device, results=results), indent=2))
+            dict(bs=opts.bs, device=device, launch=opts.launch, results=results), indent=2))
     return 1 if failed else 0
 
 

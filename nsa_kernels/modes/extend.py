@@ -379,9 +379,12 @@ def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa
     a repeated call costs one launch (plus one status allocation with ``status=None``).
     """
     try:
+        b = buffers  # the fields by name: dataclasses.fields() per call costs more than this
         key = metadata_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                           dsa_index_topk, splits, status is None,
-                           *(buffers.as_dict().values()), *(() if status is None else (status,)))
+                           dsa_index_topk, splits, status is None, b.seqlens_expanded,
+                           b.dsa_cache_seqlens, b.cu_seqlens_k, b.dsa_cu_seqlens_k,
+                           b.topk_indices_offset, b.indexer_ke, b.token_to_batch_idx,
+                           b.page_table_1_flattened, *(() if status is None else (status,)))
         hash(key)
     except (AttributeError, TypeError):  # not tensors or not buffers: uncached, checks name it
         key = None
