@@ -26,13 +26,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nsa_kernels  # noqa: E402,F401  (first: it picks Triton's interpreter on CPU-only machines)
-import torch  # noqa: E402
 from nsa_kernels import launcher  # noqa: E402
 from nsa_kernels.compat import sglang as compat  # noqa: E402
 from nsa_kernels.modes import extend as ex  # noqa: E402
 from nsa_kernels.modes.decode import plan_decode  # noqa: E402
 from nsa_kernels.modes.draft_extend import plan_draft_extend  # noqa: E402
 from nsa_kernels.modes.target_verify import plan_target_verify  # noqa: E402
+
+import torch  # noqa: E402
 
 
 def per_call_us(fn, calls, repeats=5):

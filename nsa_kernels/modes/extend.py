@@ -497,7 +497,7 @@ def _checked_inputs(layout, *inputs):
 
 def capacity_bucket(n):
     """``n`` rounded up to one of four steps per power of two (at most a quarter more, in steps
-    of at least 16): few distinct capacities, hence few plans, for lengths that change every step."""
+    of at least 16): few distinct capacities, hence few plans, for lengths that change per step."""
     step = 1 << max(n.bit_length() - 3, 4)
     return -(-n // step) * step
 
