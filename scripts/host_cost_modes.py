@@ -13,8 +13,11 @@ driver path, ~15 us + ~1 us per pointer through ``kernel[grid](...)``).
 ``kernel[grid](...)`` as the entry points used to), synchronising once per repeat: per-call
 time is then the host cost including the launch, as long as the GPU keeps up.
 
-Prints one line per entry point (us per call, best of 5 repeats) and writes
-``host_cost_modes.json`` under ``$OUT`` when set.
+First it checks, with real launches, that the cached paths still compute the reference on
+this machine (on a GPU that exercises the driver path's per-call re-pointing, which the CPU
+tests cannot reach): a PASS/FAIL line per check. Then one line per entry point (us per call,
+best of 5 repeats); ``host_cost_modes.json`` goes under ``$OUT`` when set. Exit status 1 on
+any failure.
 """
 import argparse
 import json
@@ -31,6 +34,7 @@ from nsa_kernels.compat import sglang as compat  # noqa: E402
 from nsa_kernels.modes import extend as ex  # noqa: E402
 from nsa_kernels.modes.decode import plan_decode  # noqa: E402
 from nsa_kernels.modes.draft_extend import plan_draft_extend  # noqa: E402
+from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference  # noqa: E402
 from nsa_kernels.modes.target_verify import plan_target_verify  # noqa: E402
 
 import torch  # noqa: E402
@@ -105,6 +109,50 @@ def extend_metadata_before(seq, ext, pool, r2t, topk, seq_lens_cpu, extend_seq_l
     return buffers.as_dict()
 
 
+def check_cached_paths(device):
+    """Real launches through the caches, contents and lengths changing between calls: every
+    output against ``extend_reference``. Returns a list of (check name, error or None)."""
+    results = []
+    g = torch.Generator().manual_seed(0)
+    bs, width = 9, 700
+    table = torch.randint(0, 1 << 30, (bs + 3, width), generator=g).to(device, torch.int32)
+    pool = torch.randperm(bs + 3, generator=g)[:bs].to(device)
+    statuses = []
+    for round_ in range(4):
+        name = f"round {round_}"
+        try:
+            qo = torch.randint(0, 200, (bs,), generator=g)
+            kv = qo + torch.randint(0, 400, (bs,), generator=g)
+            # New input tensors each round (new addresses): the allocating form re-points them.
+            seq, ext = kv.to(device), qo.to(device)
+            table.copy_(torch.randint(0, 1 << 30, table.shape, generator=g).to(device, table.dtype))
+            expected = extend_reference(seq, ext, pool, table, 64)
+            got = ex.extend_metadata(seq, ext, pool, table, 64, seq_lens_cpu=kv,
+                                     extend_seq_lens_cpu=qo)
+            for key in EXTEND_KEYS:
+                if not torch.equal(got[key].cpu(), expected[key].cpu().to(torch.int32)):
+                    raise AssertionError(f"extend_metadata {key} differs from the reference")
+            buffers = ex.ExtendBuffers.allocate(bs, 200 * bs, 600 * bs, device, fill=-7)
+            statuses.append((ex.launch_extend(seq, ext, pool, table, 64, buffers), int(qo.sum())))
+            for key, view in buffers.views(bs, int(qo.sum()), int(kv.sum())).items():
+                if not torch.equal(view.cpu(), expected[key].cpu().to(torch.int32)):
+                    raise AssertionError(f"launch_extend {key} differs from the reference")
+            results.append((f"extend_metadata + launch_extend, {name}", None))
+        except Exception as exc:  # one failure must not hide the others
+            results.append((f"extend_metadata + launch_extend, {name}",
+                            f"{type(exc).__name__}: {exc}"))
+    try:
+        seen = [ex.decode_status(status)["n_tokens"] for status, _ in statuses]
+        wanted = [n for _, n in statuses]
+        error = None if seen == wanted else f"statuses hold N = {seen}, expected {wanted}"
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    results.append(("launch_extend: each call's own status (re-pointed per call)", error))
+    paths = {type(launch).__name__ for launch in ex.ALLOCATING_PLANS._entries.values()}
+    results.append((f"cached launchers' path: {sorted(paths)}", None))
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bs", type=int, default=32)
@@ -114,6 +162,10 @@ def main():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if opts.launch and device == "cpu":
         parser.error("--launch needs a GPU: on CPU the interpreter would run every kernel")
+    failed = False
+    for name, error in check_cached_paths(device):
+        failed |= error is not None
+        print(f"{'PASS' if error is None else 'FAIL'}  {name}" + (f": {error}" if error else ""))
     if not opts.launch:
         # No kernel runs: every launch path is a no-op (the host work around it is timed).
         launcher.LaunchPlan.__call__ = lambda self: None
@@ -141,7 +193,7 @@ def main():
     print(f"host us per call, bs {opts.bs}, device {device}, {what} "
           f"(host-side cost on this machine; not kernel time)")
     print(f"{'entry point':45s} {'before':>9s} {'after':>9s} {'ratio':>7s}")
-    results, failed = [], False
+    results = []
     for name, before, after in cases:
         try:
             b = per_call_us(before, opts.calls)
