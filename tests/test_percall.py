@@ -272,3 +272,16 @@ def test_capacity_bucket_bounds(n):
 def test_capacity_buckets_are_few():
     caps = {ex.capacity_bucket(n) for n in range(1 << 16, 1 << 17)}
     assert len(caps) <= 5, sorted(caps)
+
+
+@pytest.mark.parametrize("qo,kv", [([], []), ([0, 0], [0, 5]), ([1], [1]), ([16] * 3, [16] * 3),
+                                   ([17] * 3, [40] * 3)])
+def test_extend_metadata_edge_lengths(qo, kv, fresh_caches):
+    """Empty batch, no tokens, and totals on and just past a capacity step (16, 48 -> 51)."""
+    seq_lens, ext, pool, table = make_case(qo, kv)
+    for _ in range(2):  # a miss, then a hit on the same plan
+        got = ex.extend_metadata(seq_lens, ext, pool, table, 64)
+        expected = extend_reference(seq_lens, ext, pool, table, 64)
+        for key in EXTEND_KEYS:
+            assert_equal(got[key], expected[key], key)
+    assert (ex.ALLOCATING_PLANS.misses, ex.ALLOCATING_PLANS.hits) == (1, 1)
