@@ -20,6 +20,13 @@ extends by ``max_extend_len`` (SGLang reads ``extend_seq_lens[0]`` for the flat 
 ``cache_seqlens[:bs]`` where SGLang's ``copy_`` raises (with bs == 1 both fill the whole buffer).
 Everything also runs on CPU tensors under Triton's interpreter.
 
+Per-call cost: SGLang calls these eagerly once per step with the same static buffers, so each
+function keeps its bound launchers in a ``PlanCache`` (``DECODE_PLANS``, ``VERIFY_PLANS``,
+``DRAFT_EXTEND_PLANS``) keyed on the metadata of every argument (addresses, shapes, strides,
+dtypes, devices) and the ints and bools: a repeated call skips the static checks and the
+planning and costs one launch; a new key runs the checks first. No data checks run here (as in
+SGLang: the lengths are trusted, and the kernels keep their writes inside the buffers).
+
 Prefill (extend) has no fused SGLang kernel; ``extend_metadata(seq_lens, extend_seq_lens,
 req_pool_indices, req_to_token, dsa_index_topk)`` builds its metadata in one launch.
 """
@@ -27,6 +34,7 @@ from typing import Optional
 
 import torch
 
+from ..launcher import PlanCache, metadata_key
 from ..modes.decode import plan_decode
 from ..modes.draft_extend import plan_draft_extend
 from ..modes.target_verify import plan_target_verify
@@ -38,6 +46,24 @@ from ..modes.extend import ExtendBuffers, ExtendFill, extend_metadata, launch_ex
 
 __all__ = ["ExtendBuffers", "ExtendFill", "extend_metadata", "fused_dsa_decode_metadata",
            "fused_dsa_draft_extend_metadata", "fused_dsa_target_verify_metadata", "launch_extend"]
+
+
+#: Bound launchers per entry point, keyed on ``metadata_key`` of all the arguments.
+DECODE_PLANS = PlanCache(maxsize=32)
+VERIFY_PLANS = PlanCache(maxsize=32)
+DRAFT_EXTEND_PLANS = PlanCache(maxsize=32)
+
+
+def _cached_launch(cache, plan, args):
+    """Launch ``plan(*args)`` through ``cache``; arguments that cannot form a key (a list where a
+    tensor belongs, say) plan uncached, so that the checks name them."""
+    try:
+        key = metadata_key(*args)
+        hash(key)
+    except (AttributeError, TypeError):
+        plan(*args)()
+        return
+    cache.launcher(key, plan, *args)()
 
 
 def fused_dsa_decode_metadata(
@@ -55,9 +81,10 @@ def fused_dsa_decode_metadata(
     dsa_index_topk: int,
     physical_page_size: int,
 ) -> None:
-    plan_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
-                page_table_1, dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs, max_len,
-                dsa_index_topk, physical_page_size)()
+    _cached_launch(DECODE_PLANS, plan_decode,
+                   (seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
+                    page_table_1, dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs,
+                    max_len, dsa_index_topk, physical_page_size))
 
 
 def fused_dsa_target_verify_metadata(
@@ -78,10 +105,11 @@ def fused_dsa_target_verify_metadata(
     next_n: int,
     paged_mqa_ctx_lens_2d: torch.Tensor = None,
 ) -> None:
-    plan_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
-                       page_table_1, seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,
-                       real_page_table, bs, max_seqlen_k, dsa_index_topk, physical_page_size,
-                       next_n, paged_mqa_ctx_lens_2d)()
+    _cached_launch(VERIFY_PLANS, plan_target_verify,
+                   (seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
+                    page_table_1, seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,
+                    real_page_table, bs, max_seqlen_k, dsa_index_topk, physical_page_size,
+                    next_n, paged_mqa_ctx_lens_2d))
 
 
 def fused_dsa_draft_extend_metadata(
@@ -105,11 +133,12 @@ def fused_dsa_draft_extend_metadata(
     max_total_len: int,
     static_extend_len: bool = False,
 ) -> None:
-    plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,
-                      cu_seqlens_k, page_table_1, seqlens_expanded, dsa_cache_seqlens,
-                      dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
-                      dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
-                      static_extend_len)()
+    _cached_launch(DRAFT_EXTEND_PLANS, plan_draft_extend,
+                   (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,
+                    cu_seqlens_k, page_table_1, seqlens_expanded, dsa_cache_seqlens,
+                    dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
+                    dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
+                    static_extend_len))
     if total_len == 0 and bs == 1 and cache_seqlens.shape[0] > 1:
         # SGLang's total_len == 0 path does cache_seqlens.copy_(seq_lens[:bs]): with one
         # request that broadcasts over the whole buffer. Same entries written here.

@@ -27,6 +27,8 @@ SGLang builds these eagerly with Python loops over the batch (see
 Block sizes are fixed; bs, capacities, widths and topk are run-time arguments Triton does not
 specialise on, so a sweep over bs and lengths compiles one variant per dtype combination.
 """
+import functools
+import threading
 from dataclasses import dataclass, fields
 
 import torch
@@ -34,7 +36,7 @@ import triton
 import triton.language as tl
 
 from .._env import INTERPRET
-from ..launcher import LaunchPlan, bind_launch
+from ..launcher import LaunchPlan, PlanCache, bind_launch, metadata_key
 from . import extend_checks as checks
 from .extend_reference import EXTEND_KEYS
 
@@ -355,6 +357,17 @@ def _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_inde
                        status, splits)
 
 
+#: Bound launchers of ``launch_extend``, keyed on the metadata of every argument.
+PLANS = PlanCache(maxsize=32)
+#: Bound launchers of ``extend_metadata``, keyed on the inputs' layout (no addresses) and the
+#: outputs' bucketed capacities: every pointer is re-set per call (see ``extend_metadata``).
+ALLOCATING_PLANS = PlanCache(maxsize=32)
+_STATUS_SLOT = 15  # position of ``status`` in the plan's arguments
+_INPUT_SLOTS = (0, 1, 2, 3)
+_OUTPUT_SLOTS = tuple(range(7, 15))  # the eight ExtendBuffers fields, in field order
+_rebind_lock = threading.Lock()  # a cached launcher is shared: re-point and launch as one
+
+
 def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
                   buffers, status=None, *, check=False, splits=None):
     """Fill ``buffers`` in one launch; returns the device status (see the module doc).
@@ -362,11 +375,35 @@ def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa
     ``check=True`` adds the data checks (device-to-host copies). Without it the data are
     trusted, as in a CUDA-graph replay: no sync, and whatever the lengths, writes stay inside
     the buffers and work stays bounded by their capacities; read the status to learn of it.
+    The static checks and the plan are cached in ``PLANS`` on the metadata of every argument:
+    a repeated call costs one launch (plus one status allocation with ``status=None``).
     """
-    plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
-                    buffers, status, check, splits)
-    plan()
-    return plan.args[15]
+    try:
+        b = buffers  # the fields by name: dataclasses.fields() per call costs more than this
+        key = metadata_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                           dsa_index_topk, splits, status is None, b.seqlens_expanded,
+                           b.dsa_cache_seqlens, b.cu_seqlens_k, b.dsa_cu_seqlens_k,
+                           b.topk_indices_offset, b.indexer_ke, b.token_to_batch_idx,
+                           b.page_table_1_flattened, *(() if status is None else (status,)))
+        hash(key)
+    except (AttributeError, TypeError):  # not tensors or not buffers: uncached, checks name it
+        key = None
+    if key is None or check:
+        plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                        dsa_index_topk, buffers, status, check, splits)
+        if key is None:
+            plan()
+            return plan.args[_STATUS_SLOT]
+    launch = PLANS.launcher(key, _prepare, seq_lens, extend_seq_lens, req_pool_indices,
+                            req_to_token, dsa_index_topk, buffers, status, False, splits)
+    if status is not None:
+        launch()
+        return status
+    status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=seq_lens.device)
+    with _rebind_lock:
+        launch.set_arg(_STATUS_SLOT, status)
+        launch()
+    return status
 
 
 class ExtendFill:
@@ -394,14 +431,99 @@ def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, d
     without them the lengths are read from the device once (one sync). The lengths are checked
     on the host either way (free once they are there); ``check=True`` also checks the pool
     indices and an int64 ``req_to_token``'s live values (more device reads).
+
+    Per-call cost: the static checks and the plan are cached in ``ALLOCATING_PLANS`` on the
+    inputs' layout (shapes, strides, dtypes, devices, topk; not their addresses) and on the
+    outputs' capacities, rounded up to a few buckets per power of two so that changing lengths
+    reuse a plan. The outputs come from one allocation sized by those capacities; each call
+    re-points the cached launcher at this call's inputs, outputs and status. The outputs are
+    our own fresh allocation: they cannot overlap the inputs, so no overlap check is needed.
     """
-    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+    if dsa_index_topk.__class__ is not int:  # a bool, a numpy or tensor scalar: checked per call
+        topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                            dsa_index_topk)
+    try:
+        layout = _layout_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk
+                             if dsa_index_topk.__class__ is not int else dsa_index_topk)
+    except AttributeError:  # not tensors: the checks name the argument
+        check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+        raise
+    topk = _checked_inputs(layout, seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                           dsa_index_topk)
     n_tokens, n_flat = check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk,
                                   None, seq_lens_cpu, extend_seq_lens_cpu, table_values=check)
     bs = seq_lens.shape[0]
-    buffers, status = ExtendBuffers.allocate_exact(bs, n_tokens, n_flat, seq_lens.device)
-    plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status)()
-    return buffers.as_dict()
+    token_capacity, flat_capacity = capacity_bucket(n_tokens), capacity_bucket(n_flat)
+    starts, total = _output_layout(bs, token_capacity, flat_capacity)
+    block = torch.empty(total, dtype=torch.int32, device=seq_lens.device)
+    sizes = (n_tokens, n_tokens, bs + 1, n_tokens + 1, n_tokens, n_tokens, n_tokens, n_flat)
+    outputs = [block[start:start + size] for start, size in zip(starts, sizes)]
+    status = block[starts[-1]:].view(torch.int64)
+    launch = ALLOCATING_PLANS.launcher(layout + (token_capacity, flat_capacity), _capacity_plan,
+                                       seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                       topk, block, starts, token_capacity, flat_capacity, status)
+    with _rebind_lock:
+        for slot, t in zip(_INPUT_SLOTS, (seq_lens, extend_seq_lens, req_pool_indices,
+                                          req_to_token)):
+            launch.set_arg(slot, t)
+        for slot, t in zip(_OUTPUT_SLOTS, outputs):
+            launch.set_arg(slot, t)
+        launch.set_arg(_STATUS_SLOT, status)
+        launch()
+    return dict(zip(EXTEND_KEYS, outputs))
+
+
+def _layout_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
+    """What ``check_inputs`` and the plan read of the inputs: everything but the addresses (the
+    kernel specialises on none, see ``do_not_specialize``)."""
+    s, e, p, r = seq_lens, extend_seq_lens, req_pool_indices, req_to_token
+    return (s.shape, s.stride(), s.dtype, s.device, e.shape, e.stride(), e.dtype, e.device,
+            p.shape, p.stride(), p.dtype, p.device, r.shape, r.stride(), r.dtype, r.device,
+            dsa_index_topk.__class__, dsa_index_topk)
+
+
+_CHECKED_INPUTS = {}  # layout key -> topk, for layouts whose static checks passed
+
+
+def _checked_inputs(layout, *inputs):
+    topk = _CHECKED_INPUTS.get(layout)
+    if topk is None:
+        topk = check_inputs(*inputs)
+        if len(_CHECKED_INPUTS) >= 256:
+            _CHECKED_INPUTS.clear()
+        _CHECKED_INPUTS[layout] = topk
+    return topk
+
+
+def capacity_bucket(n):
+    """``n`` rounded up to one of four steps per power of two (at most a quarter more, in steps
+    of at least 16): few distinct capacities, hence few plans, for lengths that change per step."""
+    step = 1 << max(n.bit_length() - 3, 4)
+    return -(-n // step) * step
+
+
+@functools.lru_cache(maxsize=256)
+def _output_layout(bs, token_capacity, flat_capacity):
+    """Start of each output (ExtendBuffers order), then of the int64 status, in one int32 block
+    (every start on a 16-byte boundary), and the block's length."""
+    sizes = (token_capacity, token_capacity, bs + 1, token_capacity + 1, token_capacity,
+             token_capacity, token_capacity, flat_capacity)
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += -(-size // 4) * 4
+    starts.append(total)
+    return tuple(starts), total + 2 * STATUS_ENTRIES
+
+
+def _capacity_plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, block,
+                   starts, token_capacity, flat_capacity, status):
+    """The plan of ``extend_metadata`` for buffers of these capacities, carved out of ``block``."""
+    sizes = (token_capacity, token_capacity, seq_lens.shape[0] + 1, token_capacity + 1,
+             token_capacity, token_capacity, token_capacity, flat_capacity)
+    buffers = ExtendBuffers(*(block[start:start + size] for start, size in zip(starts, sizes)))
+    return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers,
+                       status)
 
 
 def decode_status(status):

@@ -83,16 +83,22 @@ def host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu=None, extend_seq_lens_c
     """Both length arrays as host int64 numpy arrays: from the host mirrors when given (no sync),
     else through one device-to-host copy."""
     if seq_lens_cpu is not None and extend_seq_lens_cpu is not None:
-        kv = np.asarray(seq_lens_cpu.cpu() if isinstance(seq_lens_cpu, torch.Tensor) else seq_lens_cpu,
-                        dtype=np.int64).reshape(-1)
-        qo = np.asarray(extend_seq_lens_cpu.cpu() if isinstance(extend_seq_lens_cpu, torch.Tensor)
-                        else extend_seq_lens_cpu, dtype=np.int64).reshape(-1)
+        kv, qo = _host_array(seq_lens_cpu), _host_array(extend_seq_lens_cpu)
         if kv.shape[0] != seq_lens.shape[0] or qo.shape[0] != seq_lens.shape[0]:
             raise ValueError(f"seq_lens_cpu / extend_seq_lens_cpu must hold {seq_lens.shape[0]} entries, "
                              f"got {kv.shape[0]} and {qo.shape[0]}")
         return kv, qo
     both = torch.stack((seq_lens.to(torch.int64), extend_seq_lens.to(torch.int64))).cpu().numpy()
     return both[0], both[1]
+
+
+def _host_array(values):
+    """A host mirror as a 1-D int64 numpy array; a CPU tensor's memory is read in place."""
+    if isinstance(values, torch.Tensor):
+        if values.device.type != "cpu":
+            values = values.cpu()
+        values = values.numpy()
+    return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
 def _first(mask):
@@ -108,10 +114,13 @@ def check_lengths_data(kv, qo, width, dsa_index_topk):
     """
     if len(kv) == 0:
         return 0, 0
-    if qo.min() < 0 or kv.min() < 0 or (qo > kv).any():
-        r = _first((qo < 0) | (kv < 0) | (qo > kv))
-        raise ValueError(f"request {r}: need 0 <= extend_seq_lens[{r}] = {qo[r]} <= seq_lens[{r}] = {kv[r]}")
-    if kv.max() > width:
+    # One mask for the common case (kv < 0 implies qo < 0 or qo > kv); the request is located
+    # only on failure.
+    if ((qo < 0) | (qo > kv) | (kv > width)).any():
+        bad = (qo < 0) | (qo > kv)
+        if bad.any():
+            r = _first(bad)
+            raise ValueError(f"request {r}: need 0 <= extend_seq_lens[{r}] = {qo[r]} <= seq_lens[{r}] = {kv[r]}")
         r = _first(kv > width)
         raise ValueError(f"request {r}: seq_lens[{r}] = {kv[r]} exceeds req_to_token's {width} columns")
     n_tokens, n_flat = int(qo.sum()), int(kv.sum())  # each <= width, a tensor dimension: no wrap
