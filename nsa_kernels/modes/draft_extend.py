@@ -24,7 +24,8 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import draft_extend_reference
-from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
+from .tiles import (flat_blocks, grid_size, load_requests, pick_blocks, tile_position, write_flat,
+                    write_page_rows)
 
 #: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
 MAX_VARLEN_EXTEND = 4096
@@ -50,12 +51,12 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
     if tl.program_id(0) == 0:
         # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
         write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
-                   status_ptr, bs, total_len, max_extend_len, max_extend_len, 0, topk,
-                   not STATIC_EXTEND_LEN, True, True, HAS_STATUS, CHUNK, BLOCK_J)
+                   status_ptr, cu_ptr, 0, 0, bs, total_len, max_extend_len, max_extend_len, 0,
+                   topk, not STATIC_EXTEND_LEN, True, True, HAS_STATUS, False, CHUNK, BLOCK_J)
     else:
         first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
-        kv = tl.load(seq_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
+        kv, pool = load_requests(seq_ptr, pool_idx_ptr, requests, bs)
         live = tl.where(requests < bs, tl.minimum(tl.maximum(kv, 0), max_seqlen_k), 0)
         if STATIC_EXTEND_LEN:
             first_row = requests.to(tl.int64) * max_extend_len
@@ -67,9 +68,9 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
                 rows_before += tl.sum(_clamped_extend(ext_ptr, earlier, first, max_extend_len), 0)
             count = _clamped_extend(ext_ptr, requests, bs, max_extend_len)
             first_row = rows_before + tl.cumsum(count, 0) - count
-        write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
-                        requests, live, first_row, count, max_extend_len, total_len, col0,
-                        HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
+        write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
+                        first_row, count, max_extend_len, total_len, col0, HAS_PAGE_TABLE_1,
+                        PAGE_SIZE, BLOCK_N)
 
 
 def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,

@@ -16,20 +16,8 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import target_verify_reference
-from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
-
-
-@triton.jit
-def _write_context_lengths(seq_ptr, ctx_ptr, ctx_stride_0, ctx_stride_1, bs, next_n,
-                           FLAT: tl.constexpr):
-    n_rows = bs.to(tl.int64) * next_n
-    for e0 in range(0, n_rows, FLAT):
-        e = e0 + tl.arange(0, FLAT).to(tl.int64)
-        live = e < n_rows
-        b = e // next_n
-        context = tl.load(seq_ptr + b, mask=live, other=0).to(tl.int64) + next_n
-        tl.store(ctx_ptr + b * ctx_stride_0 + (e - b * next_n) * ctx_stride_1,
-                 context.to(tl.int32), mask=live)
+from .tiles import (flat_blocks, grid_size, load_requests, pick_blocks, tile_position, write_flat,
+                    write_page_rows)
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "ctx_stride_0",
@@ -45,19 +33,16 @@ def target_verify_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, 
     if tl.program_id(0) == 0:
         # Context kv + next_n, next_n rows: row j sees (kv + next_n) - next_n + j + 1.
         write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
-                   bs, n_rows, next_n, next_n, next_n, topk, False, True, False, False, CHUNK,
-                   BLOCK_J)
-        if HAS_CONTEXT_LENS:
-            _write_context_lengths(seq_ptr, ctx_ptr, ctx_stride_0, ctx_stride_1, bs, next_n,
-                                   CHUNK * BLOCK_J)
+                   ctx_ptr, ctx_stride_0, ctx_stride_1, bs, n_rows, next_n, next_n, next_n, topk,
+                   False, True, False, False, HAS_CONTEXT_LENS, CHUNK, BLOCK_J)
     else:
         first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
-        kv = tl.load(seq_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
+        kv, pool = load_requests(seq_ptr, pool_idx_ptr, requests, bs)
         live = tl.where(requests < bs, tl.minimum(tl.maximum(kv + next_n, 0), max_seqlen_k), 0)
-        write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
-                        requests, live, requests.to(tl.int64) * next_n, next_n, next_n, n_rows,
-                        col0, HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
+        write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
+                        requests.to(tl.int64) * next_n, next_n, next_n, n_rows, col0,
+                        HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
 
 
 def check_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,

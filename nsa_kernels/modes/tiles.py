@@ -64,18 +64,32 @@ def tile_position(n_col_blocks, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
-                    requests, live, first_row, row_count, max_rows_per_request, row_limit, col0,
+def load_requests(seq_ptr, pool_idx_ptr, requests, bs):
+    """``(seq_lens, req_pool_indices)`` of a tile's requests (0 past bs), as int64.
+
+    Both loads are issued before either value is used, so a page program waits for one memory
+    round trip here, then one for ``req_to_token``: loading the pool index only once the length
+    says the tile is live made it three, about 0.5 us at small bs on an H100 (PERF_NOTES.md).
+    """
+    in_batch = requests < bs
+    kv = tl.load(seq_ptr + requests, mask=in_batch, other=0)
+    pool = tl.load(pool_idx_ptr + requests, mask=in_batch, other=0)
+    return kv.to(tl.int64), pool.to(tl.int64)
+
+
+@triton.jit
+def write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
+                    live, first_row, row_count, max_rows_per_request, row_limit, col0,
                     HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
                     BLOCK_N: tl.constexpr):
-    """Copy columns ``[col0, col0 + BLOCK_N)`` of each request's ``req_to_token`` row into its
-    rows ``first_row + j`` (``j < row_count``), over the live prefix ``[:live]`` only.
+    """Copy columns ``[col0, col0 + BLOCK_N)`` of each request's ``req_to_token`` row (pool
+    index ``pool``) into its rows ``first_row + j`` (``j < row_count``), over the live prefix
+    ``[:live]`` only.
 
     ``live`` is int64 in ``[0, width]`` (0 for requests past bs); rows outside
     ``[0, row_limit)`` are never stored, whatever the lengths.
     """
     if col0 < tl.max(live, 0):
-        pool = tl.load(pool_idx_ptr + requests, mask=live > col0, other=0).to(tl.int64)
         source = r2t_ptr + pool * r2t_stride
         # A vector even when the caller passes one count for all: a scalar-and-vector mask
         # trips Triton's interpreter. (A new name: reassigning an outer one inside this `if`
@@ -104,9 +118,10 @@ def write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_pt
 
 @triton.jit
 def write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
-               status_ptr, bs, n_rows, rows_per_request, max_rows_per_request, extra, topk,
-               VARLEN: tl.constexpr, HAS_EXPANDED: tl.constexpr, CLAMP_AT_ZERO: tl.constexpr,
-               HAS_STATUS: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
+               status_ptr, ctx_ptr, ctx_stride_0, ctx_stride_1, bs, n_rows, rows_per_request,
+               max_rows_per_request, extra, topk, VARLEN: tl.constexpr,
+               HAS_EXPANDED: tl.constexpr, CLAMP_AT_ZERO: tl.constexpr, HAS_STATUS: tl.constexpr,
+               HAS_CONTEXT_LENS: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
     """Every flat array in one pass over the requests, ``CHUNK`` at a time with running carries.
 
     Request b has context ``ctx = seq[b] + extra`` (``cache[b]``, prefix ``cu``) and ``qo``
@@ -115,7 +130,10 @@ def write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_c
     DSA length ``min(., topk)`` and its prefix ``dsa_cu``. Decode is ``qo = 1``, verify
     ``extra = qo = next_n``, draft extend ``extra = 0``. Rows ``>= n_rows`` are not stored.
     One load of each length serves every array: a single dependent memory round trip per
-    chunk. ``status`` gets ``[rows the requests expand to, that > n_rows]``.
+    chunk. ``status`` gets ``[rows the requests expand to, that > n_rows]``; with
+    ``HAS_CONTEXT_LENS``, ``ctx[b, j] = ctx`` for each of request b's rows j (verify's
+    ``paged_mqa_ctx_lens_2d``) from the same load, not a second pass that would wait on
+    another round trip behind these stores.
     """
     tl.store(cu_ptr, 0)
     tl.store(dsa_cu_ptr, 0)
@@ -143,6 +161,10 @@ def write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_c
         dsa = tl.where(in_request, tl.minimum(value, topk), 0)
         per_request = tl.sum(dsa, 1)
         dsa_cu = (dsa_before + tl.cumsum(per_request, 0) - per_request)[:, None] + tl.cumsum(dsa, 1)
+        if HAS_CONTEXT_LENS:
+            tl.store(ctx_ptr + requests.to(tl.int64)[:, None] * ctx_stride_0
+                     + j[None, :] * ctx_stride_1,
+                     (ctx[:, None] + tl.zeros_like(j)[None, :]).to(tl.int32), mask=in_request)
         ok = in_request & (row < n_rows)
         if HAS_EXPANDED:
             tl.store(expanded_ptr + row, value.to(tl.int32), mask=ok)
