@@ -77,7 +77,7 @@ def plan_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seql
         seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k, page_table_1,
         dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs, max_len, dsa_index_topk,
         physical_page_size, check)
-    block_b, block_n = pick_blocks(max_len, page_size, has_pt1)
+    block_b, block_n = pick_blocks(max_len, page_size, has_pt1, bs)
     programs, col_blocks = grid_size(bs, max_len, block_b, block_n)
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), dsa_cache_seqlens, dsa_cu_seqlens_k, rpt,

@@ -137,7 +137,7 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs, total_len,
                            max_seqlen_k, dsa_index_topk, physical_page_size, max_extend_len,
                            max_total_len, static_extend_len, status, check)
-    block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1)
+    block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1, bs)
     programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n)
     args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
             cache_seqlens, cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens,

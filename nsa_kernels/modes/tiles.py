@@ -24,25 +24,38 @@ import triton.language as tl
 
 #: Flat chunk buckets: requests or expanded rows handled per step of program 0. One step
 #: covers up to bs x next_n = 4096 (the production maximum; each further step adds a load
-#: latency); small batches get a narrow chunk, so a bs = 1 decode does not pay for 4096 lanes.
-FLAT_BUCKETS = (256, 1024, 4096)
+#: latency); small batches get a narrow chunk. Program 0 is the kernel's critical path at
+#: small bs (on an H100 it alone took as long as the whole launch, ~1 us over an empty
+#: kernel): its scans and sums over a chunk spanning several warps go through shared memory
+#: with barriers, so up to 32 rows (decode bs <= 32, next_n = 4 up to bs = 8) get a chunk of
+#: one warp, where they are register shuffles (PERF_NOTES.md).
+FLAT_BUCKETS = (32, 256, 1024, 4096)
 #: Largest page size a tile can serve (a tile holds whole pages).
 MAX_PAGE_SIZE = 1024
 #: Elements per page tile (BLOCK_B x BLOCK_N).
 TILE = 4096
 #: Pages per request in a tile when only the real page table is written.
 REAL_ONLY_PAGES = 128
+#: Largest bs whose page tiles hold one request each (see ``pick_blocks``).
+SMALL_BATCH = 32
 
 
-def pick_blocks(width, page_size, has_page_table_1=True):
+def pick_blocks(width, page_size, has_page_table_1=True, bs=None):
     """``(BLOCK_B, BLOCK_N)``: narrow tables (<= 128 columns) and wide ones; without
     ``page_table_1`` a tile spans 128 pages (8192 columns at page size 64), because it reads
-    and writes one entry per page: a 1024-column tile would be 16 entries of work."""
+    and writes one entry per page: a 1024-column tile would be 16 entries of work.
+
+    Up to ``SMALL_BATCH`` requests a tile holds one request (``BLOCK_B = 1``): a multi-request
+    tile there is mostly masked-off lanes, and each thread's serial loads and stores (times
+    ``next_n`` rows) are the kernel's critical path; the idle SMs take the extra programs."""
     if not has_page_table_1:
-        return 8, REAL_ONLY_PAGES * page_size
-    block_n = 128 if width <= 128 else 1024
-    block_n = max(block_n, page_size)
-    return max(TILE // block_n, 1), block_n
+        block_b, block_n = 8, REAL_ONLY_PAGES * page_size
+    else:
+        block_n = max(128 if width <= 128 else 1024, page_size)
+        block_b = max(TILE // block_n, 1)
+    if bs is not None and bs <= SMALL_BATCH and block_n > 128:
+        block_b = 1
+    return block_b, block_n
 
 
 def flat_block(rows):
