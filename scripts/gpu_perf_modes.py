@@ -27,9 +27,9 @@ ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
 ap.add_argument("--root", default=str(Path(__file__).resolve().parents[1]),
                 help="checkout whose nsa_kernels is measured (default: this one)")
 ap.add_argument("--baseline", action="store_true", help="time only ours as planned and SGLang")
-ap.add_argument("--bs", nargs="+", type=int, default=[1, 8, 32])
+ap.add_argument("--bs", nargs="+", type=int, default=[1, 8, 32, 128])
 ap.add_argument("--widths", nargs="+", type=int, default=[8192])
-ap.add_argument("--wide-bs", nargs="*", type=int, default=[1],
+ap.add_argument("--wide-bs", nargs="*", type=int, default=[1, 32],
                 help="bs also measured at width 131072")
 ap.add_argument("--rounds", type=int, default=25)
 ap.add_argument("--graph-calls", type=int, default=8)
@@ -60,23 +60,31 @@ def _empty_kernel(x_ptr):
     pass
 
 
-def variants(plan, bs):
+def _shaped(plan, block_b, block_n, bs, width, **extra):
+    """``plan`` with page tiles of ``block_b`` requests x ``block_n`` columns (grid and the
+    column-block count, the kernels' last argument, follow)."""
+    col_blocks = triton.cdiv(width, block_n)
+    grid = (1 + triton.cdiv(bs, block_b) * col_blocks,)
+    return LaunchPlan(plan.kernel, grid, plan.args[:-1] + (col_blocks,),
+                      dict(plan.kwargs, BLOCK_B=block_b, BLOCK_N=block_n, **extra))
+
+
+def variants(plan, point):
     """``{name: plan}``: the plan and the same kernel under other launch shapes."""
     out = {"ours": plan}
     if opts.baseline:
         return out
-    kw = plan.kwargs
-    for warps in (1, 2, 8):
-        out[f"warps{warps}"] = plan._replace(kwargs=dict(kw, num_warps=warps))
-    if "BLOCK_B" in kw:
-        block_b = min(kw["BLOCK_B"], triton.next_power_of_2(bs))
-        if block_b != kw["BLOCK_B"]:
-            col_blocks = plan.args[-1]
-            grid = (1 + triton.cdiv(bs, block_b) * col_blocks,)
-            for warps in (1, 2, 4):
-                out[f"bb{block_b}w{warps}"] = LaunchPlan(plan.kernel, grid, plan.args,
-                                                         dict(kw, BLOCK_B=block_b,
-                                                              num_warps=warps))
+    kw, bs, width = plan.kwargs, point.bs, point.width
+    out["warps8"] = plan._replace(kwargs=dict(kw, num_warps=8))
+    block_n = kw["BLOCK_N"]
+    for block_b in (1, 2, 4, 8):
+        if block_b != kw["BLOCK_B"] and block_b * block_n <= 8192:
+            out[f"b{block_b}"] = _shaped(plan, block_b, block_n, bs, width)
+    if kw.get("HAS_PAGE_TABLE_1") and block_n == 1024:
+        for narrow in (256, 512):
+            out[f"b1n{narrow}"] = _shaped(plan, 1, narrow, bs, width)
+    if kw["CHUNK"] * kw["BLOCK_J"] < 256:
+        out["flat256"] = plan._replace(kwargs=dict(kw, CHUNK=max(256 // kw["BLOCK_J"], 1)))
     out["prog0_only"] = plan._replace(grid=(1,))
     return out
 
@@ -98,11 +106,12 @@ def run_point(point, peer):
             notes["sglang"] = f"{type(exc).__name__}: {str(exc)[:100]}"
     buffers = modes.allocate_buffers(point, inputs)
     plan = PLAN[point.workload](**modes.sglang_kwargs(point, inputs, buffers))
-    for name, variant in variants(plan, point.bs).items():
+    for name, variant in variants(plan, point).items():
         try:
             buffers = modes.allocate_buffers(point, inputs)
             own = PLAN[point.workload](**modes.sglang_kwargs(point, inputs, buffers))
-            launch = LaunchPlan(variant.kernel, variant.grid, own.args, variant.kwargs)
+            args = own.args[:-1] + variant.args[-1:]
+            launch = LaunchPlan(variant.kernel, variant.grid, args, variant.kwargs)
             launch()
             torch.cuda.synchronize()
             if name != "prog0_only":
