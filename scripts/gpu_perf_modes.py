@@ -60,13 +60,14 @@ def _empty_kernel(x_ptr):
     pass
 
 
-def _shaped(plan, block_b, block_n, bs, width, **extra):
+def _shaped(plan, point, block_b, block_n, **extra):
     """``plan`` with page tiles of ``block_b`` requests x ``block_n`` columns (grid and the
     column-block count, the kernels' last argument, follow)."""
-    col_blocks = triton.cdiv(width, block_n)
-    grid = (1 + triton.cdiv(bs, block_b) * col_blocks,)
-    return LaunchPlan(plan.kernel, grid, plan.args[:-1] + (col_blocks,),
-                      dict(plan.kwargs, BLOCK_B=block_b, BLOCK_N=block_n, **extra))
+    kwargs = dict(plan.kwargs, BLOCK_B=block_b, BLOCK_N=block_n, **extra)
+    col_blocks = triton.cdiv(point.width, block_n)
+    splits = point.next_n if kwargs.get("SPLIT_ROWS") else 1
+    grid = (1 + triton.cdiv(point.bs, block_b) * col_blocks * splits,)
+    return LaunchPlan(plan.kernel, grid, plan.args[:-1] + (col_blocks,), kwargs)
 
 
 def variants(plan, point):
@@ -74,17 +75,17 @@ def variants(plan, point):
     out = {"ours": plan}
     if opts.baseline:
         return out
-    kw, bs, width = plan.kwargs, point.bs, point.width
-    out["warps8"] = plan._replace(kwargs=dict(kw, num_warps=8))
-    block_n = kw["BLOCK_N"]
-    for block_b in (1, 2, 4, 8):
-        if block_b != kw["BLOCK_B"] and block_b * block_n <= 8192:
-            out[f"b{block_b}"] = _shaped(plan, block_b, block_n, bs, width)
-    if kw.get("HAS_PAGE_TABLE_1") and block_n == 1024:
-        for narrow in (256, 512):
-            out[f"b1n{narrow}"] = _shaped(plan, 1, narrow, bs, width)
-    if kw["CHUNK"] * kw["BLOCK_J"] < 256:
-        out["flat256"] = plan._replace(kwargs=dict(kw, CHUNK=max(256 // kw["BLOCK_J"], 1)))
+    kw = plan.kwargs
+    block_b, block_n = kw["BLOCK_B"], kw["BLOCK_N"]
+    if kw.get("SPLIT_ROWS"):
+        out["nosplit"] = _shaped(plan, point, block_b, block_n, SPLIT_ROWS=False)
+    for other_b in (1, 2, 4):
+        if other_b != block_b and other_b * block_n <= 4096 and kw.get("HAS_PAGE_TABLE_1"):
+            out[f"b{other_b}"] = _shaped(plan, point, other_b, block_n)
+    if kw.get("HAS_PAGE_TABLE_1") and block_b == 1:
+        for other_n in (256, 512, 1024):
+            if other_n != block_n:
+                out[f"n{other_n}"] = _shaped(plan, point, 1, other_n)
     out["prog0_only"] = plan._replace(grid=(1,))
     return out
 

@@ -259,6 +259,8 @@ DRAFT_CASES = {
     "varlen_page_size_1": dict(kv=kv_mix(6, 200, 29), qo=_qo(6, 4, 29), width=200, page_size=1),
     "varlen_no_page_table_1": dict(kv=kv_mix(6, 200, 30), qo=_qo(6, 4, 30), width=200,
                                    has_pt1=False, page_size=16),
+    "varlen_split_rows_zero_and_cut": dict(kv=kv_mix(7, 300, 45), qo=[0, 3, 1, 0, 4, 2, 0],
+                                           width=300, max_extend_len=4, total_len=6),
     "static_bs33_multi_request_tiles": dict(kv=kv_mix(33, 1100, 43), width=1100, static=True,
                                             max_extend_len=2),
     "varlen_bs34_multi_request_tiles": dict(kv=kv_mix(34, 1100, 44), qo=_qo(34, 3, 44),

@@ -31,7 +31,7 @@ def decode_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, cu_ptr,
                    cu_ptr, 0, 0, bs, bs, 1, 1, 0, topk, False, False, False, False, False, CHUNK,
                    BLOCK_J)
     else:
-        first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
+        first, col0, _ = tile_position(n_col_blocks, 1, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
         kv, pool = load_requests(seq_ptr, pool_idx_ptr, requests, bs)
         live = tl.minimum(tl.maximum(kv, 0), max_len)

@@ -24,8 +24,8 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import draft_extend_reference
-from .tiles import (flat_blocks, grid_size, load_requests, pick_blocks, tile_position, write_flat,
-                    write_page_rows)
+from .tiles import (flat_blocks, grid_size, load_requests, pick_blocks, split_rows, tile_position,
+                    write_flat, write_page_rows)
 
 #: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
 MAX_VARLEN_EXTEND = 4096
@@ -46,7 +46,7 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
                         status_ptr, bs, total_len, max_seqlen_k, topk, max_extend_len,
                         n_col_blocks, HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
                         STATIC_EXTEND_LEN: tl.constexpr, HAS_STATUS: tl.constexpr,
-                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+                        SPLIT_ROWS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
                         BLOCK_J: tl.constexpr):
     if tl.program_id(0) == 0:
         # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
@@ -54,7 +54,12 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
                    status_ptr, cu_ptr, 0, 0, bs, total_len, max_extend_len, max_extend_len, 0,
                    topk, not STATIC_EXTEND_LEN, True, True, HAS_STATUS, False, CHUNK, BLOCK_J)
     else:
-        first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
+        if SPLIT_ROWS:  # this program writes row `split` of its request (if it has one)
+            first, col0, split = tile_position(n_col_blocks, max_extend_len, BLOCK_B, BLOCK_N)
+            rows_here = 1
+        else:
+            first, col0, split = tile_position(n_col_blocks, 1, BLOCK_B, BLOCK_N)
+            rows_here = max_extend_len
         requests = first + tl.arange(0, BLOCK_B)
         kv, pool = load_requests(seq_ptr, pool_idx_ptr, requests, bs)
         live = tl.where(requests < bs, tl.minimum(tl.maximum(kv, 0), max_seqlen_k), 0)
@@ -69,8 +74,8 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
             count = _clamped_extend(ext_ptr, requests, bs, max_extend_len)
             first_row = rows_before + tl.cumsum(count, 0) - count
         write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
-                        first_row, count, max_extend_len, total_len, col0, HAS_PAGE_TABLE_1,
-                        PAGE_SIZE, BLOCK_N)
+                        first_row + split, count - split, rows_here, total_len, col0,
+                        HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
 
 
 def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,
@@ -138,7 +143,9 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            max_seqlen_k, dsa_index_topk, physical_page_size, max_extend_len,
                            max_total_len, static_extend_len, status, check)
     block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1, bs)
-    programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n)
+    split = split_rows(bs, max_extend_len, block_b)
+    programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n,
+                                     max_extend_len if split else 1)
     args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
             cache_seqlens, cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens,
             dsa_cu_seqlens_k, rpt, rpt.stride(0), status if status is not None else cu_seqlens_k,
@@ -147,6 +154,7 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
     return LaunchPlan(draft_extend_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size,
                            STATIC_EXTEND_LEN=static_extend_len, HAS_STATUS=status is not None,
+                           SPLIT_ROWS=split,
                            BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
 
 

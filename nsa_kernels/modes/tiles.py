@@ -38,6 +38,13 @@ TILE = 4096
 REAL_ONLY_PAGES = 128
 #: Largest bs whose page tiles hold one request each (see ``pick_blocks``).
 SMALL_BATCH = 32
+#: Largest bs whose wide tiles are half as wide, and whose expanded rows get a program each
+#: (``split_rows``): at bs <= 8 the SMs are idle, so less serial work per thread is a win.
+TINY_BATCH = 8
+TINY_BLOCK_N = 512
+#: Most rows per request that ``split_rows`` spreads over programs (verify's next_n, the
+#: draft tokens); more would multiply the grid by a large, mostly dead factor.
+MAX_SPLIT_ROWS = 8
 
 
 def pick_blocks(width, page_size, has_page_table_1=True, bs=None):
@@ -55,7 +62,17 @@ def pick_blocks(width, page_size, has_page_table_1=True, bs=None):
         block_b = max(TILE // block_n, 1)
     if bs is not None and bs <= SMALL_BATCH and block_n > 128:
         block_b = 1
+        if has_page_table_1 and bs <= TINY_BATCH:
+            block_n = max(TINY_BLOCK_N, page_size)
     return block_b, block_n
+
+
+def split_rows(bs, rows_per_request, block_b):
+    """Whether each of a request's rows gets its own page program (reading the request's
+    ``req_to_token`` segment once per row, from L2): at bs <= ``TINY_BATCH`` with one-request
+    tiles, a tile's ``next_n`` serial row stores were its critical path, as SGLang's one
+    program per (row, column block) avoids."""
+    return block_b == 1 and bs <= TINY_BATCH and 1 < rows_per_request <= MAX_SPLIT_ROWS
 
 
 def flat_block(rows):
@@ -63,17 +80,20 @@ def flat_block(rows):
     return next((b for b in FLAT_BUCKETS if rows <= b), FLAT_BUCKETS[-1])
 
 
-def grid_size(bs, width, block_b, block_n):
+def grid_size(bs, width, block_b, block_n, row_splits=1):
     col_blocks = triton.cdiv(width, block_n)
-    return 1 + triton.cdiv(bs, block_b) * col_blocks, col_blocks
+    return 1 + triton.cdiv(bs, block_b) * col_blocks * row_splits, col_blocks
 
 
 @triton.jit
-def tile_position(n_col_blocks, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    """(first request, first column) of page program ``program_id - 1``."""
+def tile_position(n_col_blocks, n_row_splits, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(first request, first column, row split) of page program ``program_id - 1``; the split
+    is in ``[0, n_row_splits)`` (always 0 for one split)."""
     tile = tl.program_id(0) - 1
+    split = tile % n_row_splits
+    tile = tile // n_row_splits
     tile_b = tile // n_col_blocks
-    return tile_b * BLOCK_B, (tile - tile_b * n_col_blocks) * BLOCK_N
+    return tile_b * BLOCK_B, (tile - tile_b * n_col_blocks) * BLOCK_N, split
 
 
 @triton.jit
