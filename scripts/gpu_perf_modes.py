@@ -40,13 +40,12 @@ opts = ap.parse_args()
 sys.path.insert(0, opts.root)
 
 import nsa_kernels  # noqa: E402,F401  (first: picks the interpreter on CPU-only machines)
-import torch  # noqa: E402
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
-
 from nsa_kernels.bench import harness, modes  # noqa: E402
 from nsa_kernels.launcher import LaunchPlan  # noqa: E402
 from nsa_kernels.modes import plan_decode, plan_draft_extend, plan_target_verify  # noqa: E402
+
+import torch  # noqa: E402
+import triton  # noqa: E402
 
 PLAN = {"decode": plan_decode, "target_verify": plan_target_verify,
         "draft_extend_static": plan_draft_extend, "draft_extend_varlen": plan_draft_extend}

@@ -15,8 +15,15 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import decode_reference
-from .tiles import (flat_blocks, grid_size, load_requests, pick_blocks, tile_position, write_flat,
-                    write_page_rows)
+from .tiles import (
+    flat_blocks,
+    grid_size,
+    load_requests,
+    pick_blocks,
+    tile_position,
+    write_flat,
+    write_page_rows,
+)
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "bs", "max_len", "topk",

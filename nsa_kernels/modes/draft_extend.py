@@ -24,13 +24,23 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import draft_extend_reference
-from .tiles import (flat_blocks, grid_size, load_requests, pick_blocks, split_rows, tile_position,
-                    write_flat, write_page_rows)
+from .tiles import (
+    flat_blocks,
+    grid_size,
+    load_requests,
+    pick_blocks,
+    split_rows,
+    tile_position,
+    write_flat,
+    write_page_rows,
+)
 
 #: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
 MAX_VARLEN_EXTEND = 4096
-#: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384).
-PREFIX_BLOCK = tl.constexpr(1024)
+#: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384); with
+#: one-request tiles (bs <= ``tiles.SMALL_BATCH``) one warp's worth, whose sum is a register
+#: shuffle, not a shared-memory reduction over 4 warps on the tile's critical path.
+PREFIX_BLOCKS = (32, 1024)
 
 
 @triton.jit
@@ -46,7 +56,8 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
                         status_ptr, bs, total_len, max_seqlen_k, topk, max_extend_len,
                         n_col_blocks, HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
                         STATIC_EXTEND_LEN: tl.constexpr, HAS_STATUS: tl.constexpr,
-                        SPLIT_ROWS: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+                        SPLIT_ROWS: tl.constexpr, PREFIX_BLOCK: tl.constexpr,
+                        BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
                         BLOCK_J: tl.constexpr):
     if tl.program_id(0) == 0:
         # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
@@ -155,6 +166,7 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size,
                            STATIC_EXTEND_LEN=static_extend_len, HAS_STATUS=status is not None,
                            SPLIT_ROWS=split,
+                           PREFIX_BLOCK=PREFIX_BLOCKS[0 if block_b == 1 else 1],
                            BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
 
 

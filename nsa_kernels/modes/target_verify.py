@@ -16,8 +16,16 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import target_verify_reference
-from .tiles import (flat_blocks, grid_size, load_requests, pick_blocks, split_rows, tile_position,
-                    write_flat, write_page_rows)
+from .tiles import (
+    flat_blocks,
+    grid_size,
+    load_requests,
+    pick_blocks,
+    split_rows,
+    tile_position,
+    write_flat,
+    write_page_rows,
+)
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "ctx_stride_0",
@@ -113,7 +121,8 @@ def plan_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, 
     chunk, block_j = flat_blocks(bs * next_n, next_n)
     return LaunchPlan(target_verify_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, HAS_CONTEXT_LENS=has_ctx,
-                           SPLIT_ROWS=split, BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
+                           SPLIT_ROWS=split, BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk,
+                           BLOCK_J=block_j))
 
 
 def launch_target_verify(*args, check=False, **kwargs):
