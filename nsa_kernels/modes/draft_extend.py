@@ -154,7 +154,7 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            max_seqlen_k, dsa_index_topk, physical_page_size, max_extend_len,
                            max_total_len, static_extend_len, status, check)
     block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1, bs)
-    split = split_rows(bs, max_extend_len, block_b)
+    split = split_rows(bs, max_extend_len, block_b, triton.cdiv(max_seqlen_k, block_n))
     programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n,
                                      max_extend_len if split else 1)
     args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),

@@ -113,7 +113,7 @@ def plan_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, 
     ctx = paged_mqa_ctx_lens_2d if has_ctx else cache_seqlens
     ctx_strides = paged_mqa_ctx_lens_2d.stride() if has_ctx else (0, 0)
     block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1, bs)
-    split = split_rows(bs, next_n, block_b)
+    split = split_rows(bs, next_n, block_b, triton.cdiv(max_seqlen_k, block_n))
     programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n, next_n if split else 1)
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,

@@ -38,12 +38,17 @@ TILE = 4096
 REAL_ONLY_PAGES = 128
 #: Largest bs whose page tiles hold one request each (see ``pick_blocks``).
 SMALL_BATCH = 32
-#: Largest bs whose wide tiles are half as wide, and whose expanded rows get a program each
-#: (``split_rows``): at bs <= 8 the SMs are idle, so less serial work per thread is a win.
+#: Largest bs whose wide tiles may be half as wide, and whose expanded rows may get a program
+#: each (``split_rows``): with the SMs idle, less serial work per thread is a win.
 TINY_BATCH = 8
 TINY_BLOCK_N = 512
+#: ... but only while the grid stays within about two waves of an H100's 132 SMs: beyond, the
+#: extra programs cost more than they save (H100: split rows at bs 1, width 131072, 1024
+#: programs: 3.2 µs vs 2.9 unsplit; at bs 8, 8192 programs, each re-reading its request's
+#: segment: 9.4 vs 6.4 before the split; PERF_NOTES.md).
+MAX_TINY_PROGRAMS = 256
 #: Most rows per request that ``split_rows`` spreads over programs (verify's next_n, the
-#: draft tokens); more would multiply the grid by a large, mostly dead factor.
+#: draft tokens).
 MAX_SPLIT_ROWS = 8
 
 
@@ -62,17 +67,20 @@ def pick_blocks(width, page_size, has_page_table_1=True, bs=None):
         block_b = max(TILE // block_n, 1)
     if bs is not None and bs <= SMALL_BATCH and block_n > 128:
         block_b = 1
-        if has_page_table_1 and bs <= TINY_BATCH:
-            block_n = max(TINY_BLOCK_N, page_size)
+        tiny_block_n = max(TINY_BLOCK_N, page_size)
+        if (has_page_table_1 and bs <= TINY_BATCH
+                and bs * triton.cdiv(width, tiny_block_n) <= MAX_TINY_PROGRAMS):
+            block_n = tiny_block_n
     return block_b, block_n
 
 
-def split_rows(bs, rows_per_request, block_b):
+def split_rows(bs, rows_per_request, block_b, col_blocks):
     """Whether each of a request's rows gets its own page program (reading the request's
-    ``req_to_token`` segment once per row, from L2): at bs <= ``TINY_BATCH`` with one-request
-    tiles, a tile's ``next_n`` serial row stores were its critical path, as SGLang's one
-    program per (row, column block) avoids."""
-    return block_b == 1 and bs <= TINY_BATCH and 1 < rows_per_request <= MAX_SPLIT_ROWS
+    ``req_to_token`` segment once per row): with one-request tiles at bs <= ``TINY_BATCH``,
+    a tile's ``next_n`` serial row stores were its critical path (SGLang runs one program per
+    row and column block), as long as the split grid stays within ``MAX_TINY_PROGRAMS``."""
+    return (block_b == 1 and bs <= TINY_BATCH and 1 < rows_per_request <= MAX_SPLIT_ROWS
+            and bs * col_blocks * rows_per_request <= MAX_TINY_PROGRAMS)
 
 
 def flat_block(rows):
