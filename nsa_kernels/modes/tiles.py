@@ -1,17 +1,18 @@
 """Pieces shared by the three fused modes: the page-row tile, the flat prefix sums, the buckets.
 
-Every mode launches ``1 + row_tiles * col_blocks`` programs. Program 0 writes the flat
-arrays (per-request lengths, their prefix sums, the expanded rows' lengths and theirs);
-every other program owns a tile of ``BLOCK_B`` requests x ``BLOCK_N`` columns of the page
-tables. Why this split:
+Every mode launches ``1 + row_tiles * col_blocks * row_splits`` programs. Program 0 writes
+the flat arrays (per-request lengths, their prefix sums, the expanded rows' lengths and
+theirs); every other program owns a tile of ``BLOCK_B`` requests x ``BLOCK_N`` columns of the
+page tables (and, on small grids, one of the request's rows: ``split_rows``). Why this split:
 
 * The flat arrays are a few bytes per row. One program walking them in chunks with running
   carries (``write_flat``) is O(bs) in total (one chunk up to 4096 rows, 16 at bs = 16384 x
   4), where giving each program its own prefix over earlier requests would be O(bs) per
-  program. It runs while the page programs copy, so it hides behind them except at tiny
-  batches.
+  program. It runs while the page programs copy, so it hides behind them except at small
+  batches, where it is the critical path: hence a one-warp chunk there.
 * A page tile loads each ``req_to_token`` row segment once and stores it to all of the
-  request's expanded rows (``next_n`` or the draft tokens), instead of re-reading it per row.
+  request's expanded rows (``next_n`` or the draft tokens), instead of re-reading it per row,
+  except on grids small enough that idle SMs make a program per row cheaper than the loop.
   Without ``page_table_1`` it reads only every ``PAGE_SIZE``-th entry.
 * Tiles past a request's live prefix exit after one small load, so the grid (sized from host
   ints only: bs and width, never from lengths) costs an empty program where there is no work.
@@ -109,8 +110,9 @@ def load_requests(seq_ptr, pool_idx_ptr, requests, bs):
     """``(seq_lens, req_pool_indices)`` of a tile's requests (0 past bs), as int64.
 
     Both loads are issued before either value is used, so a page program waits for one memory
-    round trip here, then one for ``req_to_token``: loading the pool index only once the length
-    says the tile is live made it three, about 0.5 us at small bs on an H100 (PERF_NOTES.md).
+    round trip here, then one for ``req_to_token`` (two, as SGLang's): loading the pool index
+    only once the length said the tile was live made it three. (Measured alone on an H100 it
+    changed nothing, as program 0 was then the critical path; PERF_NOTES.md.)
     """
     in_batch = requests < bs
     kv = tl.load(seq_ptr + requests, mask=in_batch, other=0)
