@@ -13,8 +13,8 @@ Two paths, as in SGLang:
   request b's rows start at ``b * max_extend_len``: no prefix over requests at all.
 * varlen: ``qo = extend_seq_lens[b]`` in ``[0, max_extend_len]``. Program 0 walks the requests
   in chunks with a running carry (``tiles.write_flat``, as for the static path); a page tile
-  finds its first row from one wide load per 1024 earlier requests (the fallback path;
-  static is the hot one).
+  finds its first row from one wide load per ``PREFIX_BLOCK`` (1024, or 32 up to bs 32)
+  earlier requests (the fallback path; static is the hot one).
 
 An optional int64 ``status`` receives ``[rows the requests expand to, rows > total_len]``.
 """

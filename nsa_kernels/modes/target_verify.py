@@ -8,7 +8,8 @@ expanded row ``b * next_n + j`` sees ``kv + j + 1`` (``seqlens_expanded``), its 
 ``req_to_token`` row over ``[:min(kv + next_n, max_seqlen_k)]``.
 
 One launch, no host sync, no allocation. A page tile reads a ``req_to_token`` segment once and
-stores it to the request's ``next_n`` rows (see ``tiles``).
+stores it to the request's ``next_n`` rows; on small grids each row gets its own program
+(``SPLIT_ROWS``; see ``tiles``).
 """
 import triton
 import triton.language as tl
