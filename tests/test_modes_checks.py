@@ -7,7 +7,14 @@ import torch
 import nsa_kernels as nk  # noqa: F401  (first: interpreter switch)
 from nsa_kernels import modes
 from nsa_kernels.compat import sglang as compat
-from nsa_kernels.modes.tiles import pick_blocks
+from nsa_kernels.modes.tiles import (
+    MAX_TINY_PROGRAMS,
+    SMALL_BATCH,
+    TINY_BLOCK_N,
+    grid_size,
+    pick_blocks,
+    split_rows,
+)
 from nsa_testing import DEVICE
 from test_modes_kernels import ModeRun, kv_mix
 
@@ -259,11 +266,35 @@ def test_compiled_variants_over_a_sweep():
                 plan = run.call(fn=lambda mode=mode, **kw: PLAN[mode](*kw.values()))
                 seen[mode].add(tuple(sorted(plan.kwargs.items())))
     for mode, variants in seen.items():
-        assert len(variants) == 4, (mode, variants)  # {narrow, wide} x {256, 1024 or 4096}
+        # {narrow, wide} tiles x the 3 flat buckets the sweep reaches (32, 256, 1024 or 4096),
+        # plus the one-request wide tile of bs <= SMALL_BATCH with the buckets small bs reach
+        assert 6 <= len(variants) <= 7, (mode, variants)
+        assert {dict(v)["BLOCK_B"] for v in variants} == {1, 4, 32}, (mode, variants)
     # Without page_table_1 (the decode graph's case): one bucket for every width.
     assert len({pick_blocks(w, 64, False) for w in (1, 100, 8192, 131072)}) == 1
     # Production widths land in the wide bucket too (no table of that size allocated here).
     assert {pick_blocks(w, 64) for w in (8192, 65536, 131072, 1 << 20)} == {pick_blocks(2048, 64)}
+
+
+def test_small_batch_shapes_keep_the_grid_small():
+    # The one-request, half-wide and row-split shapes pay off only while the SMs are idle
+    # (H100: splitting rows over 1024+ programs was slower); the rule must keep them there.
+    for width in (129, 2048, 8192, 65536, 131072):
+        for bs in range(1, 65):
+            for rows in (1, 2, 4, 8, 16):
+                block_b, block_n = pick_blocks(width, 64, True, bs)
+                assert (block_b == 1) == (bs <= SMALL_BATCH), (width, bs)
+                col_blocks = -(-width // block_n)
+                split = split_rows(bs, rows, block_b, col_blocks)
+                programs = grid_size(bs, width, block_b, block_n, rows if split else 1)[0]
+                if split:
+                    assert 1 < rows <= 8 and programs - 1 <= MAX_TINY_PROGRAMS, (width, bs, rows)
+                if block_n == TINY_BLOCK_N:
+                    assert bs * col_blocks <= MAX_TINY_PROGRAMS, (width, bs)
+    # production points: split at bs 1 of an 8192-wide table, never at 131072
+    assert split_rows(1, 4, 1, 8192 // TINY_BLOCK_N)
+    assert not split_rows(1, 4, 1, 131072 // TINY_BLOCK_N)
+    assert pick_blocks(131072, 64, True, 8) == (1, 1024)
 
 
 # --------------------------------------------------------------------------- check=True

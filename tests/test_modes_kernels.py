@@ -196,6 +196,9 @@ DECODE_CASES = {
                                      pool_dtype=torch.int32, strided_r2t=True),
     "int64_req_to_token": dict(kv=kv_mix(5, 200, 8), width=200, r2t_dtype=torch.int64),
     "topk_1": dict(kv=kv_mix(5, 200, 9), width=200, topk=1),
+    # past SMALL_BATCH: multi-request page tiles and the 256-row flat chunk
+    "bs40_multi_request_tiles": dict(kv=kv_mix(40, 1100, 40), width=1100),
+    "bs37_no_page_table_1": dict(kv=kv_mix(37, 700, 41), width=700, has_pt1=False),
 }
 
 
@@ -217,6 +220,8 @@ VERIFY_CASES = {
     "page_size_1": dict(kv=kv_mix(6, 300, 14), width=300, page_size=1, next_n=2),
     "int32_inputs": dict(kv=kv_mix(6, 300, 15), width=300, next_n=4, seq_dtype=torch.int32,
                          pool_dtype=torch.int32, strided_r2t=True, has_ctx=True),
+    "bs35_multi_request_tiles": dict(kv=kv_mix(35, 1030, 42), width=1030, next_n=3,
+                                     has_ctx=True),
 }
 
 
@@ -254,6 +259,12 @@ DRAFT_CASES = {
     "varlen_page_size_1": dict(kv=kv_mix(6, 200, 29), qo=_qo(6, 4, 29), width=200, page_size=1),
     "varlen_no_page_table_1": dict(kv=kv_mix(6, 200, 30), qo=_qo(6, 4, 30), width=200,
                                    has_pt1=False, page_size=16),
+    "varlen_split_rows_zero_and_cut": dict(kv=kv_mix(7, 300, 45), qo=[0, 3, 1, 0, 4, 2, 0],
+                                           width=300, max_extend_len=4, total_len=6),
+    "static_bs33_multi_request_tiles": dict(kv=kv_mix(33, 1100, 43), width=1100, static=True,
+                                            max_extend_len=2),
+    "varlen_bs34_multi_request_tiles": dict(kv=kv_mix(34, 1100, 44), qo=_qo(34, 3, 44),
+                                            width=1100, max_extend_len=3),
 }
 
 

@@ -15,7 +15,15 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import decode_reference
-from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
+from .tiles import (
+    flat_blocks,
+    grid_size,
+    load_requests,
+    pick_blocks,
+    tile_position,
+    write_flat,
+    write_page_rows,
+)
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "bs", "max_len", "topk",
@@ -26,16 +34,17 @@ def decode_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, cu_ptr,
                   BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
     if tl.program_id(0) == 0:
         # One row per request, seeing its whole context: qo = 1, extra = 0.
-        write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, dsa_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr, bs,
-                   bs, 1, 1, 0, topk, False, False, False, False, CHUNK, BLOCK_J)
+        write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, dsa_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
+                   cu_ptr, 0, 0, bs, bs, 1, 1, 0, topk, False, False, False, False, False, CHUNK,
+                   BLOCK_J)
     else:
-        first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
+        first, col0, _ = tile_position(n_col_blocks, 1, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
-        kv = tl.load(seq_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
+        kv, pool = load_requests(seq_ptr, pool_idx_ptr, requests, bs)
         live = tl.minimum(tl.maximum(kv, 0), max_len)
-        write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
-                        requests, live, requests.to(tl.int64), 1, 1, bs, col0,
-                        HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
+        write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
+                        requests.to(tl.int64), 1, 1, bs, col0, HAS_PAGE_TABLE_1, PAGE_SIZE,
+                        BLOCK_N)
 
 
 def check_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
@@ -75,7 +84,7 @@ def plan_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seql
         seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k, page_table_1,
         dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs, max_len, dsa_index_topk,
         physical_page_size, check)
-    block_b, block_n = pick_blocks(max_len, page_size, has_pt1)
+    block_b, block_n = pick_blocks(max_len, page_size, has_pt1, bs)
     programs, col_blocks = grid_size(bs, max_len, block_b, block_n)
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), dsa_cache_seqlens, dsa_cu_seqlens_k, rpt,

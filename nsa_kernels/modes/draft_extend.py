@@ -13,8 +13,8 @@ Two paths, as in SGLang:
   request b's rows start at ``b * max_extend_len``: no prefix over requests at all.
 * varlen: ``qo = extend_seq_lens[b]`` in ``[0, max_extend_len]``. Program 0 walks the requests
   in chunks with a running carry (``tiles.write_flat``, as for the static path); a page tile
-  finds its first row from one wide load per 1024 earlier requests (the fallback path;
-  static is the hot one).
+  finds its first row from one wide load per ``PREFIX_BLOCK`` (1024, or 32 up to bs 32)
+  earlier requests (the fallback path; static is the hot one).
 
 An optional int64 ``status`` receives ``[rows the requests expand to, rows > total_len]``.
 """
@@ -24,12 +24,23 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import draft_extend_reference
-from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
+from .tiles import (
+    flat_blocks,
+    grid_size,
+    load_requests,
+    pick_blocks,
+    split_rows,
+    tile_position,
+    write_flat,
+    write_page_rows,
+)
 
 #: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
 MAX_VARLEN_EXTEND = 4096
-#: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384).
-PREFIX_BLOCK = tl.constexpr(1024)
+#: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384); with
+#: one-request tiles (bs <= ``tiles.SMALL_BATCH``) one warp's worth, whose sum is a register
+#: shuffle, not a shared-memory reduction over 4 warps on the tile's critical path.
+PREFIX_BLOCKS = (32, 1024)
 
 
 @triton.jit
@@ -45,17 +56,23 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
                         status_ptr, bs, total_len, max_seqlen_k, topk, max_extend_len,
                         n_col_blocks, HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
                         STATIC_EXTEND_LEN: tl.constexpr, HAS_STATUS: tl.constexpr,
+                        SPLIT_ROWS: tl.constexpr, PREFIX_BLOCK: tl.constexpr,
                         BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
                         BLOCK_J: tl.constexpr):
     if tl.program_id(0) == 0:
         # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
         write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
-                   status_ptr, bs, total_len, max_extend_len, max_extend_len, 0, topk,
-                   not STATIC_EXTEND_LEN, True, True, HAS_STATUS, CHUNK, BLOCK_J)
+                   status_ptr, cu_ptr, 0, 0, bs, total_len, max_extend_len, max_extend_len, 0,
+                   topk, not STATIC_EXTEND_LEN, True, True, HAS_STATUS, False, CHUNK, BLOCK_J)
     else:
-        first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
+        if SPLIT_ROWS:  # this program writes row `split` of its request (if it has one)
+            first, col0, split = tile_position(n_col_blocks, max_extend_len, BLOCK_B, BLOCK_N)
+            rows_here = 1
+        else:
+            first, col0, split = tile_position(n_col_blocks, 1, BLOCK_B, BLOCK_N)
+            rows_here = max_extend_len
         requests = first + tl.arange(0, BLOCK_B)
-        kv = tl.load(seq_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
+        kv, pool = load_requests(seq_ptr, pool_idx_ptr, requests, bs)
         live = tl.where(requests < bs, tl.minimum(tl.maximum(kv, 0), max_seqlen_k), 0)
         if STATIC_EXTEND_LEN:
             first_row = requests.to(tl.int64) * max_extend_len
@@ -67,8 +84,8 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
                 rows_before += tl.sum(_clamped_extend(ext_ptr, earlier, first, max_extend_len), 0)
             count = _clamped_extend(ext_ptr, requests, bs, max_extend_len)
             first_row = rows_before + tl.cumsum(count, 0) - count
-        write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
-                        requests, live, first_row, count, max_extend_len, total_len, col0,
+        write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
+                        first_row + split, count - split, rows_here, total_len, col0,
                         HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
 
 
@@ -136,8 +153,10 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs, total_len,
                            max_seqlen_k, dsa_index_topk, physical_page_size, max_extend_len,
                            max_total_len, static_extend_len, status, check)
-    block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1)
-    programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n)
+    block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1, bs)
+    split = split_rows(bs, max_extend_len, block_b, triton.cdiv(max_seqlen_k, block_n))
+    programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n,
+                                     max_extend_len if split else 1)
     args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
             cache_seqlens, cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens,
             dsa_cu_seqlens_k, rpt, rpt.stride(0), status if status is not None else cu_seqlens_k,
@@ -146,6 +165,8 @@ def plan_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
     return LaunchPlan(draft_extend_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size,
                            STATIC_EXTEND_LEN=static_extend_len, HAS_STATUS=status is not None,
+                           SPLIT_ROWS=split,
+                           PREFIX_BLOCK=PREFIX_BLOCKS[0 if block_b == 1 else 1],
                            BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
 
 

@@ -8,7 +8,8 @@ expanded row ``b * next_n + j`` sees ``kv + j + 1`` (``seqlens_expanded``), its 
 ``req_to_token`` row over ``[:min(kv + next_n, max_seqlen_k)]``.
 
 One launch, no host sync, no allocation. A page tile reads a ``req_to_token`` segment once and
-stores it to the request's ``next_n`` rows (see ``tiles``).
+stores it to the request's ``next_n`` rows; on small grids each row gets its own program
+(``SPLIT_ROWS``; see ``tiles``).
 """
 import triton
 import triton.language as tl
@@ -16,20 +17,16 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_launch
 from . import checks
 from .reference import target_verify_reference
-from .tiles import flat_blocks, grid_size, pick_blocks, tile_position, write_flat, write_page_rows
-
-
-@triton.jit
-def _write_context_lengths(seq_ptr, ctx_ptr, ctx_stride_0, ctx_stride_1, bs, next_n,
-                           FLAT: tl.constexpr):
-    n_rows = bs.to(tl.int64) * next_n
-    for e0 in range(0, n_rows, FLAT):
-        e = e0 + tl.arange(0, FLAT).to(tl.int64)
-        live = e < n_rows
-        b = e // next_n
-        context = tl.load(seq_ptr + b, mask=live, other=0).to(tl.int64) + next_n
-        tl.store(ctx_ptr + b * ctx_stride_0 + (e - b * next_n) * ctx_stride_1,
-                 context.to(tl.int32), mask=live)
+from .tiles import (
+    flat_blocks,
+    grid_size,
+    load_requests,
+    pick_blocks,
+    split_rows,
+    tile_position,
+    write_flat,
+    write_page_rows,
+)
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "ctx_stride_0",
@@ -39,25 +36,28 @@ def target_verify_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, 
                          pt_stride, expanded_ptr, dsa_ptr, dsa_cu_ptr, rpt_ptr, rpt_stride, ctx_ptr,
                          ctx_stride_0, ctx_stride_1, bs, max_seqlen_k, topk, next_n,
                          n_col_blocks, HAS_PAGE_TABLE_1: tl.constexpr, PAGE_SIZE: tl.constexpr,
-                         HAS_CONTEXT_LENS: tl.constexpr, BLOCK_B: tl.constexpr,
-                         BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, BLOCK_J: tl.constexpr):
+                         HAS_CONTEXT_LENS: tl.constexpr, SPLIT_ROWS: tl.constexpr,
+                         BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+                         BLOCK_J: tl.constexpr):
     n_rows = bs.to(tl.int64) * next_n
     if tl.program_id(0) == 0:
         # Context kv + next_n, next_n rows: row j sees (kv + next_n) - next_n + j + 1.
         write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
-                   bs, n_rows, next_n, next_n, next_n, topk, False, True, False, False, CHUNK,
-                   BLOCK_J)
-        if HAS_CONTEXT_LENS:
-            _write_context_lengths(seq_ptr, ctx_ptr, ctx_stride_0, ctx_stride_1, bs, next_n,
-                                   CHUNK * BLOCK_J)
+                   ctx_ptr, ctx_stride_0, ctx_stride_1, bs, n_rows, next_n, next_n, next_n, topk,
+                   False, True, False, False, HAS_CONTEXT_LENS, CHUNK, BLOCK_J)
     else:
-        first, col0 = tile_position(n_col_blocks, BLOCK_B, BLOCK_N)
+        if SPLIT_ROWS:  # this program writes row `split` of its request
+            first, col0, split = tile_position(n_col_blocks, next_n, BLOCK_B, BLOCK_N)
+            rows_here = 1
+        else:
+            first, col0, split = tile_position(n_col_blocks, 1, BLOCK_B, BLOCK_N)
+            rows_here = next_n
         requests = first + tl.arange(0, BLOCK_B)
-        kv = tl.load(seq_ptr + requests, mask=requests < bs, other=0).to(tl.int64)
+        kv, pool = load_requests(seq_ptr, pool_idx_ptr, requests, bs)
         live = tl.where(requests < bs, tl.minimum(tl.maximum(kv + next_n, 0), max_seqlen_k), 0)
-        write_page_rows(pool_idx_ptr, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride,
-                        requests, live, requests.to(tl.int64) * next_n, next_n, next_n, n_rows,
-                        col0, HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
+        write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
+                        requests.to(tl.int64) * next_n + split, next_n - split, rows_here,
+                        n_rows, col0, HAS_PAGE_TABLE_1, PAGE_SIZE, BLOCK_N)
 
 
 def check_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
@@ -113,15 +113,17 @@ def plan_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens, 
     has_ctx = paged_mqa_ctx_lens_2d is not None
     ctx = paged_mqa_ctx_lens_2d if has_ctx else cache_seqlens
     ctx_strides = paged_mqa_ctx_lens_2d.stride() if has_ctx else (0, 0)
-    block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1)
-    programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n)
+    block_b, block_n = pick_blocks(max_seqlen_k, page_size, has_pt1, bs)
+    split = split_rows(bs, next_n, block_b, triton.cdiv(max_seqlen_k, block_n))
+    programs, col_blocks = grid_size(bs, max_seqlen_k, block_b, block_n, next_n if split else 1)
     args = (seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0), cache_seqlens,
             cu_seqlens_k, pt, pt.stride(0), seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,
             rpt, rpt.stride(0), ctx, *ctx_strides, bs, max_seqlen_k, topk, next_n, col_blocks)
     chunk, block_j = flat_blocks(bs * next_n, next_n)
     return LaunchPlan(target_verify_kernel, (programs,), args,
                       dict(HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, HAS_CONTEXT_LENS=has_ctx,
-                           BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk, BLOCK_J=block_j))
+                           SPLIT_ROWS=split, BLOCK_B=block_b, BLOCK_N=block_n, CHUNK=chunk,
+                           BLOCK_J=block_j))
 
 
 def launch_target_verify(*args, check=False, **kwargs):
