@@ -192,7 +192,7 @@ def _tables(rows, device):
             Canary((rows, GARBAGE_WIDTH // GARBAGE_PAGE_SIZE), device=device))
 
 
-def _run_guarded(run, canaries, inputs):
+def run_guarded(run, canaries, inputs):
     """``run()``, then every canary's margins intact and every input unchanged."""
     before = {name: t.clone() for name, t in inputs.items()}
     result = run()
@@ -227,7 +227,7 @@ def _full_pipeline(bound):
         args = (ext, seq, pool, req_to_token, topk, buffers, GARBAGE_PAGE_SIZE, status)
         run = FullPipelineFill(*args, check=False) if bound else \
             (lambda: launch_full_pipeline(*args, check=False))
-        _run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
+        run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
     return launch
 
 
@@ -252,47 +252,59 @@ def _draft_extend(static, bound):
         kwargs = dict(static_extend_len=static, status=canaries["status"].view, check=False)
         run = DraftExtendFill(*args, **kwargs) if bound else \
             (lambda: launch_draft_extend(*args, **kwargs))
-        _run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
+        run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
         _assert_row_status(canaries["status"].view, total_len, "draft_extend")
     return launch
 
 
-def _fused_decode(ext, seq, topk, out_expanded, out_cache, status):
-    from .compat.sglang import fused_dsa_decode_metadata
-    bs, device = seq.shape[0], seq.device
-    pool, req_to_token = _pool(bs, device)
-    page_table_1, real_page_table = _tables(bs, device)
-    canaries = dict(cache_seqlens=Canary(bs, device=device),
-                    cu_seqlens_k=Canary(bs + 1, device=device),
-                    dsa_cache_seqlens=Canary(bs, device=device),
-                    dsa_cu_seqlens_k=Canary(bs + 1, device=device),
-                    page_table_1=page_table_1, real_page_table=real_page_table)
-    _run_guarded(lambda: fused_dsa_decode_metadata(
-        seq, pool, req_to_token, canaries["cache_seqlens"].view, canaries["cu_seqlens_k"].view,
-        page_table_1.view, canaries["dsa_cache_seqlens"].view, canaries["dsa_cu_seqlens_k"].view,
-        real_page_table.view, bs, GARBAGE_WIDTH, topk, GARBAGE_PAGE_SIZE),
-        canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
+def _decode(bound):
+    """SGLang's ``fused_dsa_decode_metadata`` (compat), or a bound ``DecodeFill``."""
+    def launch(ext, seq, topk, out_expanded, out_cache, status):
+        from .compat.sglang import fused_dsa_decode_metadata
+        from .modes import DecodeFill
+        bs, device = seq.shape[0], seq.device
+        pool, req_to_token = _pool(bs, device)
+        page_table_1, real_page_table = _tables(bs, device)
+        canaries = dict(cache_seqlens=Canary(bs, device=device),
+                        cu_seqlens_k=Canary(bs + 1, device=device),
+                        dsa_cache_seqlens=Canary(bs, device=device),
+                        dsa_cu_seqlens_k=Canary(bs + 1, device=device),
+                        page_table_1=page_table_1, real_page_table=real_page_table)
+        args = (seq, pool, req_to_token, canaries["cache_seqlens"].view,
+                canaries["cu_seqlens_k"].view, page_table_1.view,
+                canaries["dsa_cache_seqlens"].view, canaries["dsa_cu_seqlens_k"].view,
+                real_page_table.view, bs, GARBAGE_WIDTH, topk, GARBAGE_PAGE_SIZE)
+        run = DecodeFill(*args, check=False) if bound else \
+            (lambda: fused_dsa_decode_metadata(*args))
+        run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
+    return launch
 
 
-def _fused_target_verify(ext, seq, topk, out_expanded, out_cache, status):
-    from .compat.sglang import fused_dsa_target_verify_metadata
-    bs, device = seq.shape[0], seq.device
-    rows = bs * GARBAGE_NEXT_N
-    pool, req_to_token = _pool(bs, device)
-    page_table_1, real_page_table = _tables(rows, device)
-    canaries = dict(cache_seqlens=Canary(bs, device=device),
-                    cu_seqlens_k=Canary(bs + 1, device=device),
-                    seqlens_expanded=Canary(rows, device=device),
-                    dsa_cache_seqlens=Canary(rows, device=device),
-                    dsa_cu_seqlens_k=Canary(rows + 1, device=device),
-                    page_table_1=page_table_1, real_page_table=real_page_table,
-                    paged_mqa_ctx_lens_2d=Canary((bs, GARBAGE_NEXT_N), device=device))
-    _run_guarded(lambda: fused_dsa_target_verify_metadata(
-        seq, pool, req_to_token, canaries["cache_seqlens"].view, canaries["cu_seqlens_k"].view,
-        page_table_1.view, canaries["seqlens_expanded"].view, canaries["dsa_cache_seqlens"].view,
-        canaries["dsa_cu_seqlens_k"].view, real_page_table.view, bs, GARBAGE_WIDTH, topk,
-        GARBAGE_PAGE_SIZE, GARBAGE_NEXT_N, canaries["paged_mqa_ctx_lens_2d"].view),
-        canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
+def _target_verify(bound):
+    """SGLang's ``fused_dsa_target_verify_metadata`` (compat), or a bound ``TargetVerifyFill``."""
+    def launch(ext, seq, topk, out_expanded, out_cache, status):
+        from .compat.sglang import fused_dsa_target_verify_metadata
+        from .modes import TargetVerifyFill
+        bs, device = seq.shape[0], seq.device
+        rows = bs * GARBAGE_NEXT_N
+        pool, req_to_token = _pool(bs, device)
+        page_table_1, real_page_table = _tables(rows, device)
+        canaries = dict(cache_seqlens=Canary(bs, device=device),
+                        cu_seqlens_k=Canary(bs + 1, device=device),
+                        seqlens_expanded=Canary(rows, device=device),
+                        dsa_cache_seqlens=Canary(rows, device=device),
+                        dsa_cu_seqlens_k=Canary(rows + 1, device=device),
+                        page_table_1=page_table_1, real_page_table=real_page_table,
+                        paged_mqa_ctx_lens_2d=Canary((bs, GARBAGE_NEXT_N), device=device))
+        args = (seq, pool, req_to_token, canaries["cache_seqlens"].view,
+                canaries["cu_seqlens_k"].view, page_table_1.view,
+                canaries["seqlens_expanded"].view, canaries["dsa_cache_seqlens"].view,
+                canaries["dsa_cu_seqlens_k"].view, real_page_table.view, bs, GARBAGE_WIDTH, topk,
+                GARBAGE_PAGE_SIZE, GARBAGE_NEXT_N, canaries["paged_mqa_ctx_lens_2d"].view)
+        run = TargetVerifyFill(*args, check=False) if bound else \
+            (lambda: fused_dsa_target_verify_metadata(*args))
+        run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
+    return launch
 
 
 def assert_extend_status(status, bs, token_capacity, flat_capacity):
@@ -325,7 +337,7 @@ def _extend(bound):
         args = (seq, ext, pool, req_to_token, topk, buffers, status_view)
         run = ExtendFill(*args, check=False) if bound else \
             (lambda: launch_extend(*args, check=False))
-        _run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
+        run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
         assert_extend_status(status_view, bs, buffers.token_capacity, buffers.flat_capacity)
     return launch
 
@@ -362,8 +374,10 @@ SYNC_FREE_ENTRY_POINTS = [
     SyncFreeEntryPoint("launch_draft_extend[varlen]", _draft_extend(False, False), True),
     SyncFreeEntryPoint("DraftExtendFill[static]", _draft_extend(True, True), True),
     SyncFreeEntryPoint("DraftExtendFill[varlen]", _draft_extend(False, True), True),
-    SyncFreeEntryPoint("fused_dsa_decode_metadata", _fused_decode, True),
-    SyncFreeEntryPoint("fused_dsa_target_verify_metadata", _fused_target_verify, True),
+    SyncFreeEntryPoint("fused_dsa_decode_metadata", _decode(bound=False), True),
+    SyncFreeEntryPoint("DecodeFill", _decode(bound=True), True),
+    SyncFreeEntryPoint("fused_dsa_target_verify_metadata", _target_verify(bound=False), True),
+    SyncFreeEntryPoint("TargetVerifyFill", _target_verify(bound=True), True),
     SyncFreeEntryPoint("launch_extend", _extend(bound=False), True),
     SyncFreeEntryPoint("ExtendFill", _extend(bound=True), True),
 ]

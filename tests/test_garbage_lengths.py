@@ -31,7 +31,7 @@ import pytest
 import torch
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
-from nsa_testing import DEVICE, Canary, examples
+from nsa_testing import DEVICE, MARGIN, Canary, examples
 
 #: Every sync-free entry point. New modes are added (one line each) to
 #: nsa_kernels.testing.SYNC_FREE_ENTRY_POINTS, which scripts/memcheck.py shares.
@@ -178,3 +178,14 @@ def test_known_bug_reproducers(bug):
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{name} still running after {REPRODUCER_TIMEOUT_S} s") from None
     assert child.returncode == 0, f"{name}: {child.stderr[-2000:]}"
+
+
+def test_adapter_guard_catches_a_stray_write_and_a_written_input():
+    """The adapters' check itself can fail: a write one past a view, then a written input."""
+    from nsa_kernels.testing import run_guarded as adapter_guard
+    out = Canary(4)
+    with pytest.raises(AssertionError, match="canary margin"):
+        adapter_guard(lambda: out.base[MARGIN + 4].fill_(1), {"out": out}, {})
+    pool = torch.arange(3, device=DEVICE)
+    with pytest.raises(AssertionError, match="input pool was written"):
+        adapter_guard(lambda: pool.add_(1), {}, {"pool": pool})
