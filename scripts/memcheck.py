@@ -12,8 +12,12 @@ memcheck but computes garbage still fails.
 Garbage lengths (issue 12): every sync-free entry point of
 ``nsa_kernels.testing.SYNC_FREE_ENTRY_POINTS`` runs with ``check=False`` on the fixed cases of
 ``GARBAGE_CASES`` (negative, huge, ``qo > kv``, int64 extremes) into exact-size buffers; its
-status must be sane (N in 0..2**31-1, overflow == N > capacity) and the sanitizer must stay
-silent. On the CPU the same cases run on canary-guarded buffers instead.
+status must be sane (N in 0..2**31-1, overflow == N > capacity; entry points with a status of
+their own check it in their adapter) and the sanitizer must stay silent. Each adapter guards
+the other buffers it creates with canary margins. On the CPU the expanded outputs and status
+are canary-guarded too. A case that hits a known bug (``known_bug``; a hang, say) is listed as
+``KNOWN`` and not run, so it cannot stall the run; its strict-xfail reproducer lives in
+tests/test_garbage_lengths.py.
 
 CPU smoke test (Triton's interpreter, small cases only, no sanitizer; about a minute):
 
@@ -119,22 +123,24 @@ def check_pipeline(ext, seq, n):
     return True if ok else f"status {status.tolist()} or cu arrays differ"
 
 
-def check_garbage(launch, ext, seq, topk, capacity):
+def check_garbage(entry, ext, seq, topk, capacity):
     """check=False on garbage lengths: exact-size buffers on the GPU, canaries on the CPU."""
     if nk.DEVICE.type == "cuda":
         out = torch.empty(capacity, dtype=torch.int32, device=nk.DEVICE)
         cache = torch.empty(capacity, dtype=torch.int32, device=nk.DEVICE)
         status = torch.empty(2, dtype=torch.int32, device=nk.DEVICE)
-        launch(ext, seq, topk, out, cache, status)
+        entry.launch(ext, seq, topk, out, cache, status)
         sync()
         got = status.tolist()
     else:
         out, cache, status = Canary(capacity), Canary(capacity), Canary(2)
-        launch(ext, seq, topk, out.view, cache.view, status.view)
+        entry.launch(ext, seq, topk, out.view, cache.view, status.view)
         out.assert_margins("out_seqlens_expanded")
         cache.assert_margins("out_nsa_cache_seqlens")
         status.assert_margins("status")
         got = status.view.tolist()
+    if entry.own_status:  # its adapter checked its own status (and raised if insane)
+        return True
     return True if status_is_sane(got, capacity) else f"status {got} for capacity {capacity}"
 
 
@@ -142,13 +148,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="small cases only (implied under Triton's interpreter)")
+    parser.add_argument("--garbage-only", action="store_true",
+                        help="only the garbage-length cases of every sync-free entry point")
     args = parser.parse_args(argv)
     quick = args.quick or nk.INTERPRET
     print(
         f"memcheck driver on {nk.DEVICE} (interpreter: {nk.INTERPRET}, quick: {quick})", flush=True
     )
 
-    for case, ext, seq in cases(quick):
+    for case, ext, seq in () if args.garbage_only else cases(quick):
         n = int(ext.sum())
         for stage_name, stage in nk.STAGES.items():
             if stage_name in ("triton_fused", "triton_inplace") and ext.shape[0] > 1000:
@@ -180,16 +188,24 @@ def main(argv=None):
             record(f"full_pipeline / {case} / exact buffers",
                    lambda ext=ext, seq=seq, n=n: check_pipeline(ext, seq, n))
 
+    known = []
     for case, ext, seq, dtype, topk, capacity in GARBAGE_CASES:
-        for name, launch in SYNC_FREE_ENTRY_POINTS:
+        for entry in SYNC_FREE_ENTRY_POINTS:
+            lens = lengths(ext, seq, dtype)
+            reason = entry.known_bug and entry.known_bug(*lens)
+            if reason:
+                known.append(f"garbage / {entry.name} / {case}: {reason}")
+                continue
             record(
-                f"garbage / {name} / {case}",
-                lambda launch=launch, ext=ext, seq=seq, dtype=dtype, topk=topk, capacity=capacity: (
-                    check_garbage(launch, *lengths(ext, seq, dtype), topk, capacity)
+                f"garbage / {entry.name} / {case}",
+                lambda entry=entry, lens=lens, topk=topk, capacity=capacity: (
+                    check_garbage(entry, *lens, topk, capacity)
                 ),
             )
 
     failures = [r for r in RESULTS if not r["ok"]]
+    for line in known:
+        print(f"{'KNOWN':6} | {line}")
     print(f"\n{'result':6} | case\n{'-' * 6}-+-{'-' * 60}")
     for r in failures:
         print(f"{'FAIL':6} | {r['case']}: {r['detail']}")
@@ -200,7 +216,7 @@ def main(argv=None):
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "memcheck.json"), "w") as f:
             json.dump({"device": str(nk.DEVICE), "interpreter": nk.INTERPRET, "quick": quick,
-                       "results": RESULTS}, f, indent=1)
+                       "results": RESULTS, "known_bugs_not_run": known}, f, indent=1)
     return 1 if failures else 0
 
 
