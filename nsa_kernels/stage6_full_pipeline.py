@@ -45,11 +45,18 @@ def _clamped_prefix(x, topk):
     return low * (low + 1) // 2 + (x - low) * topk
 
 
+# Past any capacity, and small enough that a sum over any batch stays exact in 64 bits.
+TOKEN_COUNT_LIMIT = tl.constexpr(1 << 31)
+
+
 @triton.jit
 def _extend_len(ext_ptr, request, mask):
-    """Extend lengths clamped at 0: a negative (garbage) length must not move later rows
-    before the buffers."""
-    return tl.maximum(tl.load(ext_ptr + request, mask=mask, other=0).to(tl.int64), 0)
+    """Extend lengths clamped to [0, 2**31]: a negative (garbage) length must not move later
+    rows before the buffers, and a huge one must not wrap the int64 sum of earlier lengths
+    (a wrapped, negative prefix made a later request loop ~2**53 times over masked stores).
+    Valid lengths fit int32, so neither clamp changes them."""
+    qo_len = tl.load(ext_ptr + request, mask=mask, other=0).to(tl.int64)
+    return tl.minimum(tl.maximum(qo_len, 0), tl.full((), TOKEN_COUNT_LIMIT, tl.int64))
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "batch_size", "capacity",
@@ -74,7 +81,7 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
             tl.store(status_ptr, 0)
             tl.store(status_ptr + 1, 0)
     if r < batch_size:
-        qo_len = tl.maximum(tl.load(ext_ptr + r).to(tl.int64), 0)
+        qo_len = _extend_len(ext_ptr, r, r < batch_size)
         kv_len = tl.load(seq_ptr + r).to(tl.int64)
         # Rows this request may write: bounded by the capacity left, never by the length alone
         # (a trusted garbage qo of 2**31 - 1 must not mean 2**31 loop steps).

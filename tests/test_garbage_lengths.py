@@ -22,6 +22,7 @@ from nsa_kernels.testing import (
     INT32_MIN,
     INT64_MAX,
     INT64_MIN,
+    FIXED_GARBAGE_BUGS,
     KNOWN_GARBAGE_BUGS,
     SYNC_FREE_ENTRY_POINTS,
     status_is_sane,
@@ -164,7 +165,8 @@ REPRODUCER_TIMEOUT_S = 30
 
 @pytest.mark.parametrize("bug", [
     pytest.param(bug, marks=pytest.mark.xfail(strict=True, reason=bug[-1]))
-    for bug in KNOWN_GARBAGE_BUGS], ids=[f"{bug[0]}-{bug[1][:2]}" for bug in KNOWN_GARBAGE_BUGS])
+    for bug in KNOWN_GARBAGE_BUGS] + FIXED_GARBAGE_BUGS,
+    ids=[f"{bug[0]}-{bug[1][:2]}" for bug in KNOWN_GARBAGE_BUGS + FIXED_GARBAGE_BUGS])
 def test_known_bug_reproducers(bug):
     """Each known bug, minimal, in a child process (a hang there is a timeout, not a stuck run).
     Strict: once the kernel is fixed this passes, XPASS fails, and the entry is removed."""
