@@ -28,12 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nsa_kernels  # noqa: E402,F401  (first: picks the Triton mode)
-import torch  # noqa: E402
 from nsa_kernels.bench.harness import compiled_variants  # noqa: E402
 from nsa_kernels.compat import sglang as ours  # noqa: E402
 from nsa_kernels.modes import decode, draft_extend, target_verify  # noqa: E402
 from nsa_kernels.modes.inputs import POISON, allocate_outputs, call, live_cols, make_case  # noqa: E402
 from nsa_kernels.peers import sglang as sglang_peer  # noqa: E402
+
+import torch  # noqa: E402
 
 #: Where the comparison runs: the GPU, or the CPU under Triton's interpreter (``--cpu-smoke``).
 DEVICE = "cuda"
@@ -161,7 +162,8 @@ def main():
         for bs in batch_sizes:
             for width in widths:
                 seed += 1
-                name = f"{mode} bs={bs} width={width} " + " ".join(f"{k}={v}" for k, v in opts.items())
+                described = " ".join(f"{k}={v}" for k, v in opts.items())
+                name = f"{mode} bs={bs} width={width} {described}"
                 t0 = time.time()
                 try:
                     case = make_case(mode, bs, width, opts, seed, device=DEVICE)
@@ -176,33 +178,68 @@ def main():
                     traceback.print_exc()
                 ok = not problems
                 failures += not ok
-                print(f"{name:<70} {'PASS' if ok else 'FAIL':<6} {sglang_only!s:>11}  "
-                      f"{'; '.join(problems)[:400]}", flush=True)
-                results.append(dict(case=name, mode=mode, bs=bs, width=width, options=opts,
-                                    passed=ok, problems=problems, sglang_only=sglang_only,
-                                    seconds=round(time.time() - t0, 3)))
+                print(
+                    f"{name:<70} {'PASS' if ok else 'FAIL':<6} {sglang_only!s:>11}  "
+                    f"{'; '.join(problems)[:400]}",
+                    flush=True,
+                )
+                results.append(
+                    dict(
+                        case=name,
+                        mode=mode,
+                        bs=bs,
+                        width=width,
+                        options=opts,
+                        passed=ok,
+                        problems=problems,
+                        sglang_only=sglang_only,
+                        seconds=round(time.time() - t0, 3),
+                    )
+                )
                 theirs = mine = case = None
                 if DEVICE == "cuda":
                     torch.cuda.empty_cache()
-    variants = {k.fn.__name__: compiled_variants(k) for k in
-                (decode.decode_kernel, target_verify.target_verify_kernel,
-                 draft_extend.draft_extend_kernel)}
-    print(f"\nSUMMARY: {len(results) - failures} PASS, {failures} FAIL of {len(results)} cases "
-          f"(batch sizes {batch_sizes}, widths {widths})")
-    theirs_variants = {name: compiled_variants(getattr(peer, name)) for name in
-                       ("_fused_dsa_decode_metadata_kernel", "_fused_dsa_target_verify_metadata_kernel",
-                        "_fused_dsa_draft_extend_metadata_kernel")}
-    print("compiled variants over the whole sweep "
-          f"({len(CONFIGS)} configs x {len(batch_sizes)} bs x {len(widths)} widths):\n"
-          f"  ours:   {variants}\n  SGLang: {theirs_variants}")
+    variants = {
+        k.fn.__name__: compiled_variants(k)
+        for k in (
+            decode.decode_kernel,
+            target_verify.target_verify_kernel,
+            draft_extend.draft_extend_kernel,
+        )
+    }
+    print(
+        f"\nSUMMARY: {len(results) - failures} PASS, {failures} FAIL of {len(results)} cases "
+        f"(batch sizes {batch_sizes}, widths {widths})"
+    )
+    theirs_variants = {
+        name: compiled_variants(getattr(peer, name))
+        for name in (
+            "_fused_dsa_decode_metadata_kernel",
+            "_fused_dsa_target_verify_metadata_kernel",
+            "_fused_dsa_draft_extend_metadata_kernel",
+        )
+    }
+    print(
+        "compiled variants over the whole sweep "
+        f"({len(CONFIGS)} configs x {len(batch_sizes)} bs x {len(widths)} widths):\n"
+        f"  ours:   {variants}\n  SGLang: {theirs_variants}"
+    )
     out = os.environ.get("OUT")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         with open(Path(out) / "gpu_check_modes.json", "w") as f:
-            json.dump(dict(results=results, variants=variants, sglang_variants=theirs_variants,
-                           failures=failures,
-                           device=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
-                           sglang=peer.__file__), f, indent=1)
+            json.dump(
+                dict(
+                    results=results,
+                    variants=variants,
+                    sglang_variants=theirs_variants,
+                    failures=failures,
+                    device=torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+                    sglang=peer.__file__,
+                ),
+                f,
+                indent=1,
+            )
     return 1 if failures else 0
 
 

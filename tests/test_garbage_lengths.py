@@ -16,13 +16,13 @@ import sys
 import time
 
 from nsa_kernels.testing import (
+    FIXED_GARBAGE_BUGS,
     GARBAGE_CASES,
     GARBAGE_EXTREMES,
     INT32_MAX,
     INT32_MIN,
     INT64_MAX,
     INT64_MIN,
-    FIXED_GARBAGE_BUGS,
     KNOWN_GARBAGE_BUGS,
     SYNC_FREE_ENTRY_POINTS,
     status_is_sane,

@@ -1,9 +1,5 @@
 """Hardening of the three fused modes: bad input raises before anything is written, trusted
 paths never write outside their buffers, the device status, and the compiled-variant count."""
-import numpy as np
-import pytest
-import torch
-
 import nsa_kernels as nk  # noqa: F401  (first: interpreter switch)
 from nsa_kernels import modes
 from nsa_kernels.compat import sglang as compat
@@ -15,6 +11,10 @@ from nsa_kernels.modes.tiles import (
     pick_blocks,
     split_rows,
 )
+
+import numpy as np
+import pytest
+import torch
 from nsa_testing import DEVICE
 from test_modes_kernels import ModeRun, kv_mix
 
@@ -53,23 +53,34 @@ def _raises(run, error, match, **overrides):
 
 # --------------------------------------------------------------------------- static checks
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("override, error, match", [
-    (dict(bs=True), TypeError, "bs must be an int"),
-    (dict(bs=2.0), TypeError, "bs must be an int"),
-    (dict(bs=-1), ValueError, "bs must be >= 0"),
-    (dict(bs=6), ValueError, "seq_lens holds 5 entries"),
-    (dict(dsa_index_topk=0), ValueError, "dsa_index_topk"),
-    (dict(physical_page_size=48), ValueError, "physical_page_size must be a power of two"),
-    (dict(physical_page_size=np.int64(48)), ValueError, "physical_page_size"),
-    (dict(real_page_table=None), ValueError, "real_page_table is required"),
-    (dict(seq_lens=torch.zeros(5, dtype=torch.float32)), TypeError, "seq_lens"),
-    (dict(req_pool_indices=torch.zeros(4, dtype=torch.int64)), ValueError, "req_pool_indices"),
-    (dict(req_to_token=torch.zeros(3, 100, dtype=torch.int32)), ValueError, "req_to_token has 100"),
-    (dict(req_to_token=torch.zeros(0, 300, dtype=torch.int32)), ValueError, "req_to_token has no rows"),
-    (dict(cu_seqlens_k=torch.zeros(5, dtype=torch.int32)), ValueError, "cu_seqlens_k holds 5"),
-    (dict(cache_seqlens=torch.zeros(5, dtype=torch.int64)), TypeError, "cache_seqlens"),
-    (dict(dsa_cu_seqlens_k=torch.zeros(0, dtype=torch.int32)), ValueError, "dsa_cu_seqlens_k"),
-])
+@pytest.mark.parametrize(
+    "override, error, match",
+    [
+        (dict(bs=True), TypeError, "bs must be an int"),
+        (dict(bs=2.0), TypeError, "bs must be an int"),
+        (dict(bs=-1), ValueError, "bs must be >= 0"),
+        (dict(bs=6), ValueError, "seq_lens holds 5 entries"),
+        (dict(dsa_index_topk=0), ValueError, "dsa_index_topk"),
+        (dict(physical_page_size=48), ValueError, "physical_page_size must be a power of two"),
+        (dict(physical_page_size=np.int64(48)), ValueError, "physical_page_size"),
+        (dict(real_page_table=None), ValueError, "real_page_table is required"),
+        (dict(seq_lens=torch.zeros(5, dtype=torch.float32)), TypeError, "seq_lens"),
+        (dict(req_pool_indices=torch.zeros(4, dtype=torch.int64)), ValueError, "req_pool_indices"),
+        (
+            dict(req_to_token=torch.zeros(3, 100, dtype=torch.int32)),
+            ValueError,
+            "req_to_token has 100",
+        ),
+        (
+            dict(req_to_token=torch.zeros(0, 300, dtype=torch.int32)),
+            ValueError,
+            "req_to_token has no rows",
+        ),
+        (dict(cu_seqlens_k=torch.zeros(5, dtype=torch.int32)), ValueError, "cu_seqlens_k holds 5"),
+        (dict(cache_seqlens=torch.zeros(5, dtype=torch.int64)), TypeError, "cache_seqlens"),
+        (dict(dsa_cu_seqlens_k=torch.zeros(0, dtype=torch.int32)), ValueError, "dsa_cu_seqlens_k"),
+    ],
+)
 def test_static_checks_name_the_argument(mode, override, error, match):
     run = _run(mode)
     _raises(run, error, match, **override)
@@ -79,8 +90,12 @@ def test_static_checks_name_the_argument(mode, override, error, match):
 def test_numpy_ints_accepted(mode):
     run = _run(mode)
     extra = dict(total_len=np.int64(run.total_len)) if mode == "draft_extend" else {}
-    run.call(bs=np.int32(run.bs), dsa_index_topk=np.int64(run.topk),
-             physical_page_size=np.int64(run.page_size), **extra)
+    run.call(
+        bs=np.int32(run.bs),
+        dsa_index_topk=np.int64(run.topk),
+        physical_page_size=np.int64(run.page_size),
+        **extra,
+    )
     run.check()
 
 
@@ -95,7 +110,9 @@ def test_narrow_tables_rejected(mode):
     run = _run(mode)
     wide = run.view("page_table_1")
     _raises(run, ValueError, "page_table_1 is", page_table_1=wide[:, :150])
-    _raises(run, ValueError, "real_page_table is", real_page_table=run.view("real_page_table")[:, :5])
+    _raises(
+        run, ValueError, "real_page_table is", real_page_table=run.view("real_page_table")[:, :5]
+    )
     _raises(run, ValueError, "page_table_1 is", page_table_1=wide[:1])
 
 
@@ -104,25 +121,46 @@ def _overlaps(run):
     v = run.view
     pt = v("page_table_1")
     cases = {
-        "same tensor": (dict(cu_seqlens_k=v("dsa_cu_seqlens_k")),
-                        "cu_seqlens_k and dsa_cu_seqlens_k overlap"),
-        "partial overlap": (dict(cu_seqlens_k=run.canaries["cache_seqlens"].base[60:75]),
-                            "cache_seqlens and cu_seqlens_k overlap"),
-        "output is an input": (dict(cache_seqlens=run.r2t.view(-1)[:8]),
-                               "cache_seqlens and req_to_token overlap"),
-        "row stride 0": (dict(page_table_1=pt[:1].expand(pt.shape[0], pt.shape[1])),
-                         "page_table_1 has row stride 0"),
-        "row stride < width": (dict(page_table_1=pt.as_strided(pt.shape, (pt.shape[1] - 1, 1))),
-                               "page_table_1 overlaps page_table_1"),
-        "tables overlap": (dict(real_page_table=pt[:, :run.canaries["real_page_table"].view.shape[1]]),
-                           "page_table_1 and real_page_table overlap"),
+        "same tensor": (
+            dict(cu_seqlens_k=v("dsa_cu_seqlens_k")),
+            "cu_seqlens_k and dsa_cu_seqlens_k overlap",
+        ),
+        "partial overlap": (
+            dict(cu_seqlens_k=run.canaries["cache_seqlens"].base[60:75]),
+            "cache_seqlens and cu_seqlens_k overlap",
+        ),
+        "output is an input": (
+            dict(cache_seqlens=run.r2t.view(-1)[:8]),
+            "cache_seqlens and req_to_token overlap",
+        ),
+        "row stride 0": (
+            dict(page_table_1=pt[:1].expand(pt.shape[0], pt.shape[1])),
+            "page_table_1 has row stride 0",
+        ),
+        "row stride < width": (
+            dict(page_table_1=pt.as_strided(pt.shape, (pt.shape[1] - 1, 1))),
+            "page_table_1 overlaps page_table_1",
+        ),
+        "tables overlap": (
+            dict(real_page_table=pt[:, : run.canaries["real_page_table"].view.shape[1]]),
+            "page_table_1 and real_page_table overlap",
+        ),
     }
     return cases
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", ["same tensor", "partial overlap", "output is an input",
-                                  "row stride 0", "row stride < width", "tables overlap"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "same tensor",
+        "partial overlap",
+        "output is an input",
+        "row stride 0",
+        "row stride < width",
+        "tables overlap",
+    ],
+)
 def test_overlapping_buffers_rejected(mode, case):
     run = _run(mode)
     override, match = _overlaps(run)[case]
@@ -132,10 +170,19 @@ def test_overlapping_buffers_rejected(mode, case):
 def test_verify_context_lens_shape_and_overlap():
     run = _run("target_verify", has_ctx=True, next_n=2)
     ctx = run.view("paged_mqa_ctx_lens_2d")
-    _raises(run, ValueError, "paged_mqa_ctx_lens_2d must be 5 x 2", paged_mqa_ctx_lens_2d=torch.zeros(5, 3, dtype=torch.int32))
+    _raises(
+        run,
+        ValueError,
+        "paged_mqa_ctx_lens_2d must be 5 x 2",
+        paged_mqa_ctx_lens_2d=torch.zeros(5, 3, dtype=torch.int32),
+    )
     _raises(run, ValueError, "paged_mqa_ctx_lens_2d is 4 x 2", paged_mqa_ctx_lens_2d=ctx[:4])
-    _raises(run, ValueError, "overlap",
-            paged_mqa_ctx_lens_2d=run.view("dsa_cache_seqlens")[:10].view(5, 2))
+    _raises(
+        run,
+        ValueError,
+        "overlap",
+        paged_mqa_ctx_lens_2d=run.view("dsa_cache_seqlens")[:10].view(5, 2),
+    )
 
 
 def test_draft_extend_static_argument_checks():
@@ -151,8 +198,10 @@ def test_data_checks(mode):
     big = 2**31
     run = _run(mode, seq_dtype=torch.int64, r2t_dtype=torch.int64)
     seq = run.seq.clone()
-    for bad, match in ((big, "seq_lens\\[2\\] = 2147483648.*request 2"),
-                       (-1, "seq_lens\\[2\\] = -1.*request 2")):
+    for bad, match in (
+        (big, "seq_lens\\[2\\] = 2147483648.*request 2"),
+        (-1, "seq_lens\\[2\\] = -1.*request 2"),
+    ):
         run.seq.copy_(seq)
         run.seq[2] = bad
         with pytest.raises(ValueError, match=match):
@@ -202,16 +251,28 @@ GARBAGE = [-5, 2**40, 0, -(2**40), 2**31 - 1]
 def test_trusted_path_stays_inside_buffers(mode):
     # Lengths no valid batch has (negative, huge, qo > kv): whatever is written, it is written
     # inside the buffers, and the launch ends.
-    run = _run(mode, kv=[0] * 5, qo=[0, 0, 0, 0, 0], seq_dtype=torch.int64,
-               max_extend_len=3, total_len=6, page_size=16)
+    run = _run(
+        mode,
+        kv=[0] * 5,
+        qo=[0, 0, 0, 0, 0],
+        seq_dtype=torch.int64,
+        max_extend_len=3,
+        total_len=6,
+        page_size=16,
+    )
     run.seq.copy_(torch.tensor(GARBAGE))
     if mode == "draft_extend":
         run.ext.copy_(torch.tensor([2**31 - 1, -3, 3, -(2**31), 2], dtype=torch.int32))
     run.call()
     for name, c in run.canaries.items():
         c.assert_margins(name)
-    tail = {"cache_seqlens": run.bs, "cu_seqlens_k": run.bs + 1, "dsa_cache_seqlens": run.rows,
-            "seqlens_expanded": run.rows, "dsa_cu_seqlens_k": run.rows + 1}
+    tail = {
+        "cache_seqlens": run.bs,
+        "cu_seqlens_k": run.bs + 1,
+        "dsa_cache_seqlens": run.rows,
+        "seqlens_expanded": run.rows,
+        "dsa_cu_seqlens_k": run.rows + 1,
+    }
     for name, n in tail.items():
         if name in run.canaries:
             run.canaries[name].assert_poisoned_from(n, name)
@@ -221,8 +282,9 @@ def test_trusted_path_stays_inside_buffers(mode):
 
 def test_varlen_negative_earlier_length_moves_no_row_before_the_buffer():
     # ext = [-3, 2]: the second request's rows must not start at -3.
-    run = _run("draft_extend", kv=[5, 5], qo=[0, 2], max_extend_len=2, total_len=2, page_size=4,
-               width=8)
+    run = _run(
+        "draft_extend", kv=[5, 5], qo=[0, 2], max_extend_len=2, total_len=2, page_size=4, width=8
+    )
     run.ext.copy_(torch.tensor([-3, 2], dtype=torch.int32))
     run.call()
     for name, c in run.canaries.items():
@@ -261,8 +323,17 @@ def test_compiled_variants_over_a_sweep():
     for bs in (1, 7, 32, 128, 600):
         for width in (1, 100, 128, 129, 2048):
             for mode in MODES:
-                run = _run(mode, kv=[1] * bs, qo=[2] * bs, max_extend_len=2, static=True,
-                           width=width, page_size=64, slack=0, col_slack=0)
+                run = _run(
+                    mode,
+                    kv=[1] * bs,
+                    qo=[2] * bs,
+                    max_extend_len=2,
+                    static=True,
+                    width=width,
+                    page_size=64,
+                    slack=0,
+                    col_slack=0,
+                )
                 plan = run.call(fn=lambda mode=mode, **kw: PLAN[mode](*kw.values()))
                 seen[mode].add(tuple(sorted(plan.kwargs.items())))
     for mode, variants in seen.items():
@@ -300,8 +371,12 @@ def test_small_batch_shapes_keep_the_grid_small():
 # --------------------------------------------------------------------------- check=True
 def _all_valid_cases():
     from test_modes_kernels import DECODE_CASES, DRAFT_CASES, VERIFY_CASES
-    for mode, cases in (("decode", DECODE_CASES), ("target_verify", VERIFY_CASES),
-                        ("draft_extend", DRAFT_CASES)):
+
+    for mode, cases in (
+        ("decode", DECODE_CASES),
+        ("target_verify", VERIFY_CASES),
+        ("draft_extend", DRAFT_CASES),
+    ):
         for name, kw in cases.items():
             yield pytest.param(mode, kw, id=f"{mode}-{name}")
 

@@ -61,16 +61,24 @@ for mode, opts in [("decode", dict(page_size=64, has_pt1=False)),
 ext = torch.ones(3, dtype=torch.int32)
 bufs = PipelineBuffers.allocate(3, 8, 600, 64)
 status = torch.zeros(2, dtype=torch.int32)
-compile_plan(LaunchPlan(*s6.plan_full_pipeline(ext, ext + 5, torch.arange(3), torch.zeros(3, 600, dtype=torch.int32), 64, bufs, 64, status)))
+table = torch.zeros(3, 600, dtype=torch.int32)
+compile_plan(LaunchPlan(*s6.plan_full_pipeline(ext, ext + 5, torch.arange(3), table, 64, bufs, 64,
+                                                status)))
 print("ALL COMPILED")
 """
 
 
 def test_kernels_compile_for_sm90():
     pytest.importorskip("triton.backends.nvidia")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_INTERPRET="0",
-               TRITON_DEFAULT_FP_FUSION="1")
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          env=env, timeout=600, cwd=ROOT)
-    assert done.returncode == 0 and "ALL COMPILED" in done.stdout, \
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0 and "ALL COMPILED" in done.stdout, (
         done.stdout[-3000:] + done.stderr[-6000:]
+    )

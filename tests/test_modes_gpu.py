@@ -1,13 +1,13 @@
 """GPU-only properties of the three fused modes: 64-bit row offsets past 2**31 elements, no host
 sync, CUDA-graph capture following changed contents, few compiled variants over a bs sweep.
 Skipped without a CUDA device (the interpreter cannot show any of them)."""
-import pytest
-import torch
-
 import nsa_kernels as nk  # noqa: F401  (first: picks the Triton mode)
 from nsa_kernels.bench import harness
 from nsa_kernels.compat import sglang as compat
 from nsa_kernels.modes import decode, inputs, target_verify, tiles
+
+import pytest
+import torch
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not harness.ON_GPU, reason="needs a CUDA device")]

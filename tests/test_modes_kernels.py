@@ -11,16 +11,16 @@ What must hold after a call (``reference`` gives exactly SGLang's written ranges
 """
 import inspect
 
+import nsa_kernels as nk  # noqa: F401  (first: interpreter switch)
+from nsa_kernels.compat import sglang as compat
+from nsa_kernels.modes import reference as ref_mod
+
 import numpy as np
 import pytest
 import torch
 import triton
 from hypothesis import given
 from hypothesis import strategies as st
-
-import nsa_kernels as nk  # noqa: F401  (first: interpreter switch)
-from nsa_kernels.compat import sglang as compat
-from nsa_kernels.modes import reference as ref_mod
 from nsa_testing import DEVICE, Canary, assert_equal, assert_poisoned, cheap_sizes, examples
 
 BOUNDARY_KV = [0, 1, 63, 64, 65, 2047, 2048, 2049]

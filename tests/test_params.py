@@ -10,6 +10,7 @@ from nsa_kernels.bench.workloads import PROFILES
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Every notebook: each takes its parameters through notebook_params.
 OWN_NOTEBOOKS = [
     "00_python_baseline",
     "01_triton_fused",
@@ -17,8 +18,11 @@ OWN_NOTEBOOKS = [
     "03_triton_bsearch",
     "04_triton_autotuned",
     "05_zero_sync",
+    "06_full_pipeline",
     "07_summary",
     "08_scaling",
+    "09_decode_verify",
+    "10_extend",
     "11_modes_vs_peers",
 ]
 

@@ -37,12 +37,12 @@ import torch
 from ..launcher import PlanCache, metadata_key
 from ..modes.decode import plan_decode
 from ..modes.draft_extend import plan_draft_extend
-from ..modes.target_verify import plan_target_verify
 
 # Extend (prefill) has no fused SGLang kernel to stand in for: SGLang builds it eagerly in
 # ``init_forward_metadata``. ``extend_metadata`` returns the same fields in one launch, and
 # ``ExtendFill`` / ``launch_extend`` fill a graph runner's buffers.
 from ..modes.extend import ExtendBuffers, ExtendFill, extend_metadata, launch_extend
+from ..modes.target_verify import plan_target_verify
 
 __all__ = ["ExtendBuffers", "ExtendFill", "extend_metadata", "fused_dsa_decode_metadata",
            "fused_dsa_draft_extend_metadata", "fused_dsa_target_verify_metadata", "launch_extend"]

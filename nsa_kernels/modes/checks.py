@@ -45,7 +45,9 @@ def input_vector(name, t, device, min_len):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 1 or t.dtype not in _INDEX_DTYPES:
-        raise TypeError(f"{name} must be a 1-D int32 or int64 tensor, got {t.dtype} {tuple(t.shape)}")
+        raise TypeError(
+            f"{name} must be a 1-D int32 or int64 tensor, got {t.dtype} {tuple(t.shape)}"
+        )
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, expected {device}")
     if t.shape[0] < min_len:
@@ -59,8 +61,9 @@ def req_to_token_table(t, device, min_cols, bs=0):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"req_to_token must be a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 2 or t.dtype not in _INDEX_DTYPES:
-        raise TypeError(f"req_to_token must be a 2-D int32 or int64 tensor, got {t.dtype} "
-                        f"{tuple(t.shape)}")
+        raise TypeError(
+            f"req_to_token must be a 2-D int32 or int64 tensor, got {t.dtype} {tuple(t.shape)}"
+        )
     if t.device != device:
         raise ValueError(f"req_to_token is on {t.device}, expected {device}")
     if t.stride(1) != 1 and t.shape[1] > 1:
@@ -101,8 +104,10 @@ def output_table(name, t, device, min_rows, min_cols, dtype=torch.int32):
     if cols > 1 and t.stride(1) != 1:
         raise ValueError(f"{name} must have unit column stride")
     if rows > 1 and t.stride(0) < max(cols, 1):
-        raise ValueError(f"{name} has row stride {t.stride(0)} < its width {cols}: "
-                         f"{name} overlaps {name} (its rows share entries)")
+        raise ValueError(
+            f"{name} has row stride {t.stride(0)} < its width {cols}: "
+            f"{name} overlaps {name} (its rows share entries)"
+        )
     return t
 
 
@@ -129,7 +134,7 @@ def no_overlap(outputs, inputs):
     for i, (lo, hi, name, is_output) in enumerate(spans):
         if not is_output:
             break
-        for other_lo, other_hi, other, _ in spans[i + 1:]:
+        for other_lo, other_hi, other, _ in spans[i + 1 :]:
             if lo < other_hi and other_lo < hi:
                 raise ValueError(f"{name} and {other} overlap in memory")
 
@@ -157,8 +162,9 @@ def lengths_in_int32(name, values, extra=0):
     bad = (values < 0) | (values + extra > INT32_MAX)
     if bool(bad.any()):
         b = int(bad.nonzero()[0])
-        raise ValueError(f"{name}[{b}] = {int(values[b])} gives a length outside int32 "
-                         f"[0, 2**31) (request {b})")
+        raise ValueError(
+            f"{name}[{b}] = {int(values[b])} gives a length outside int32 [0, 2**31) (request {b})"
+        )
 
 
 def prefix_in_int32(name, lengths):
@@ -167,19 +173,22 @@ def prefix_in_int32(name, lengths):
     bad = running > INT32_MAX
     if bool(bad.any()):
         b = int(bad.nonzero()[0])
-        raise ValueError(f"{name} would pass 2**31 at request {b} (sum {int(running[b])}): "
-                         "it does not fit int32")
+        raise ValueError(
+            f"{name} would pass 2**31 at request {b} (sum {int(running[b])}): it does not fit int32"
+        )
 
 
 def pool_rows(req_pool_indices, req_to_token, bs, live_cols):
-    """Pool indices inside ``req_to_token`` and token ids in ``[0, 2**31)`` over each live prefix."""
+    """Pool indices inside ``req_to_token``; token ids in ``[0, 2**31)`` over each live prefix."""
     pool = host(req_pool_indices, bs)
     rows = req_to_token.shape[0]
     bad = (pool < 0) | (pool >= rows)
     if bool(bad.any()):
         b = int(bad.nonzero()[0])
-        raise ValueError(f"req_pool_indices[{b}] = {int(pool[b])} is outside req_to_token's "
-                         f"{rows} rows (request {b})")
+        raise ValueError(
+            f"req_pool_indices[{b}] = {int(pool[b])} is outside req_to_token's "
+            f"{rows} rows (request {b})"
+        )
     if bs == 0:
         return
     width = int(live_cols.max()) if live_cols.numel() else 0
@@ -188,8 +197,10 @@ def pool_rows(req_pool_indices, req_to_token, bs, live_cols):
     bad = ((table < 0) | (table > INT32_MAX)) & live
     if bool(bad.any()):
         b, c = bad.nonzero()[0].tolist()
-        raise ValueError(f"req_to_token[{int(pool[b])}, {c}] = {int(table[b, c])} is outside "
-                         f"int32 [0, 2**31) (request {b})")
+        raise ValueError(
+            f"req_to_token[{int(pool[b])}, {c}] = {int(table[b, c])} is outside "
+            f"int32 [0, 2**31) (request {b})"
+        )
 
 
 # --------------------------------------------------------------------------- shared by modes
@@ -203,8 +214,10 @@ def page_tables(page_table_1, real_page_table, physical_page_size, rows, width, 
     page_size = as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
     if page_size == 1:
         if page_table_1 is None:
-            raise ValueError("page_table_1 is required when physical_page_size == 1 "
-                             "(the real page table is page_table_1)")
+            raise ValueError(
+                "page_table_1 is required when physical_page_size == 1 "
+                "(the real page table is page_table_1)"
+            )
         output_table("page_table_1", page_table_1, device, rows, width)
         return page_table_1, page_table_1, True, page_size
     if real_page_table is None:

@@ -86,15 +86,56 @@ def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_P
 
 # Nothing is specialised on values: not the ints (== 1, % 16), nor the pointers' 16-byte
 # alignment (carved views and row starts are unaligned anyway), so one variant per dtype set.
-@triton.jit(do_not_specialize=["seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "r2t_stride", "pool_rows",
-                               "width", "expanded_ptr", "dsa_cache_ptr", "cu_k_ptr", "dsa_cu_ptr",
-                               "offset_ptr", "ke_ptr", "batch_idx_ptr", "flat_ptr", "status_ptr",
-                               "batch_size", "token_capacity", "flat_capacity", "dsa_index_topk"])
-def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
-                           expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, offset_ptr, ke_ptr,
-                           batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
-                           flat_capacity, dsa_index_topk, BLOCK_R: tl.constexpr,
-                           BLOCK_SCAN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr):
+@triton.jit(
+    do_not_specialize=[
+        "seq_ptr",
+        "ext_ptr",
+        "pool_ptr",
+        "r2t_ptr",
+        "r2t_stride",
+        "pool_rows",
+        "width",
+        "expanded_ptr",
+        "dsa_cache_ptr",
+        "cu_k_ptr",
+        "dsa_cu_ptr",
+        "offset_ptr",
+        "ke_ptr",
+        "batch_idx_ptr",
+        "flat_ptr",
+        "status_ptr",
+        "batch_size",
+        "token_capacity",
+        "flat_capacity",
+        "dsa_index_topk",
+    ]
+)
+def extend_metadata_kernel(
+    seq_ptr,
+    ext_ptr,
+    pool_ptr,
+    r2t_ptr,
+    r2t_stride,
+    pool_rows,
+    width,
+    expanded_ptr,
+    dsa_cache_ptr,
+    cu_k_ptr,
+    dsa_cu_ptr,
+    offset_ptr,
+    ke_ptr,
+    batch_idx_ptr,
+    flat_ptr,
+    status_ptr,
+    batch_size,
+    token_capacity,
+    flat_capacity,
+    dsa_index_topk,
+    BLOCK_R: tl.constexpr,
+    BLOCK_SCAN: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    BLOCK_F: tl.constexpr,
+):
     g = tl.program_id(0)
     s = tl.program_id(1)
     splits = tl.num_programs(1)
@@ -105,15 +146,20 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
     dsa_before = tl.full((), 0, tl.int64)
     for r0 in range(0, group_start, BLOCK_SCAN):
         request = r0 + tl.arange(0, BLOCK_SCAN)
-        qo_e, kv_e, pool_e, bad_e = _lengths(ext_ptr, seq_ptr, pool_ptr, request,
-                                             request < group_start, width, pool_rows, False)
+        qo_e, kv_e, pool_e, bad_e = _lengths(
+            ext_ptr, seq_ptr, pool_ptr, request, request < group_start, width, pool_rows, False
+        )
         tokens_before += tl.sum(qo_e, axis=0)
         kv_before += tl.sum(kv_e, axis=0)
-        dsa_before += tl.sum(_clamped_prefix(kv_e, topk) - _clamped_prefix(kv_e - qo_e, topk), axis=0)
+        dsa_before += tl.sum(
+            _clamped_prefix(kv_e, topk) - _clamped_prefix(kv_e - qo_e, topk), axis=0
+        )
     lane = tl.arange(0, BLOCK_R)
     request = group_start + lane
     live = request < batch_size
-    qo, kv, pool, group_bad = _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True)
+    qo, kv, pool, group_bad = _lengths(
+        ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True
+    )
     dsa = _clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk)
     kv_end = kv_before + tl.cumsum(kv, axis=0)
     token_start = tokens_before + tl.cumsum(qo, axis=0) - qo
@@ -133,13 +179,19 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
             first_bad = tl.full((), 2147483647, tl.int32)
             for b0 in range(0, batch_size, BLOCK_SCAN):
                 scan = b0 + tl.arange(0, BLOCK_SCAN)
-                qo_s, kv_s, pool_s, bad = _lengths(ext_ptr, seq_ptr, pool_ptr, scan, scan < batch_size,
-                                                   width, pool_rows, True)
+                qo_s, kv_s, pool_s, bad = _lengths(
+                    ext_ptr, seq_ptr, pool_ptr, scan, scan < batch_size, width, pool_rows, True
+                )
                 first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, scan, 2147483647), axis=0))
-            flags = ((n_tokens > token_capacity).to(tl.int64) * 1
-                     + (n_flat > flat_capacity).to(tl.int64) * 2
-                     + ((n_tokens > 2147483647) | (n_flat > 2147483647) | (dsa_total > 2147483647)).to(tl.int64) * 4
-                     + (first_bad < 2147483647).to(tl.int64) * 8)
+            flags = (
+                (n_tokens > token_capacity).to(tl.int64) * 1
+                + (n_flat > flat_capacity).to(tl.int64) * 2
+                + ((n_tokens > 2147483647) | (n_flat > 2147483647) | (dsa_total > 2147483647)).to(
+                    tl.int64
+                )
+                * 4
+                + (first_bad < 2147483647).to(tl.int64) * 8
+            )
             tl.store(status_ptr, n_tokens)
             tl.store(status_ptr + 1, n_flat)
             tl.store(status_ptr + 2, flags)
@@ -148,7 +200,9 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
     # s, s + splits, ...); each lane finds its request among the group's BLOCK_R by comparing
     # against their local start offsets (a [block, BLOCK_R] one-hot, reduced per needed value).
     # Local offsets stop at the capacity, so they fit int32 and bound the loops.
-    tokens_local = tl.minimum(tl.sum(qo, axis=0), tl.maximum(token_capacity - tokens_before, 0)).to(tl.int32)
+    tokens_local = tl.minimum(tl.sum(qo, axis=0), tl.maximum(token_capacity - tokens_before, 0)).to(
+        tl.int32
+    )
     q_lo = tl.minimum(token_start - tokens_before, 2147483647).to(tl.int32)
     q_hi = tl.minimum(token_start - tokens_before + qo, 2147483647).to(tl.int32)
     seen_base = (kv - qo + 1).to(tl.int32) - q_lo
@@ -165,13 +219,19 @@ def extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool
         row = tokens_before + local
         tl.store(expanded_ptr + row, seen, mask=mask)
         tl.store(dsa_cache_ptr + row, tl.minimum(seen, dsa_index_topk), mask=mask)
-        tl.store(dsa_cu_ptr + row + 1, (dsa_row + _clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32), mask=mask)
+        tl.store(
+            dsa_cu_ptr + row + 1,
+            (dsa_row + _clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32),
+            mask=mask,
+        )
         tl.store(offset_ptr + row, offset, mask=mask)
         tl.store(ke_ptr + row, offset + seen, mask=mask)
         tl.store(batch_idx_ptr + row, owner, mask=mask)
     # Flattened page table: entries past a request's table row or of a request with a bad pool
     # row are neither read nor written (only garbage lengths get there).
-    flat_local = tl.minimum(tl.sum(kv, axis=0), tl.maximum(flat_capacity - kv_before, 0)).to(tl.int32)
+    flat_local = tl.minimum(tl.sum(kv, axis=0), tl.maximum(flat_capacity - kv_before, 0)).to(
+        tl.int32
+    )
     k_lo = tl.minimum(kv_start - kv_before, 2147483647).to(tl.int32)
     k_hi = tl.minimum(kv_end - kv_before, 2147483647).to(tl.int32)
     readable = (live & (pool >= 0) & (pool < pool_rows)).to(tl.int32)
@@ -195,6 +255,7 @@ class ExtendBuffers:
     expanded tokens (``dsa_cu_seqlens_k`` holds ``max_tokens + 1``) and ``max_flat`` flattened
     page-table entries (sum of kv).
     """
+
     seqlens_expanded: torch.Tensor
     dsa_cache_seqlens: torch.Tensor
     cu_seqlens_k: torch.Tensor
@@ -207,12 +268,22 @@ class ExtendBuffers:
     @classmethod
     def allocate(cls, max_bs, max_tokens, max_flat, device="cpu", fill=None):
         """``fill=None`` leaves them uninitialised (``torch.empty``), as a runner would."""
+
         def buf(n):
             if fill is None:
                 return torch.empty(n, dtype=torch.int32, device=device)
             return torch.full((n,), fill, dtype=torch.int32, device=device)
-        return cls(buf(max_tokens), buf(max_tokens), buf(max_bs + 1), buf(max_tokens + 1),
-                   buf(max_tokens), buf(max_tokens), buf(max_tokens), buf(max_flat))
+
+        return cls(
+            buf(max_tokens),
+            buf(max_tokens),
+            buf(max_bs + 1),
+            buf(max_tokens + 1),
+            buf(max_tokens),
+            buf(max_tokens),
+            buf(max_tokens),
+            buf(max_flat),
+        )
 
     @classmethod
     def allocate_exact(cls, bs, n_tokens, n_flat, device):
@@ -224,7 +295,7 @@ class ExtendBuffers:
             starts.append(total)
             total += -(-size // 4) * 4
         block = torch.empty(total + 2 * STATUS_ENTRIES, dtype=torch.int32, device=device)
-        views = [block[start:start + size] for start, size in zip(starts, sizes)]
+        views = [block[start : start + size] for start, size in zip(starts, sizes)]
         return cls(*views), block[total:].view(torch.int64)
 
     def as_dict(self):
@@ -232,9 +303,14 @@ class ExtendBuffers:
 
     @property
     def token_capacity(self):
-        return min(self.seqlens_expanded.shape[0], self.dsa_cache_seqlens.shape[0],
-                   self.dsa_cu_seqlens_k.shape[0] - 1, self.topk_indices_offset.shape[0],
-                   self.indexer_ke.shape[0], self.token_to_batch_idx.shape[0])
+        return min(
+            self.seqlens_expanded.shape[0],
+            self.dsa_cache_seqlens.shape[0],
+            self.dsa_cu_seqlens_k.shape[0] - 1,
+            self.topk_indices_offset.shape[0],
+            self.indexer_ke.shape[0],
+            self.token_to_batch_idx.shape[0],
+        )
 
     @property
     def flat_capacity(self):
@@ -242,14 +318,16 @@ class ExtendBuffers:
 
     def views(self, bs, n_tokens, n_flat):
         """The filled part of every buffer: the dict ``extend_metadata`` returns."""
-        return {"seqlens_expanded": self.seqlens_expanded[:n_tokens],
-                "dsa_cache_seqlens": self.dsa_cache_seqlens[:n_tokens],
-                "cu_seqlens_k": self.cu_seqlens_k[:bs + 1],
-                "dsa_cu_seqlens_k": self.dsa_cu_seqlens_k[:n_tokens + 1],
-                "topk_indices_offset": self.topk_indices_offset[:n_tokens],
-                "indexer_ke": self.indexer_ke[:n_tokens],
-                "token_to_batch_idx": self.token_to_batch_idx[:n_tokens],
-                "page_table_1_flattened": self.page_table_1_flattened[:n_flat]}
+        return {
+            "seqlens_expanded": self.seqlens_expanded[:n_tokens],
+            "dsa_cache_seqlens": self.dsa_cache_seqlens[:n_tokens],
+            "cu_seqlens_k": self.cu_seqlens_k[: bs + 1],
+            "dsa_cu_seqlens_k": self.dsa_cu_seqlens_k[: n_tokens + 1],
+            "topk_indices_offset": self.topk_indices_offset[:n_tokens],
+            "indexer_ke": self.indexer_ke[:n_tokens],
+            "token_to_batch_idx": self.token_to_batch_idx[:n_tokens],
+            "page_table_1_flattened": self.page_table_1_flattened[:n_flat],
+        }
 
 
 assert tuple(f.name for f in fields(ExtendBuffers)) == EXTEND_KEYS
@@ -265,13 +343,16 @@ def check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_
     checks.check_tensor("req_to_token", req_to_token, 2, lengths, device)
     bs = seq_lens.shape[0]
     if extend_seq_lens.shape[0] != bs or req_pool_indices.shape[0] != bs:
-        raise ValueError(f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
-                         f"request, got {bs}, {extend_seq_lens.shape[0]} and {req_pool_indices.shape[0]}")
+        raise ValueError(
+            f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
+            f"request, got {bs}, {extend_seq_lens.shape[0]} and {req_pool_indices.shape[0]}"
+        )
     return checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
 
 
-def check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
-                 buffers, status):
+def check_static(
+    seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers, status
+):
     """Metadata-only checks (a few µs); returns ``(topk, status)``, allocating a status if None."""
     topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
     device, bs = seq_lens.device, seq_lens.shape[0]
@@ -281,7 +362,9 @@ def check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_
     for name, t in outputs.items():
         checks.check_tensor(name, t, 1, (torch.int32,), device)
     if buffers.cu_seqlens_k.shape[0] < bs + 1:
-        raise ValueError(f"cu_seqlens_k holds {buffers.cu_seqlens_k.shape[0]} entries, bs + 1 = {bs + 1} needed")
+        raise ValueError(
+            f"cu_seqlens_k holds {buffers.cu_seqlens_k.shape[0]} entries, bs + 1 = {bs + 1} needed"
+        )
     if buffers.dsa_cu_seqlens_k.shape[0] < 1:
         raise ValueError("dsa_cu_seqlens_k needs at least 1 entry (its leading 0)")
     if status is None:
@@ -289,16 +372,33 @@ def check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_
     else:
         checks.check_tensor("status", status, 1, (torch.int64,), device)
         if status.shape[0] < STATUS_ENTRIES:
-            raise ValueError(f"status must hold {STATUS_ENTRIES} int64 entries, got {status.shape[0]}")
+            raise ValueError(
+                f"status must hold {STATUS_ENTRIES} int64 entries, got {status.shape[0]}"
+            )
     outputs["status"] = status
-    checks.check_no_overlap({"seq_lens": seq_lens, "extend_seq_lens": extend_seq_lens,
-                             "req_pool_indices": req_pool_indices, "req_to_token": req_to_token},
-                            outputs)
+    checks.check_no_overlap(
+        {
+            "seq_lens": seq_lens,
+            "extend_seq_lens": extend_seq_lens,
+            "req_pool_indices": req_pool_indices,
+            "req_to_token": req_to_token,
+        },
+        outputs,
+    )
     return topk, status
 
 
-def check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
-               buffers=None, seq_lens_cpu=None, extend_seq_lens_cpu=None, table_values=True):
+def check_data(
+    seq_lens,
+    extend_seq_lens,
+    req_pool_indices,
+    req_to_token,
+    dsa_index_topk,
+    buffers=None,
+    seq_lens_cpu=None,
+    extend_seq_lens_cpu=None,
+    table_values=True,
+):
     """Every data check (lengths, sums against int32, pool rows, table values, capacities);
     returns ``(N, sum kv)``. Costs device-to-host copies unless the host mirrors are given."""
     kv, qo = checks.host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu, extend_seq_lens_cpu)
@@ -308,11 +408,15 @@ def check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_in
         checks.check_table_values(req_to_token, req_pool_indices, kv)
     if buffers is not None:
         if n_tokens > buffers.token_capacity:
-            raise ValueError(f"the token buffers hold {buffers.token_capacity} entries but "
-                             f"N = {n_tokens} are needed")
+            raise ValueError(
+                f"the token buffers hold {buffers.token_capacity} entries but "
+                f"N = {n_tokens} are needed"
+            )
         if n_flat > buffers.flat_capacity:
-            raise ValueError(f"page_table_1_flattened holds {buffers.flat_capacity} entries but "
-                             f"sum(seq_lens) = {n_flat} are needed")
+            raise ValueError(
+                f"page_table_1_flattened holds {buffers.flat_capacity} entries but "
+                f"sum(seq_lens) = {n_flat} are needed"
+            )
     return n_tokens, n_flat
 
 
@@ -322,39 +426,86 @@ def pick_splits(bs):
     return max(1, min(MAX_SPLITS, TARGET_PROGRAMS // groups))
 
 
-def plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
-                buffers, status, splits=None):
+def plan_extend(
+    seq_lens,
+    extend_seq_lens,
+    req_pool_indices,
+    req_to_token,
+    dsa_index_topk,
+    buffers,
+    status,
+    splits=None,
+):
     """The one launch, from tensor metadata alone (call ``check_static`` first)."""
     bs = seq_lens.shape[0]
     splits = pick_splits(bs) if splits is None else splits
     grid = (max(triton.cdiv(bs, BLOCK_R), 1), splits)
     b = buffers
-    args = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
-            req_to_token.shape[0], req_to_token.shape[1], b.seqlens_expanded, b.dsa_cache_seqlens,
-            b.cu_seqlens_k, b.dsa_cu_seqlens_k, b.topk_indices_offset, b.indexer_ke,
-            b.token_to_batch_idx, b.page_table_1_flattened, status, bs, b.token_capacity,
-            b.flat_capacity, int(dsa_index_topk))
-    kwargs = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=BLOCK_T, BLOCK_F=BLOCK_F,
-                  num_warps=NUM_WARPS)
+    args = (
+        seq_lens,
+        extend_seq_lens,
+        req_pool_indices,
+        req_to_token,
+        req_to_token.stride(0),
+        req_to_token.shape[0],
+        req_to_token.shape[1],
+        b.seqlens_expanded,
+        b.dsa_cache_seqlens,
+        b.cu_seqlens_k,
+        b.dsa_cu_seqlens_k,
+        b.topk_indices_offset,
+        b.indexer_ke,
+        b.token_to_batch_idx,
+        b.page_table_1_flattened,
+        status,
+        bs,
+        b.token_capacity,
+        b.flat_capacity,
+        int(dsa_index_topk),
+    )
+    kwargs = dict(
+        BLOCK_R=BLOCK_R,
+        BLOCK_SCAN=BLOCK_SCAN,
+        BLOCK_T=BLOCK_T,
+        BLOCK_F=BLOCK_F,
+        num_warps=NUM_WARPS,
+    )
     return LaunchPlan(extend_metadata_kernel, grid, args, kwargs)
 
 
 def variant_key(plan):
     """What Triton would compile a new variant for: constexprs, tensor dtypes, and int arguments
     past int32 (typed i64). Values themselves are never specialised (see ``do_not_specialize``)."""
-    return (tuple(sorted(plan.kwargs.items())),
-            tuple(str(a.dtype) if isinstance(a, torch.Tensor) else
-                  ("i64" if abs(a) > checks.INT32_MAX else "i32") for a in plan.args))
+    return (
+        tuple(sorted(plan.kwargs.items())),
+        tuple(
+            str(a.dtype)
+            if isinstance(a, torch.Tensor)
+            else ("i64" if abs(a) > checks.INT32_MAX else "i32")
+            for a in plan.args
+        ),
+    )
 
 
-def _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers,
-             status, check, splits):
-    topk, status = check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                                dsa_index_topk, buffers, status)
+def _prepare(
+    seq_lens,
+    extend_seq_lens,
+    req_pool_indices,
+    req_to_token,
+    dsa_index_topk,
+    buffers,
+    status,
+    check,
+    splits,
+):
+    topk, status = check_static(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers, status
+    )
     if check:
         check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers)
-    return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers,
-                       status, splits)
+    return plan_extend(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status, splits
+    )
 
 
 #: Bound launchers of ``launch_extend``, keyed on the metadata of every argument.
@@ -368,8 +519,18 @@ _OUTPUT_SLOTS = tuple(range(7, 15))  # the eight ExtendBuffers fields, in field 
 _rebind_lock = threading.Lock()  # a cached launcher is shared: re-point and launch as one
 
 
-def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
-                  buffers, status=None, *, check=False, splits=None):
+def launch_extend(
+    seq_lens,
+    extend_seq_lens,
+    req_pool_indices,
+    req_to_token,
+    dsa_index_topk,
+    buffers,
+    status=None,
+    *,
+    check=False,
+    splits=None,
+):
     """Fill ``buffers`` in one launch; returns the device status (see the module doc).
 
     ``check=True`` adds the data checks (device-to-host copies). Without it the data are
@@ -380,22 +541,55 @@ def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa
     """
     try:
         b = buffers  # the fields by name: dataclasses.fields() per call costs more than this
-        key = metadata_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                           dsa_index_topk, splits, status is None, b.seqlens_expanded,
-                           b.dsa_cache_seqlens, b.cu_seqlens_k, b.dsa_cu_seqlens_k,
-                           b.topk_indices_offset, b.indexer_ke, b.token_to_batch_idx,
-                           b.page_table_1_flattened, *(() if status is None else (status,)))
+        key = metadata_key(
+            seq_lens,
+            extend_seq_lens,
+            req_pool_indices,
+            req_to_token,
+            dsa_index_topk,
+            splits,
+            status is None,
+            b.seqlens_expanded,
+            b.dsa_cache_seqlens,
+            b.cu_seqlens_k,
+            b.dsa_cu_seqlens_k,
+            b.topk_indices_offset,
+            b.indexer_ke,
+            b.token_to_batch_idx,
+            b.page_table_1_flattened,
+            *(() if status is None else (status,)),
+        )
         hash(key)
     except (AttributeError, TypeError):  # not tensors or not buffers: uncached, checks name it
         key = None
     if key is None or check:
-        plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                        dsa_index_topk, buffers, status, check, splits)
+        plan = _prepare(
+            seq_lens,
+            extend_seq_lens,
+            req_pool_indices,
+            req_to_token,
+            dsa_index_topk,
+            buffers,
+            status,
+            check,
+            splits,
+        )
         if key is None:
             plan()
             return plan.args[_STATUS_SLOT]
-    launch = PLANS.launcher(key, _prepare, seq_lens, extend_seq_lens, req_pool_indices,
-                            req_to_token, dsa_index_topk, buffers, status, False, splits)
+    launch = PLANS.launcher(
+        key,
+        _prepare,
+        seq_lens,
+        extend_seq_lens,
+        req_pool_indices,
+        req_to_token,
+        dsa_index_topk,
+        buffers,
+        status,
+        False,
+        splits,
+    )
     if status is not None:
         launch()
         return status
@@ -409,10 +603,30 @@ def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa
 class ExtendFill:
     """Checked and planned once against static buffers; each call is one bound launch."""
 
-    def __init__(self, seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
-                 buffers, status=None, *, check=False, splits=None):
-        plan = _prepare(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
-                        buffers, status, check, splits)
+    def __init__(
+        self,
+        seq_lens,
+        extend_seq_lens,
+        req_pool_indices,
+        req_to_token,
+        dsa_index_topk,
+        buffers,
+        status=None,
+        *,
+        check=False,
+        splits=None,
+    ):
+        plan = _prepare(
+            seq_lens,
+            extend_seq_lens,
+            req_pool_indices,
+            req_to_token,
+            dsa_index_topk,
+            buffers,
+            status,
+            check,
+            splits,
+        )
         self.status = plan.args[15]
         self.buffers = buffers
         self.launch = bind_launch(*plan)
@@ -422,8 +636,17 @@ class ExtendFill:
         return self.status
 
 
-def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, *,
-                    seq_lens_cpu=None, extend_seq_lens_cpu=None, check=False):
+def extend_metadata(
+    seq_lens,
+    extend_seq_lens,
+    req_pool_indices,
+    req_to_token,
+    dsa_index_topk,
+    *,
+    seq_lens_cpu=None,
+    extend_seq_lens_cpu=None,
+    check=False,
+):
     """Every extend key (int32) in freshly allocated tensors, as SGLang's eager path returns them.
 
     The outputs are sized by N and sum(kv), which the host must know: pass SGLang's host mirrors
@@ -440,31 +663,59 @@ def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, d
     our own fresh allocation: they cannot overlap the inputs, so no overlap check is needed.
     """
     if dsa_index_topk.__class__ is not int:  # a bool, a numpy or tensor scalar: checked per call
-        topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                            dsa_index_topk)
+        topk = check_inputs(
+            seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk
+        )
     try:
-        layout = _layout_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk
-                             if dsa_index_topk.__class__ is not int else dsa_index_topk)
+        layout = _layout_key(
+            seq_lens,
+            extend_seq_lens,
+            req_pool_indices,
+            req_to_token,
+            topk if dsa_index_topk.__class__ is not int else dsa_index_topk,
+        )
     except AttributeError:  # not tensors: the checks name the argument
         check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
         raise
-    topk = _checked_inputs(layout, seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                           dsa_index_topk)
-    n_tokens, n_flat = check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk,
-                                  None, seq_lens_cpu, extend_seq_lens_cpu, table_values=check)
+    topk = _checked_inputs(
+        layout, seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk
+    )
+    n_tokens, n_flat = check_data(
+        seq_lens,
+        extend_seq_lens,
+        req_pool_indices,
+        req_to_token,
+        topk,
+        None,
+        seq_lens_cpu,
+        extend_seq_lens_cpu,
+        table_values=check,
+    )
     bs = seq_lens.shape[0]
     token_capacity, flat_capacity = capacity_bucket(n_tokens), capacity_bucket(n_flat)
     starts, total = _output_layout(bs, token_capacity, flat_capacity)
     block = torch.empty(total, dtype=torch.int32, device=seq_lens.device)
     sizes = (n_tokens, n_tokens, bs + 1, n_tokens + 1, n_tokens, n_tokens, n_tokens, n_flat)
-    outputs = [block[start:start + size] for start, size in zip(starts, sizes)]
-    status = block[starts[-1]:].view(torch.int64)
-    launch = ALLOCATING_PLANS.launcher(layout + (token_capacity, flat_capacity), _capacity_plan,
-                                       seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                                       topk, block, starts, token_capacity, flat_capacity, status)
+    outputs = [block[start : start + size] for start, size in zip(starts, sizes)]
+    status = block[starts[-1] :].view(torch.int64)
+    launch = ALLOCATING_PLANS.launcher(
+        layout + (token_capacity, flat_capacity),
+        _capacity_plan,
+        seq_lens,
+        extend_seq_lens,
+        req_pool_indices,
+        req_to_token,
+        topk,
+        block,
+        starts,
+        token_capacity,
+        flat_capacity,
+        status,
+    )
     with _rebind_lock:
-        for slot, t in zip(_INPUT_SLOTS, (seq_lens, extend_seq_lens, req_pool_indices,
-                                          req_to_token)):
+        for slot, t in zip(
+            _INPUT_SLOTS, (seq_lens, extend_seq_lens, req_pool_indices, req_to_token)
+        ):
             launch.set_arg(slot, t)
         for slot, t in zip(_OUTPUT_SLOTS, outputs):
             launch.set_arg(slot, t)
@@ -477,9 +728,26 @@ def _layout_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_i
     """What ``check_inputs`` and the plan read of the inputs: everything but the addresses (the
     kernel specialises on none, see ``do_not_specialize``)."""
     s, e, p, r = seq_lens, extend_seq_lens, req_pool_indices, req_to_token
-    return (s.shape, s.stride(), s.dtype, s.device, e.shape, e.stride(), e.dtype, e.device,
-            p.shape, p.stride(), p.dtype, p.device, r.shape, r.stride(), r.dtype, r.device,
-            dsa_index_topk.__class__, dsa_index_topk)
+    return (
+        s.shape,
+        s.stride(),
+        s.dtype,
+        s.device,
+        e.shape,
+        e.stride(),
+        e.dtype,
+        e.device,
+        p.shape,
+        p.stride(),
+        p.dtype,
+        p.device,
+        r.shape,
+        r.stride(),
+        r.dtype,
+        r.device,
+        dsa_index_topk.__class__,
+        dsa_index_topk,
+    )
 
 
 _CHECKED_INPUTS = {}  # layout key -> topk, for layouts whose static checks passed
@@ -506,8 +774,16 @@ def capacity_bucket(n):
 def _output_layout(bs, token_capacity, flat_capacity):
     """Start of each output (ExtendBuffers order), then of the int64 status, in one int32 block
     (every start on a 16-byte boundary), and the block's length."""
-    sizes = (token_capacity, token_capacity, bs + 1, token_capacity + 1, token_capacity,
-             token_capacity, token_capacity, flat_capacity)
+    sizes = (
+        token_capacity,
+        token_capacity,
+        bs + 1,
+        token_capacity + 1,
+        token_capacity,
+        token_capacity,
+        token_capacity,
+        flat_capacity,
+    )
     starts, total = [], 0
     for size in sizes:
         starts.append(total)
@@ -516,21 +792,44 @@ def _output_layout(bs, token_capacity, flat_capacity):
     return tuple(starts), total + 2 * STATUS_ENTRIES
 
 
-def _capacity_plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, block,
-                   starts, token_capacity, flat_capacity, status):
+def _capacity_plan(
+    seq_lens,
+    extend_seq_lens,
+    req_pool_indices,
+    req_to_token,
+    topk,
+    block,
+    starts,
+    token_capacity,
+    flat_capacity,
+    status,
+):
     """The plan of ``extend_metadata`` for buffers of these capacities, carved out of ``block``."""
-    sizes = (token_capacity, token_capacity, seq_lens.shape[0] + 1, token_capacity + 1,
-             token_capacity, token_capacity, token_capacity, flat_capacity)
-    buffers = ExtendBuffers(*(block[start:start + size] for start, size in zip(starts, sizes)))
-    return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers,
-                       status)
+    sizes = (
+        token_capacity,
+        token_capacity,
+        seq_lens.shape[0] + 1,
+        token_capacity + 1,
+        token_capacity,
+        token_capacity,
+        token_capacity,
+        flat_capacity,
+    )
+    buffers = ExtendBuffers(*(block[start : start + size] for start, size in zip(starts, sizes)))
+    return plan_extend(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status
+    )
 
 
 def decode_status(status):
     """The status as a dict (one device-to-host copy): for tests, notebooks and debugging."""
     n_tokens, n_flat, flags, first_bad = (int(v) for v in status[:STATUS_ENTRIES].cpu())
-    return {"n_tokens": n_tokens, "n_flat": n_flat,
-            "tokens_overflow": bool(flags & TOKENS_OVERFLOW), "flat_overflow": bool(flags & FLAT_OVERFLOW),
-            "int32_overflow": bool(flags & INT32_OVERFLOW), "invalid_request": bool(flags & INVALID_REQUEST),
-            "first_invalid_request": first_bad if first_bad >= 0 else None}
-
+    return {
+        "n_tokens": n_tokens,
+        "n_flat": n_flat,
+        "tokens_overflow": bool(flags & TOKENS_OVERFLOW),
+        "flat_overflow": bool(flags & FLAT_OVERFLOW),
+        "int32_overflow": bool(flags & INT32_OVERFLOW),
+        "invalid_request": bool(flags & INVALID_REQUEST),
+        "first_invalid_request": first_bad if first_bad >= 0 else None,
+    }

@@ -38,8 +38,12 @@ def check_tensor(name, t, dims, dtypes, device=None):
         raise ValueError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
         raise TypeError(f"{name} must be {' or '.join(str(d) for d in dtypes)}, got {t.dtype}")
-    if (dims == 1 and t.shape[0] > 1 and t.stride(0) != 1) or (dims == 2 and t.shape[1] > 1 and t.stride(1) != 1):
-        raise ValueError(f"{name} must have unit stride along its last dimension, got strides {t.stride()}")
+    if (dims == 1 and t.shape[0] > 1 and t.stride(0) != 1) or (
+        dims == 2 and t.shape[1] > 1 and t.stride(1) != 1
+    ):
+        raise ValueError(
+            f"{name} must have unit stride along its last dimension, got strides {t.stride()}"
+        )
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device} but seq_lens is on {device}")
 
@@ -71,8 +75,10 @@ def check_no_overlap(inputs, outputs):
     for start, end, written, name in ranges:
         other = furthest_any if written else furthest_output
         if other is not None and other[1] > start and other[3] != name:
-            raise ValueError(f"{name} and {other[3]} overlap in memory: outputs must not share bytes "
-                             f"with each other or with an input")
+            raise ValueError(
+                f"{name} and {other[3]} overlap in memory: outputs must not share bytes "
+                f"with each other or with an input"
+            )
         if furthest_any is None or end > furthest_any[1]:
             furthest_any = (start, end, written, name)
         if written and (furthest_output is None or end > furthest_output[1]):
@@ -85,8 +91,10 @@ def host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu=None, extend_seq_lens_c
     if seq_lens_cpu is not None and extend_seq_lens_cpu is not None:
         kv, qo = _host_array(seq_lens_cpu), _host_array(extend_seq_lens_cpu)
         if kv.shape[0] != seq_lens.shape[0] or qo.shape[0] != seq_lens.shape[0]:
-            raise ValueError(f"seq_lens_cpu / extend_seq_lens_cpu must hold {seq_lens.shape[0]} entries, "
-                             f"got {kv.shape[0]} and {qo.shape[0]}")
+            raise ValueError(
+                f"seq_lens_cpu / extend_seq_lens_cpu must hold {seq_lens.shape[0]} entries, "
+                f"got {kv.shape[0]} and {qo.shape[0]}"
+            )
         return kv, qo
     both = torch.stack((seq_lens.to(torch.int64), extend_seq_lens.to(torch.int64))).cpu().numpy()
     return both[0], both[1]
@@ -120,20 +128,30 @@ def check_lengths_data(kv, qo, width, dsa_index_topk):
         bad = (qo < 0) | (qo > kv)
         if bad.any():
             r = _first(bad)
-            raise ValueError(f"request {r}: need 0 <= extend_seq_lens[{r}] = {qo[r]} <= seq_lens[{r}] = {kv[r]}")
+            raise ValueError(
+                f"request {r}: need 0 <= extend_seq_lens[{r}] = {qo[r]} <= seq_lens[{r}] = {kv[r]}"
+            )
         r = _first(kv > width)
-        raise ValueError(f"request {r}: seq_lens[{r}] = {kv[r]} exceeds req_to_token's {width} columns")
+        raise ValueError(
+            f"request {r}: seq_lens[{r}] = {kv[r]} exceeds req_to_token's {width} columns"
+        )
     n_tokens, n_flat = int(qo.sum()), int(kv.sum())  # each <= width, a tensor dimension: no wrap
     if n_flat > INT32_MAX:
         r = _first(np.cumsum(kv) > INT32_MAX)
-        raise ValueError(f"request {r}: seq_lens sum to {int(np.cumsum(kv)[r])} by request {r}, past "
-                         f"int32 (cu_seqlens_k, topk_indices_offset, indexer_ke are int32)")
+        raise ValueError(
+            f"request {r}: seq_lens sum to {int(np.cumsum(kv)[r])} by request {r}, past "
+            f"int32 (cu_seqlens_k, topk_indices_offset, indexer_ke are int32)"
+        )
     if n_tokens * dsa_index_topk > INT32_MAX:  # dsa_cu_seqlens_k <= N * topk: exact check only then
-        dsa = np.cumsum(_clamped_prefix(kv, dsa_index_topk) - _clamped_prefix(kv - qo, dsa_index_topk))
+        dsa = np.cumsum(
+            _clamped_prefix(kv, dsa_index_topk) - _clamped_prefix(kv - qo, dsa_index_topk)
+        )
         r = _first(dsa > INT32_MAX)
         if r is not None:
-            raise ValueError(f"request {r}: dsa_cu_seqlens_k passes int32 by request {r} "
-                             f"(extend_seq_lens x dsa_index_topk too large)")
+            raise ValueError(
+                f"request {r}: dsa_cu_seqlens_k passes int32 by request {r} "
+                f"(extend_seq_lens x dsa_index_topk too large)"
+            )
     return n_tokens, n_flat
 
 
@@ -148,8 +166,10 @@ def check_pool_data(req_pool_indices, rows):
     pool = req_pool_indices.cpu().numpy().astype(np.int64)
     r = _first((pool < 0) | (pool >= rows))
     if r is not None:
-        raise ValueError(f"request {r}: req_pool_indices[{r}] = {pool[r]} is not a row of "
-                         f"req_to_token ({rows} rows)")
+        raise ValueError(
+            f"request {r}: req_pool_indices[{r}] = {pool[r]} is not a row of "
+            f"req_to_token ({rows} rows)"
+        )
 
 
 def check_table_values(req_to_token, req_pool_indices, kv, chunk_entries=1 << 24):
@@ -161,10 +181,12 @@ def check_table_values(req_to_token, req_pool_indices, kv, chunk_entries=1 << 24
     kv_dev = torch.from_numpy(kv).to(req_to_token.device)
     columns = torch.arange(width, device=req_to_token.device)
     for r0 in range(0, len(kv), per_chunk):
-        rows = req_to_token[req_pool_indices[r0:r0 + per_chunk].long()]
-        live = columns[None, :] < kv_dev[r0:r0 + per_chunk, None]
+        rows = req_to_token[req_pool_indices[r0 : r0 + per_chunk].long()]
+        live = columns[None, :] < kv_dev[r0 : r0 + per_chunk, None]
         bad = live & ((rows > INT32_MAX) | (rows < -INT32_MAX - 1))
         if bool(bad.any()):
             r, c = (int(v) for v in bad.nonzero()[0])
-            raise ValueError(f"request {r0 + r}: req_to_token[req_pool_indices[{r0 + r}], {c}] = "
-                             f"{int(rows[r, c])} does not fit int32 (page_table_1_flattened is int32)")
+            raise ValueError(
+                f"request {r0 + r}: req_to_token[req_pool_indices[{r0 + r}], {c}] = "
+                f"{int(rows[r, c])} does not fit int32 (page_table_1_flattened is int32)"
+            )

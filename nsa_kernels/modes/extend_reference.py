@@ -23,7 +23,9 @@ def _host_int64(name, t, dim=1):
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in (torch.int32, torch.int64) or t.dim() != dim:
-        raise TypeError(f"{name} must be a {dim}-D int32 or int64 tensor, got {t.dim()}-D {t.dtype}")
+        raise TypeError(
+            f"{name} must be a {dim}-D int32 or int64 tensor, got {t.dim()}-D {t.dtype}"
+        )
     return t.detach().to("cpu", torch.int64)
 
 
@@ -40,23 +42,31 @@ def extend_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, 
     table = _host_int64("req_to_token", req_to_token, dim=2)
     bs = kv.shape[0]
     if qo.shape[0] != bs or pool.shape[0] != bs:
-        raise ValueError(f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
-                         f"request, got {bs}, {qo.shape[0]}, {pool.shape[0]}")
+        raise ValueError(
+            f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
+            f"request, got {bs}, {qo.shape[0]}, {pool.shape[0]}"
+        )
     bad_lengths = (qo < 0) | (kv < 0) | (qo > kv)
     if bool(bad_lengths.any()):
         r = int(bad_lengths.int().argmax())
-        raise ValueError(f"request {r}: need 0 <= extend_seq_lens[{r}] = {int(qo[r])} <= "
-                         f"seq_lens[{r}] = {int(kv[r])}")
+        raise ValueError(
+            f"request {r}: need 0 <= extend_seq_lens[{r}] = {int(qo[r])} <= "
+            f"seq_lens[{r}] = {int(kv[r])}"
+        )
     too_long = kv > table.shape[1]
     if bool(too_long.any()):
         r = int(too_long.int().argmax())
-        raise ValueError(f"request {r}: seq_lens[{r}] = {int(kv[r])} exceeds req_to_token's "
-                         f"{table.shape[1]} columns")
+        raise ValueError(
+            f"request {r}: seq_lens[{r}] = {int(kv[r])} exceeds req_to_token's "
+            f"{table.shape[1]} columns"
+        )
     bad_rows = (pool < 0) | (pool >= table.shape[0])
     if bool(bad_rows.any()):
         r = int(bad_rows.int().argmax())
-        raise ValueError(f"request {r}: req_pool_indices[{r}] = {int(pool[r])} is not a row of "
-                         f"req_to_token ({table.shape[0]} rows)")
+        raise ValueError(
+            f"request {r}: req_pool_indices[{r}] = {int(pool[r])} is not a row of "
+            f"req_to_token ({table.shape[0]} rows)"
+        )
     requests = torch.arange(bs, dtype=torch.int64)
     cu_seqlens_k = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(kv, 0)])
     token_request = torch.repeat_interleave(requests, qo)

@@ -174,7 +174,8 @@ def live_cols(case):
 def bytes_moved(case):
     """Bytes that must move: live page-table entries written (and their source entries read
     once per request), the flat arrays written and the lengths read. The floor's numerator."""
-    ps, has_pt1 = case["opts"]["page_size"], case["opts"]["has_pt1"] or case["opts"]["page_size"] == 1
+    opts = case["opts"]
+    ps, has_pt1 = opts["page_size"], opts["has_pt1"] or opts["page_size"] == 1
     per_row = live_cols(case)
     per_request = case["seq"].clamp(0, case["width"])
     if case["mode"] == "target_verify":
