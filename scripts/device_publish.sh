@@ -29,12 +29,14 @@ case "$step" in
     timeout 570 python3 -m pytest tests -q -m "not notebooks" -p no:cacheprovider > "$dest/pytest_gpu.log" 2>&1
     status=$?
     echo "pytest (GPU) rc=$status: $(tail -1 "$dest/pytest_gpu.log")" ;;
-  memcheck)
+  memcheck)  # extra arguments go to scripts/memcheck.py (--garbage-only, --quick); one log each
     mkdir -p "$dest"
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 570 compute-sanitizer --tool memcheck --print-limit 50 \
-      python3 scripts/memcheck.py > "$dest/memcheck.log" 2>&1
+    log="$dest/memcheck$(printf '%s' "$*" | tr -c 'a-z' '_' | sed 's/^_*/_/; s/_*$//').log"
+    [[ $# -gt 0 ]] || log="$dest/memcheck.log"
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${MEMCHECK_TIMEOUT:-570} compute-sanitizer --tool memcheck \
+      --print-limit 50 python3 scripts/memcheck.py "$@" > "$log" 2>&1
     status=$?
-    echo "memcheck rc=$status: $(grep -E 'ERROR SUMMARY|memcheck driver' "$dest/memcheck.log" | tr '\n' ' ')" ;;
+    echo "memcheck $* rc=$status: $(grep -E 'ERROR SUMMARY|memcheck driver' "$log" | tr '\n' ' ')" ;;
   *) echo "unknown step: $step" >&2; exit 2 ;;
 esac
 [[ -n ${OUT:-} ]] && tar czf "$OUT/publish.tgz" "$dest"
