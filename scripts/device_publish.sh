@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What produced the published GPU report, run on the device machine from the repository root:
-#   bash scripts/device_publish.sh report reports/h100 [--only 00,01,...]   the full-profile notebooks
+#   NSA_COMMIT=$(git rev-parse --short=12 HEAD) bash scripts/device_publish.sh report reports/h100 [--only ...]
+#     (NSA_COMMIT: the device machine's git metadata can be a stale copy, so the stamp is passed in)
 #   bash scripts/device_publish.sh tests  reports/h100                      GPU test suite
 #   bash scripts/device_publish.sh memcheck reports/h100                    compute-sanitizer memcheck
 # One step per call keeps each under the device tool's 10-minute limit; `report` with --only
@@ -15,6 +16,7 @@ shift 2 || true
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING
 export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH JUPYTER_PATH=/tmp/site/share/jupyter PYTHONUNBUFFERED=1
 export NSA_PYTHON=python3
+[[ -n ${NSA_COMMIT:-} ]] || echo "device_publish.sh: warning: NSA_COMMIT not set; the stamp is this machine's git HEAD" >&2
 [[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim/sglang
 [[ -d .peers_slim/vllm ]] && export NSA_VLLM_PATH=$PWD/.peers_slim/vllm
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
