@@ -215,29 +215,29 @@ def expect_rejected(error, match, check=False, bufs=None, status=None, **changes
     "change,error,match",
     [
         (dict(seq_lens=[10, 4]), TypeError, "seq_lens must be a torch.Tensor"),
-        (dict(seq_lens=torch.tensor([10.0, 4.0])), TypeError, "seq_lens must be"),
+        (dict(seq_lens=torch.tensor([10.0, 4.0], device=DEVICE)), TypeError, "seq_lens must be"),
         (
-            dict(extend_seq_lens=torch.tensor([3], dtype=torch.int32)),
+            dict(extend_seq_lens=torch.tensor([3], dtype=torch.int32, device=DEVICE)),
             ValueError,
             "one entry per request",
         ),
         (
-            dict(req_pool_indices=torch.zeros(2, 1, dtype=torch.int32)),
+            dict(req_pool_indices=torch.zeros(2, 1, dtype=torch.int32, device=DEVICE)),
             ValueError,
             "req_pool_indices must be 1-D",
         ),
         (
-            dict(extend_seq_lens=torch.tensor([3, 9, 2], dtype=torch.int32)[::2]),
+            dict(extend_seq_lens=torch.tensor([3, 9, 2], dtype=torch.int32, device=DEVICE)[::2]),
             ValueError,
             "extend_seq_lens must have unit stride",
         ),
         (
-            dict(req_to_token=torch.zeros(16, 4, dtype=torch.int32).t()),
+            dict(req_to_token=torch.zeros(16, 4, dtype=torch.int32, device=DEVICE).t()),
             ValueError,
             "req_to_token must have unit stride",
         ),
         (
-            dict(req_to_token=torch.zeros(4, 16, dtype=torch.int16)),
+            dict(req_to_token=torch.zeros(4, 16, dtype=torch.int16, device=DEVICE)),
             TypeError,
             "req_to_token must be",
         ),
@@ -266,10 +266,12 @@ def test_short_or_wrong_buffers_rejected():
     bufs.buffers.dsa_cu_seqlens_k = bufs.canaries["dsa_cu_seqlens_k"].view[:0]
     expect_rejected(ValueError, "dsa_cu_seqlens_k needs at least 1", bufs=bufs)
     bufs = CanaryBuffers(4, 16, 32)
-    bufs.buffers.indexer_ke = torch.zeros(16, dtype=torch.int64)
+    bufs.buffers.indexer_ke = torch.zeros(16, dtype=torch.int64, device=DEVICE)
     expect_rejected(TypeError, "indexer_ke must be", bufs=bufs)
-    expect_rejected(TypeError, "status must be", status=torch.zeros(4, dtype=torch.int32))
-    expect_rejected(ValueError, "status must hold 4", status=torch.zeros(3, dtype=torch.int64))
+    expect_rejected(TypeError, "status must be",
+                    status=torch.zeros(4, dtype=torch.int32, device=DEVICE))
+    expect_rejected(ValueError, "status must hold 4",
+                    status=torch.zeros(3, dtype=torch.int64, device=DEVICE))
     with pytest.raises(TypeError, match="buffers must be an ExtendBuffers"):
         ex.launch_extend(*good_args().values(), {})
 
@@ -320,27 +322,27 @@ def test_overlapping_buffers_rejected():
     "change,match",
     [
         (
-            dict(extend_seq_lens=torch.tensor([3, -1], dtype=torch.int32)),
+            dict(extend_seq_lens=torch.tensor([3, -1], dtype=torch.int32, device=DEVICE)),
             "request 1: need 0 <= extend_seq_lens",
         ),
         (
-            dict(extend_seq_lens=torch.tensor([11, 2], dtype=torch.int32)),
+            dict(extend_seq_lens=torch.tensor([11, 2], dtype=torch.int32, device=DEVICE)),
             "request 0: need 0 <= extend_seq_lens",
         ),
         (
-            dict(seq_lens=torch.tensor([10, 17], dtype=torch.int32)),
+            dict(seq_lens=torch.tensor([10, 17], dtype=torch.int32, device=DEVICE)),
             "request 1: seq_lens\\[1\\] = 17 exceeds",
         ),
         (
-            dict(seq_lens=torch.tensor([10, 2**31], dtype=torch.int64)),
+            dict(seq_lens=torch.tensor([10, 2**31], dtype=torch.int64, device=DEVICE)),
             "request 1: seq_lens\\[1\\] = 2147483648",
         ),
         (
-            dict(req_pool_indices=torch.tensor([0, 4], dtype=torch.int32)),
+            dict(req_pool_indices=torch.tensor([0, 4], dtype=torch.int32, device=DEVICE)),
             "request 1: req_pool_indices\\[1\\] = 4",
         ),
         (
-            dict(req_pool_indices=torch.tensor([-1, 0], dtype=torch.int32)),
+            dict(req_pool_indices=torch.tensor([-1, 0], dtype=torch.int32, device=DEVICE)),
             "request 0: req_pool_indices",
         ),
     ],
@@ -350,7 +352,7 @@ def test_data_errors_name_the_request(change, match):
 
 
 def test_table_values_past_int32_rejected():
-    table = torch.zeros(4, 16, dtype=torch.int64)
+    table = torch.zeros(4, 16, dtype=torch.int64, device=DEVICE)
     args = good_args()
     table[int(args["req_pool_indices"][1]), 3] = 2**31
     expect_rejected(
@@ -366,19 +368,19 @@ def test_sums_past_int32_rejected():
     """cu_seqlens_k over kv passes 2^31 at the 1024th request; dsa_cu_seqlens_k for one 1M
     prefill at topk 4096; both found on the host, before any launch."""
     width = 1 << 21
-    table = torch.zeros(1, width, dtype=torch.int32)
-    kv = torch.full((1024,), width, dtype=torch.int64)
-    args = dict(seq_lens=kv, extend_seq_lens=torch.ones(1024, dtype=torch.int64),
-                req_pool_indices=torch.zeros(1024, dtype=torch.int32), req_to_token=table,
-                dsa_index_topk=TOPK)
+    table = torch.zeros(1, width, dtype=torch.int32, device=DEVICE)
+    kv = torch.full((1024,), width, dtype=torch.int64, device=DEVICE)
+    args = dict(seq_lens=kv, extend_seq_lens=torch.ones(1024, dtype=torch.int64, device=DEVICE),
+                req_pool_indices=torch.zeros(1024, dtype=torch.int32, device=DEVICE),
+                req_to_token=table, dsa_index_topk=TOPK)
     bufs = CanaryBuffers(1024, 2, 2)
     with pytest.raises(ValueError, match="request 1023: seq_lens sum to 2147483648"):
         ex.launch_extend(*args.values(), bufs.buffers, check=True)
-    million = torch.tensor([1 << 20], dtype=torch.int64)
+    million = torch.tensor([1 << 20], dtype=torch.int64, device=DEVICE)
     args = dict(
         seq_lens=million,
         extend_seq_lens=million,
-        req_pool_indices=torch.zeros(1, dtype=torch.int32),
+        req_pool_indices=torch.zeros(1, dtype=torch.int32, device=DEVICE),
         req_to_token=table,
         dsa_index_topk=4096,
     )
@@ -409,13 +411,13 @@ def test_garbage_lengths_stay_inside_buffers(qo, data):
     kv = data.draw(st.lists(garbage_length, min_size=bs, max_size=bs))
     pool = data.draw(st.lists(st.integers(-5, 8), min_size=bs, max_size=bs))
     caps = data.draw(st.tuples(st.integers(0, 6), st.integers(0, 80), st.integers(0, 90)))
-    table = torch.arange(4 * 24, dtype=torch.int32).reshape(4, 24)
+    table = torch.arange(4 * 24, dtype=torch.int32, device=DEVICE).reshape(4, 24)
     bufs = CanaryBuffers(bs + caps[0], caps[1], caps[2])
     start = time.perf_counter()
     status = ex.launch_extend(
-        torch.tensor(kv, dtype=torch.int64),
-        torch.tensor(qo, dtype=torch.int64),
-        torch.tensor(pool, dtype=torch.int64),
+        torch.tensor(kv, dtype=torch.int64, device=DEVICE),
+        torch.tensor(qo, dtype=torch.int64, device=DEVICE),
+        torch.tensor(pool, dtype=torch.int64, device=DEVICE),
         table,
         7,
         bufs.buffers,
@@ -437,11 +439,11 @@ def test_one_variant_over_a_bs_sweep():
     (every int argument is a run-time value Triton does not specialise on)."""
     keys = set()
     for bs in (0, 1, 7, 32, 33, 1000, 4096, 4097, 16384):
-        seq_lens = torch.zeros(bs, dtype=torch.int32)
-        table = torch.zeros(3, 1 << 20, dtype=torch.int32)
-        bufs = ex.ExtendBuffers.allocate(bs, 3 * bs + 1, 40 * bs + 7)
+        seq_lens = torch.zeros(bs, dtype=torch.int32, device=DEVICE)
+        table = torch.zeros(3, 1 << 20, dtype=torch.int32, device=DEVICE)
+        bufs = ex.ExtendBuffers.allocate(bs, 3 * bs + 1, 40 * bs + 7, DEVICE)
         plan = ex.plan_extend(seq_lens, seq_lens, seq_lens, table, 4096, bufs,
-                              torch.zeros(4, dtype=torch.int64))
+                              torch.zeros(4, dtype=torch.int64, device=DEVICE))
         keys.add(ex.variant_key(plan))
     assert len(keys) == 1, keys
     kernel = ex.extend_metadata_kernel
@@ -452,8 +454,8 @@ def test_one_variant_over_a_bs_sweep():
 
 def test_static_checks_are_cheap():
     args = good_args()
-    bufs = ex.ExtendBuffers.allocate(4, 16, 32)
-    status = torch.zeros(4, dtype=torch.int64)
+    bufs = ex.ExtendBuffers.allocate(4, 16, 32, DEVICE)
+    status = torch.zeros(4, dtype=torch.int64, device=DEVICE)
     samples = []
     for _ in range(200):
         start = time.perf_counter()

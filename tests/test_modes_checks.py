@@ -26,6 +26,11 @@ PLAN = {"decode": modes.plan_decode, "target_verify": modes.plan_target_verify,
         "draft_extend": modes.plan_draft_extend}
 
 
+def zeros(*shape, dtype):
+    """On the run's device, so that a check sees the wrong shape or dtype, not the device."""
+    return torch.zeros(*shape, dtype=dtype, device=DEVICE)
+
+
 def _run(mode, **kw):
     kw.setdefault("kv", kv_mix(5, 200, 1))
     kw.setdefault("width", 200)
@@ -64,21 +69,21 @@ def _raises(run, error, match, **overrides):
         (dict(physical_page_size=48), ValueError, "physical_page_size must be a power of two"),
         (dict(physical_page_size=np.int64(48)), ValueError, "physical_page_size"),
         (dict(real_page_table=None), ValueError, "real_page_table is required"),
-        (dict(seq_lens=torch.zeros(5, dtype=torch.float32)), TypeError, "seq_lens"),
-        (dict(req_pool_indices=torch.zeros(4, dtype=torch.int64)), ValueError, "req_pool_indices"),
+        (dict(seq_lens=zeros(5, dtype=torch.float32)), TypeError, "seq_lens"),
+        (dict(req_pool_indices=zeros(4, dtype=torch.int64)), ValueError, "req_pool_indices"),
         (
-            dict(req_to_token=torch.zeros(3, 100, dtype=torch.int32)),
+            dict(req_to_token=zeros(3, 100, dtype=torch.int32)),
             ValueError,
             "req_to_token has 100",
         ),
         (
-            dict(req_to_token=torch.zeros(0, 300, dtype=torch.int32)),
+            dict(req_to_token=zeros(0, 300, dtype=torch.int32)),
             ValueError,
             "req_to_token has no rows",
         ),
-        (dict(cu_seqlens_k=torch.zeros(5, dtype=torch.int32)), ValueError, "cu_seqlens_k holds 5"),
-        (dict(cache_seqlens=torch.zeros(5, dtype=torch.int64)), TypeError, "cache_seqlens"),
-        (dict(dsa_cu_seqlens_k=torch.zeros(0, dtype=torch.int32)), ValueError, "dsa_cu_seqlens_k"),
+        (dict(cu_seqlens_k=zeros(5, dtype=torch.int32)), ValueError, "cu_seqlens_k holds 5"),
+        (dict(cache_seqlens=zeros(5, dtype=torch.int64)), TypeError, "cache_seqlens"),
+        (dict(dsa_cu_seqlens_k=zeros(0, dtype=torch.int32)), ValueError, "dsa_cu_seqlens_k"),
     ],
 )
 def test_static_checks_name_the_argument(mode, override, error, match):
@@ -174,7 +179,7 @@ def test_verify_context_lens_shape_and_overlap():
         run,
         ValueError,
         "paged_mqa_ctx_lens_2d must be 5 x 2",
-        paged_mqa_ctx_lens_2d=torch.zeros(5, 3, dtype=torch.int32),
+        paged_mqa_ctx_lens_2d=torch.zeros(5, 3, dtype=torch.int32, device=DEVICE),
     )
     _raises(run, ValueError, "paged_mqa_ctx_lens_2d is 4 x 2", paged_mqa_ctx_lens_2d=ctx[:4])
     _raises(

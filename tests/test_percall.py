@@ -142,7 +142,7 @@ def test_launch_extend_hits_and_follows_contents(fresh_caches):
     bs = 5
     seq_lens, ext, pool, table = make_case(*random_lengths(bs, 0), width=900, pool_rows=9)
     bufs = CanaryBuffers(bs + 2, 5 * 300 + 3, 5 * 900 + 7)
-    status = torch.empty(ex.STATUS_ENTRIES, dtype=torch.int64)
+    status = torch.empty(ex.STATUS_ENTRIES, dtype=torch.int64, device=nk.DEVICE)
     for i in range(3):
         qo, kv = random_lengths(bs, 10 + i)
         seq_lens.copy_(torch.tensor(kv, dtype=seq_lens.dtype))
@@ -171,7 +171,7 @@ def test_launch_extend_repoints_its_own_status(fresh_caches):
 def test_launch_extend_misses_on_changed_metadata(fresh_caches):
     seq_lens, ext, pool, table = make_case([3, 5], [10, 7])
     bufs = CanaryBuffers(4, 20, 40)
-    status = torch.empty(ex.STATUS_ENTRIES, dtype=torch.int64)
+    status = torch.empty(ex.STATUS_ENTRIES, dtype=torch.int64, device=nk.DEVICE)
     ex.launch_extend(seq_lens, ext, pool, table, 64, bufs.buffers, status)
     ex.launch_extend(seq_lens, ext, pool, table, 65, bufs.buffers, status)
     ex.launch_extend(seq_lens, ext, pool, table.clone(), 64, bufs.buffers, status)
@@ -183,7 +183,7 @@ def test_launch_extend_misses_on_changed_metadata(fresh_caches):
 def test_launch_extend_bad_argument_after_cached_call(fresh_caches):
     seq_lens, ext, pool, table = make_case([3, 5], [10, 7])
     bufs = CanaryBuffers(4, 20, 40)
-    status = torch.empty(ex.STATUS_ENTRIES, dtype=torch.int64)
+    status = torch.empty(ex.STATUS_ENTRIES, dtype=torch.int64, device=nk.DEVICE)
     ex.launch_extend(seq_lens, ext, pool, table, 64, bufs.buffers, status)
     overlapping = ex.ExtendBuffers(**{**bufs.buffers.as_dict(),
                                       "indexer_ke": bufs.buffers.topk_indices_offset})

@@ -49,7 +49,8 @@ def leftovers(parent):
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("good") / "rep"
-    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--out", out)
+    proc = run_all("--no-setup", "--profile", "quick", "--notebooks-dir", FIXTURES / "good",
+                   "--out", out)
     return out, proc
 
 
@@ -89,6 +90,14 @@ def test_good_run_writes_the_report(good_run):
         ("00_alpha", "ok", "00_alpha.html"), ("01_beta", "ok", "01_beta.html"),
         ("07_summary", "ok", "07_summary.html")]
     assert set(results["extras"]) == {"00_alpha", "07_summary"}
+
+
+def test_default_profile_follows_the_machine():
+    """The good run names its profile; without --profile run_all picks it from the GPU."""
+    import torch
+
+    from nsa_report import run
+    assert run.detect_profile() == ("full" if torch.cuda.is_available() else "quick")
 
 
 def test_good_index_opens_with_the_answer(good_run):
