@@ -143,11 +143,26 @@ def carry_over(dest, tmp, names):
         for fig in nb.get("figures") or []:
             if (dest / fig).is_file():
                 shutil.copy2(dest / fig, tmp / fig)
-        status = {"status": nb["status"], "seconds": nb.get("seconds"), "carried_from": origin}
+        status = {"status": nb["status"], "seconds": nb.get("seconds"),
+                  "carried_from": _origin(dest, nb) or origin}
         if nb["status"] == "failed":
             status["error"] = (nb.get("error") or {}).get("summary") or "failed"
         carried[name] = status
     return carried
+
+
+def _origin(dest, nb):
+    """The run that made a carried notebook, from its own results fragment (a report merged
+    more than once holds notebooks of several runs; the report's top-level stamp names only
+    the first). None when the fragment holds no stamp."""
+    try:
+        fragment = json.loads((dest / nb["fragment"]).read_text(encoding="utf-8"))
+    except (KeyError, TypeError, OSError, ValueError):
+        return None
+    env = fragment.get("environment") or {}
+    if not env.get("date"):
+        return None
+    return f"run of {env['date']}, commit {env.get('commit', '?')}"
 
 
 @contextmanager

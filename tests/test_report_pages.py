@@ -138,3 +138,27 @@ def test_compare_two_reports(tmp_path):
     assert ["device", "H100", "H200"] in doc["stamps"]
     page = (tmp_path / "cmp" / "compare.html").read_text()
     assert "0.50x" in page and "H200" in page
+
+
+def test_carried_notebook_names_its_own_run(tmp_path):
+    """A report merged twice: a carried notebook is attributed to the run in its own results
+    fragment, not to the folder's oldest report (the H100 report of 2026-11-25 was stamped
+    with the oldest run before this fix)."""
+    import json
+
+    from nsa_report.folder import carry_over
+
+    dest, tmp = tmp_path / "rep", tmp_path / "tmp"
+    dest.mkdir()
+    tmp.mkdir()
+    (dest / "results_09.json").write_text(json.dumps(
+        {"environment": {"date": "2026-11-25T04:40:56+00:00", "commit": "newcommit"}}))
+    (dest / "results.json").write_text(json.dumps({
+        "environment": {"date": "2026-11-25T00:19:10+00:00", "commit": "oldcommit"},
+        "notebooks": [{"name": "09", "status": "ok", "fragment": "results_09.json"},
+                      {"name": "08", "status": "ok"}]}))
+    carried = carry_over(dest, tmp, names=["00"])
+    assert carried["09"]["carried_from"] == "run of 2026-11-25T04:40:56+00:00, commit newcommit"
+    # without a stamped fragment, the report's own stamp is all there is
+    assert carried["08"]["carried_from"] == "run of 2026-11-25T00:19:10+00:00, commit oldcommit"
+    assert (tmp / "results_09.json").is_file()
