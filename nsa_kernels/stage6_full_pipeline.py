@@ -27,7 +27,6 @@ import triton
 import triton.language as tl
 
 from .launcher import bind_launch
-from .modes import checks as modes_checks
 from .validation import (
     check_lengths,
     check_outputs,
@@ -35,6 +34,7 @@ from .validation import (
     host_lengths,
     status_buffer,
 )
+from .validation import modes as modes_checks
 
 
 @triton.jit

@@ -1,9 +1,9 @@
 """The forward modes of SGLang's DSA metadata, each a one-launch fill (kernel + thin launcher).
 
 ``decode``, ``target_verify`` and ``draft_extend`` follow SGLang 0.5.23's fused kernels'
-output contract; ``reference`` holds their plain PyTorch oracles, ``checks`` their argument
-checks, ``tiles`` the pieces the three kernels share. ``extend`` (prefill, with
-``extend_reference`` and ``extend_checks``) replaces SGLang's eager Python path.
+output contract; ``reference`` holds their plain PyTorch oracles, ``tiles`` the pieces the
+three kernels share. ``extend`` (prefill, with ``extend_reference``) replaces SGLang's eager
+Python path. Their argument checks live in ``nsa_kernels.validation.modes`` / ``.extend``.
 ``nsa_kernels.compat.sglang`` exposes them under SGLang's exact names and signatures.
 """
 from .decode import DecodeFill, launch_decode, plan_decode

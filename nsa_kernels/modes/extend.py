@@ -37,7 +37,7 @@ import triton.language as tl
 
 from .._env import INTERPRET
 from ..launcher import LaunchPlan, PlanCache, bind_launch, metadata_key
-from . import extend_checks as checks
+from ..validation import extend as checks
 from .extend_reference import EXTEND_KEYS
 
 TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8

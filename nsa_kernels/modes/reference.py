@@ -8,7 +8,7 @@ Inputs an int32 output cannot represent are rejected with the same data checks a
 """
 import torch
 
-from . import checks
+from ..validation import modes as checks
 
 INT32_MAX = checks.INT32_MAX
 

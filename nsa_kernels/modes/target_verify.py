@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..launcher import LaunchPlan, bind_launch
-from . import checks
+from ..validation import modes as checks
 from .reference import target_verify_reference
 from .tiles import (
     flat_blocks,

@@ -4,26 +4,18 @@ Static checks read tensor metadata only (types, shapes, devices, byte ranges) an
 microseconds; they always run. Data checks need the lengths on the host (one device-to-host
 copy, or none when the caller passes SGLang's host mirrors) and run when asked.
 
-General primitives (``check_int_param``, ``check_no_overlap``) live here until the shared
-``validation`` module grows its own; they have no extend-specific knowledge.
+Integer parsing, byte ranges, the overlap search, the tensor type check and the clamped prefix
+sums are ``validation.core``'s; the wording of the errors stays this module's.
 """
-import operator
-
 import numpy as np
 import torch
 
-INT32_MAX = 2**31 - 1
-_INT_DTYPES = (torch.int32, torch.int64)
+from .core import INT32_MAX, as_index, byte_range, clamped_prefix, first_overlap, require_tensor
 
 
 def check_int_param(name, value, low, high):
-    """``operator.index(value)`` within ``[low, high]``; bools are refused (they are ints)."""
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got bool")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    """``operator.index(value)`` within ``[low, high]``; bools and tensors are refused."""
+    value = as_index(name, value, noun="an int")
     if not low <= value <= high:
         raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
     return value
@@ -32,8 +24,7 @@ def check_int_param(name, value, low, high):
 def check_tensor(name, t, dims, dtypes, device=None):
     """A tensor of ``dims`` dimensions and one of ``dtypes``, on ``device``; 1-D ones contiguous,
     2-D ones with unit column stride (rows may be strided)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    require_tensor(name, t)
     if t.dim() != dims:
         raise ValueError(f"{name} must be {dims}-D, got shape {tuple(t.shape)}")
     if t.dtype not in dtypes:
@@ -48,41 +39,18 @@ def check_tensor(name, t, dims, dtypes, device=None):
         raise ValueError(f"{name} is on {t.device} but seq_lens is on {device}")
 
 
-def _byte_range(t):
-    if t.numel() == 0:
-        return None
-    extent = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) + 1
-    start = t.data_ptr()
-    return start, start + extent * t.element_size()
-
-
 def check_no_overlap(inputs, outputs):
     """``ValueError`` naming both tensors when an output shares bytes with another output or
-    with an input (inputs may share bytes among themselves: they are only read).
-
-    One sweep over the byte ranges sorted by start, keeping the interval that reaches furthest
-    among all tensors and among outputs: an interval overlaps an earlier one exactly when it
-    starts before that furthest end.
-    """
-    ranges = []
-    for written, named in ((False, inputs), (True, outputs)):
-        for name, t in named.items():
-            span = _byte_range(t)
-            if span is not None:
-                ranges.append((span[0], span[1], written, name))
-    ranges.sort(key=lambda item: item[0])
-    furthest_any = furthest_output = None
-    for start, end, written, name in ranges:
-        other = furthest_any if written else furthest_output
-        if other is not None and other[1] > start and other[3] != name:
-            raise ValueError(
-                f"{name} and {other[3]} overlap in memory: outputs must not share bytes "
-                f"with each other or with an input"
-            )
-        if furthest_any is None or end > furthest_any[1]:
-            furthest_any = (start, end, written, name)
-        if written and (furthest_output is None or end > furthest_output[1]):
-            furthest_output = (start, end, written, name)
+    with an input (inputs may share bytes among themselves: they are only read)."""
+    pair = first_overlap(
+        [(name, byte_range(t)) for name, t in outputs.items()],
+        [(name, byte_range(t)) for name, t in inputs.items()],
+    )
+    if pair is not None:
+        raise ValueError(
+            f"{pair[0]} and {pair[1]} overlap in memory: outputs must not share bytes "
+            f"with each other or with an input"
+        )
 
 
 def host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu=None, extend_seq_lens_cpu=None):
@@ -144,7 +112,7 @@ def check_lengths_data(kv, qo, width, dsa_index_topk):
         )
     if n_tokens * dsa_index_topk > INT32_MAX:  # dsa_cu_seqlens_k <= N * topk: exact check only then
         dsa = np.cumsum(
-            _clamped_prefix(kv, dsa_index_topk) - _clamped_prefix(kv - qo, dsa_index_topk)
+            clamped_prefix(kv, dsa_index_topk) - clamped_prefix(kv - qo, dsa_index_topk)
         )
         r = _first(dsa > INT32_MAX)
         if r is not None:
@@ -153,13 +121,6 @@ def check_lengths_data(kv, qo, width, dsa_index_topk):
                 f"(extend_seq_lens x dsa_index_topk too large)"
             )
     return n_tokens, n_flat
-
-
-def _clamped_prefix(x, topk):
-    """sum_{v=1..x} min(v, topk), elementwise on int64 arrays (0 for x <= 0)."""
-    x = np.maximum(x, 0)
-    low = np.minimum(x, topk)
-    return low * (low + 1) // 2 + (x - low) * topk
 
 
 def check_pool_data(req_pool_indices, rows):

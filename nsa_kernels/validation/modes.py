@@ -5,31 +5,20 @@ whether two buffers share bytes. Data checks (``check=True``) copy the inputs to
 once and reject what the int32 outputs cannot represent or what would read outside
 ``req_to_token``; they name the argument and the request.
 
-Some primitives here (integer parsing, byte-range overlap, int32 range) duplicate what
-``nsa_kernels.validation`` grows in parallel; the lead deduplicates at merge.
+Integer parsing, byte ranges, the overlap search and the tensor type check are
+``validation.core``'s; the wording of the errors stays this module's.
 """
-import operator
-
 import torch
 
-from .tiles import MAX_PAGE_SIZE
+from .core import INT32_MAX, as_index, byte_range, first_overlap, require_tensor
 
-INT32_MAX = 2**31 - 1
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 # --------------------------------------------------------------------------- integers
 def as_int(name, value, minimum=0):
-    """``operator.index(value)`` (numpy ints welcome), refusing bool; ``>= minimum``."""
-    if isinstance(value, (bool, torch.Tensor)):  # a tensor would cost a device sync
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    """``operator.index(value)`` (numpy ints welcome), refusing bool and tensors; ``>= minimum``."""
+    return as_index(name, value, minimum=minimum, noun="an int")
 
 
 def as_power_of_two(name, value, maximum):
@@ -42,8 +31,7 @@ def as_power_of_two(name, value, maximum):
 # --------------------------------------------------------------------------- tensors
 def input_vector(name, t, device, min_len):
     """A 1-D int32/int64 input with unit stride holding at least ``min_len`` entries."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    require_tensor(name, t)
     if t.dim() != 1 or t.dtype not in _INDEX_DTYPES:
         raise TypeError(
             f"{name} must be a 1-D int32 or int64 tensor, got {t.dtype} {tuple(t.shape)}"
@@ -58,8 +46,7 @@ def input_vector(name, t, device, min_len):
 
 
 def req_to_token_table(t, device, min_cols, bs=0):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"req_to_token must be a torch.Tensor, got {type(t).__name__}")
+    require_tensor("req_to_token", t)
     if t.dim() != 2 or t.dtype not in _INDEX_DTYPES:
         raise TypeError(
             f"req_to_token must be a 2-D int32 or int64 tensor, got {t.dtype} {tuple(t.shape)}"
@@ -77,8 +64,7 @@ def req_to_token_table(t, device, min_cols, bs=0):
 
 def output_vector(name, t, device, min_len):
     """A 1-D int32 output with unit stride holding at least ``min_len`` entries."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    require_tensor(name, t)
     if t.dim() != 1 or t.dtype != torch.int32:
         raise TypeError(f"{name} must be a 1-D int32 tensor, got {t.dtype} {tuple(t.shape)}")
     if t.device != device:
@@ -92,8 +78,7 @@ def output_vector(name, t, device, min_len):
 
 def output_table(name, t, device, min_rows, min_cols, dtype=torch.int32):
     """A 2-D output: unit column stride, rows that do not overlap (stride >= width)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    require_tensor(name, t)
     if t.dim() != 2 or t.dtype != dtype:
         raise TypeError(f"{name} must be a 2-D {dtype} tensor, got {t.dtype} {tuple(t.shape)}")
     if t.device != device:
@@ -111,32 +96,18 @@ def output_table(name, t, device, min_rows, min_cols, dtype=torch.int32):
     return t
 
 
-def byte_range(t):
-    """``[first, end)`` bytes of ``t``'s storage that it may touch (metadata only)."""
-    if t.numel() == 0:
-        return None
-    start, size = t.data_ptr(), t.element_size()
-    reach = sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))
-    return start, start + (reach + 1) * size
-
-
 def no_overlap(outputs, inputs):
     """ValueError naming both arguments when an output shares bytes with another argument.
 
-    A few µs: each span is computed once, then compared as plain ints (outputs come first,
-    each against every later argument; inputs may share bytes with each other)."""
-    spans = []
-    for is_output, group in ((True, outputs), (False, inputs)):
-        for name, t in group.items():
-            span = byte_range(t) if t is not None else None
-            if span is not None:
-                spans.append((span[0], span[1], name, is_output))
-    for i, (lo, hi, name, is_output) in enumerate(spans):
-        if not is_output:
-            break
-        for other_lo, other_hi, other, _ in spans[i + 1 :]:
-            if lo < other_hi and other_lo < hi:
-                raise ValueError(f"{name} and {other} overlap in memory")
+    A few µs: each span is computed once, then compared as plain ints (``first_overlap``:
+    outputs against every later argument; inputs may share bytes with each other). ``None``
+    entries (optional buffers not given) are skipped."""
+    pair = first_overlap(
+        [(name, byte_range(t) if t is not None else None) for name, t in outputs.items()],
+        [(name, byte_range(t) if t is not None else None) for name, t in inputs.items()],
+    )
+    if pair is not None:
+        raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
 
 
 def status_vector(status, device):
@@ -211,6 +182,9 @@ def page_tables(page_table_1, real_page_table, physical_page_size, rows, width, 
     (``real_page_table`` is ignored and ``page_table_1`` is required); otherwise
     ``real_page_table`` is required and ``page_table_1`` may be ``None`` (not written).
     """
+    # Imported here: the modes package imports this module while it initialises.
+    from ..modes.tiles import MAX_PAGE_SIZE
+
     page_size = as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
     if page_size == 1:
         if page_table_1 is None:

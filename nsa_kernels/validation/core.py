@@ -38,15 +38,19 @@ _LENGTH_DTYPES = (torch.int32, torch.int64)
 
 
 # --------------------------------------------------------------------------- general rules
-def as_index(name, value, minimum=None, maximum=None):
-    """``value`` as a Python int: anything ``operator.index`` accepts except bool and tensors."""
+def as_index(name, value, minimum=None, maximum=None, *, noun=None):
+    """``value`` as a Python int: anything ``operator.index`` accepts except bool and tensors.
+
+    ``noun`` (e.g. ``"an int"``) words both type errors the same way, for the entry points whose
+    callers match that wording; by default they say "a host integer" / "an integer"."""
     # A 0-d tensor has __index__, but reading a device tensor would be a hidden host sync.
     if isinstance(value, (bool, np.bool_, torch.Tensor)):
-        raise TypeError(f"{name} must be a host integer, got {type(value).__name__}")
+        raise TypeError(f"{name} must be {noun or 'a host integer'}, got {type(value).__name__}")
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+        raise TypeError(f"{name} must be {noun or 'an integer'}, got {type(value).__name__}") \
+            from None
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -83,8 +87,14 @@ def check_strides_2d(name, t):
                          f"would overlap")
 
 
-def _byte_range(t):
-    """``[first, last + 1)`` bytes that ``t`` spans; None when it has no elements."""
+def require_tensor(name, t):
+    """``t`` is a ``torch.Tensor`` (the first check of every tensor argument)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def byte_range(t):
+    """``[first, last + 1)`` bytes that ``t`` spans (metadata only); None when it is empty."""
     n = t.numel()
     if n == 0:
         return None
@@ -103,7 +113,7 @@ def _byte_range(t):
 
 
 def _flat_span(t):
-    """``_byte_range`` of a tensor already checked 1-D and contiguous (the hot path's case)."""
+    """``byte_range`` of a tensor already checked 1-D and contiguous (the hot path's case)."""
     nbytes = t.nbytes
     if not nbytes:
         return None
@@ -111,14 +121,28 @@ def _flat_span(t):
     return low, low + nbytes
 
 
+def first_overlap(written, read=()):
+    """``(output, other)``: the first pair of names whose byte spans intersect, or None.
+
+    ``written`` / ``read``: sequences of ``(name, span or None)``. Each output is compared with
+    every later output and with every input; inputs may overlap each other (they are only read).
+    Every overlap check of the package goes through here; each caller words its own error.
+    """
+    written = [(name, span) for name, span in written if span is not None]
+    read = [(name, span) for name, span in read if span is not None]
+    for i, (name, (low, high)) in enumerate(written):
+        for other, (other_low, other_high) in written[i + 1:] + read:
+            if low < other_high and other_low < high:
+                return name, other
+    return None
+
+
 def _raise_if_overlapping(written, read):
     """``written`` / ``read``: lists of (name, span or None)."""
-    written = [(name, span) for name, span in written if span is not None]
-    for i, (name, (low, high)) in enumerate(written):
-        for other, span in written[i + 1:] + read:
-            if span is not None and low < span[1] and span[0] < high:
-                raise ValueError(f"{name} overlaps {other} in memory: an output must not share "
-                                 f"memory with any other buffer or input")
+    pair = first_overlap(written, read)
+    if pair is not None:
+        raise ValueError(f"{pair[0]} overlaps {pair[1]} in memory: an output must not share "
+                         f"memory with any other buffer or input")
 
 
 def check_no_overlap(outputs, inputs=None):
@@ -130,8 +154,8 @@ def check_no_overlap(outputs, inputs=None):
     Inputs may overlap each other (they are only read). Pass tensors of one device (addresses
     of different devices could coincide).
     """
-    _raise_if_overlapping([(name, _byte_range(t)) for name, t in outputs.items()],
-                          [(name, _byte_range(t)) for name, t in (inputs or {}).items()])
+    _raise_if_overlapping([(name, byte_range(t)) for name, t in outputs.items()],
+                          [(name, byte_range(t)) for name, t in (inputs or {}).items()])
 
 
 def check_int32_fits(name, values):
@@ -211,8 +235,7 @@ def check_req_to_token_fits(req_to_token_rows, req_pool_indices, live_cols):
 
 # --------------------------------------------------------------------------- this fill's checks
 def _check_tensor(name, t):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    require_tensor(name, t)
     if t.is_meta:
         raise ValueError(f"{name} is a meta tensor: a kernel needs memory to read and write")
     if t.dim() != 1:
