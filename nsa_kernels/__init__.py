@@ -7,9 +7,9 @@ from ._env import DEVICE, INTERPRET  # noqa: F401  (must come first)
 from .reference import pipeline_reference, reference
 from .registry import STAGES, Stage
 from .stage5_zero_sync import ZeroSyncFill, launch_zero_sync
-from .stage6_full_pipeline import PIPELINES, FullPipelineFill, PipelineBuffers, launch_full_pipeline
+from .stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
 from .empty_kernel import launch_empty
 
-__all__ = ["DEVICE", "FullPipelineFill", "INTERPRET", "PIPELINES", "ZeroSyncFill",
+__all__ = ["DEVICE", "FullPipelineFill", "INTERPRET", "ZeroSyncFill",
            "PipelineBuffers", "STAGES", "Stage", "launch_empty", "launch_full_pipeline",
            "launch_zero_sync", "pipeline_reference", "reference"]

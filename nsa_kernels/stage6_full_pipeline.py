@@ -441,5 +441,3 @@ class FullPipelineFill:
         self.launch()
         return self.status
 
-
-PIPELINES = {"full_pipeline": launch_full_pipeline}

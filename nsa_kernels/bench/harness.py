@@ -175,15 +175,6 @@ def measure_group(entries, workload, settings):
     return records
 
 
-def floor_entries():
-    """The floors this machine can measure, as ``measure_group`` entries (``floors.FLOORS``
-    less those ``floors.floor_entries`` skips). Prefer ``floors.measure_with_floors``, which
-    also records their host time and says why a floor was skipped."""
-    from .floors import floor_entries as entries_and_skipped  # floors imports this module
-
-    return entries_and_skipped()[0]
-
-
 def compiled_variants(kernel):
     """How many compiled variants a ``@triton.jit`` kernel holds (None under the interpreter)."""
     caches = getattr(kernel, "device_caches", None)
