@@ -112,6 +112,21 @@ def bind_plan(plan: LaunchPlan, path=None):
     return bind_launch(*plan, path=path)
 
 
+class PlannedFill:
+    """Checked and planned once against a graph runner's static buffers; each call is one
+    bound launch. A subclass names its planner: ``planner = staticmethod(plan_<mode>)``, which
+    takes the fill's arguments and ``check=`` and returns a ``LaunchPlan``."""
+
+    planner = None
+
+    def __init__(self, *args, check=False, **kwargs):
+        self.plan = self.planner(*args, check=check, **kwargs)
+        self.launch = bind_plan(self.plan)
+
+    def __call__(self):
+        self.launch()
+
+
 class TritonLaunch:
     """``kernel[grid](*args, **kwargs)`` with the plan bound: the path that works everywhere."""
     path = "triton"

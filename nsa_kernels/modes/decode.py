@@ -12,7 +12,7 @@ One launch, no host sync, no allocation; see ``tiles`` for the program layout.
 import triton
 import triton.language as tl
 
-from ..launcher import LaunchPlan, bind_launch
+from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import decode_reference
 from .tiles import (
@@ -100,12 +100,7 @@ def launch_decode(*args, check=False, **kwargs):
     plan_decode(*args, check=check, **kwargs)()
 
 
-class DecodeFill:
+class DecodeFill(PlannedFill):
     """Bound once to a graph runner's static buffers; each call is one direct launch."""
 
-    def __init__(self, *args, check=False, **kwargs):
-        self.plan = plan_decode(*args, check=check, **kwargs)
-        self.launch = bind_launch(*self.plan)
-
-    def __call__(self):
-        self.launch()
+    planner = staticmethod(plan_decode)

@@ -21,7 +21,7 @@ An optional int64 ``status`` receives ``[rows the requests expand to, rows > tot
 import triton
 import triton.language as tl
 
-from ..launcher import LaunchPlan, bind_launch
+from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import draft_extend_reference
 from .tiles import (
@@ -175,12 +175,7 @@ def launch_draft_extend(*args, check=False, **kwargs):
     plan_draft_extend(*args, check=check, **kwargs)()
 
 
-class DraftExtendFill:
+class DraftExtendFill(PlannedFill):
     """Bound once to a graph runner's static buffers; each call is one direct launch."""
 
-    def __init__(self, *args, check=False, **kwargs):
-        self.plan = plan_draft_extend(*args, check=check, **kwargs)
-        self.launch = bind_launch(*self.plan)
-
-    def __call__(self):
-        self.launch()
+    planner = staticmethod(plan_draft_extend)

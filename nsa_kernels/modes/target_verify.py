@@ -14,7 +14,7 @@ stores it to the request's ``next_n`` rows; on small grids each row gets its own
 import triton
 import triton.language as tl
 
-from ..launcher import LaunchPlan, bind_launch
+from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import target_verify_reference
 from .tiles import (
@@ -131,12 +131,7 @@ def launch_target_verify(*args, check=False, **kwargs):
     plan_target_verify(*args, check=check, **kwargs)()
 
 
-class TargetVerifyFill:
+class TargetVerifyFill(PlannedFill):
     """Bound once to a graph runner's static buffers; each call is one direct launch."""
 
-    def __init__(self, *args, check=False, **kwargs):
-        self.plan = plan_target_verify(*args, check=check, **kwargs)
-        self.launch = bind_launch(*self.plan)
-
-    def __call__(self):
-        self.launch()
+    planner = staticmethod(plan_target_verify)
