@@ -26,10 +26,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .launcher import bind_launch
+from .launcher import LaunchPlan, bind_plan
 from .validation import (
     check_lengths,
     check_outputs,
+    clamped_prefix,
     first_invalid_request,
     host_lengths,
     status_buffer,
@@ -269,7 +270,9 @@ def _check_pipeline(
         ext, seq = torch.from_numpy(ext), torch.from_numpy(seq)
         modes_checks.lengths_in_int32("seq_lens", seq)
         modes_checks.prefix_in_int32("cu_seqlens_k", seq)
-        modes_checks.prefix_in_int32("nsa_cu_seqlens_k", _clamped_sums(ext, seq, nsa_index_topk))
+        topk = nsa_index_topk
+        per_request = clamped_prefix(seq, topk) - clamped_prefix(seq - ext, topk)
+        modes_checks.prefix_in_int32("nsa_cu_seqlens_k", torch.from_numpy(per_request))
         n_tokens = int(ext.sum())
         if n_tokens > buffers.capacity:
             raise ValueError(
@@ -277,17 +280,6 @@ def _check_pipeline(
             )
         modes_checks.pool_rows(req_pool_indices, req_to_token, bs, torch.clamp(seq, max=width))
     return nsa_index_topk, page_size
-
-
-def _clamped_sums(ext, seq, topk):
-    """Per request, the sum of ``min(v, topk)`` over its tokens' lengths (int64, host)."""
-
-    def prefix(x):
-        x = torch.clamp(x, min=0)
-        low = torch.clamp(x, max=topk)
-        return low * (low + 1) // 2 + (x - low) * topk
-
-    return prefix(seq) - prefix(seq - ext)
 
 
 def plan_full_pipeline(
@@ -300,7 +292,7 @@ def plan_full_pipeline(
     page_size,
     status,
 ):
-    """``(kernel, grid, args, kwargs)`` of the one launch; host-known sizes only."""
+    """The one launch's ``LaunchPlan``; host-known sizes only."""
     bs = extend_seq_lens.shape[0]
     width = buffers.page_table_1.shape[1]
     grid = (max(bs, 1), max(triton.cdiv(width, BLOCK_N), 1))
@@ -326,10 +318,10 @@ def plan_full_pipeline(
         nsa_index_topk,
     )
     kwargs = dict(PAGE_SIZE=page_size, BLOCK_R=BLOCK_R, BLOCK_Q=BLOCK_Q, BLOCK_N=BLOCK_N)
-    return full_pipeline_kernel, grid, args, kwargs
+    return LaunchPlan(full_pipeline_kernel, grid, args, kwargs)
 
 
-def _checked_status(
+def _checked_plan(
     extend_seq_lens,
     seq_lens,
     req_pool_indices,
@@ -340,6 +332,7 @@ def _checked_status(
     status,
     check,
 ):
+    """``(status, plan)``: every check (the data checks too with ``check``), then the plan."""
     nsa_index_topk, page_size = _check_pipeline(
         extend_seq_lens,
         seq_lens,
@@ -352,7 +345,16 @@ def _checked_status(
     )
     status = status_buffer(status, seq_lens.device)
     modes_checks.no_overlap({"status": status}, buffers.as_dict())
-    return status, nsa_index_topk, page_size
+    return status, plan_full_pipeline(
+        extend_seq_lens,
+        seq_lens,
+        req_pool_indices,
+        req_to_token,
+        nsa_index_topk,
+        buffers,
+        page_size,
+        status,
+    )
 
 
 def launch_full_pipeline(
@@ -372,7 +374,7 @@ def launch_full_pipeline(
     ``check=True`` adds data checks (one device-to-host copy). Without it, lengths and pool
     indices are trusted, as in a CUDA-graph replay; writes still never leave the buffers.
     """
-    status, nsa_index_topk, page_size = _checked_status(
+    status, plan = _checked_plan(
         extend_seq_lens,
         seq_lens,
         req_pool_indices,
@@ -383,17 +385,7 @@ def launch_full_pipeline(
         status,
         check,
     )
-    kernel, grid, args, kwargs = plan_full_pipeline(
-        extend_seq_lens,
-        seq_lens,
-        req_pool_indices,
-        req_to_token,
-        nsa_index_topk,
-        buffers,
-        page_size,
-        status,
-    )
-    kernel[grid](*args, **kwargs)
+    plan()
     return status
 
 
@@ -413,7 +405,7 @@ class FullPipelineFill:
         *,
         check=False,
     ):
-        self.status, nsa_index_topk, page_size = _checked_status(
+        self.status, plan = _checked_plan(
             extend_seq_lens,
             seq_lens,
             req_pool_indices,
@@ -424,20 +416,8 @@ class FullPipelineFill:
             status,
             check,
         )
-        self.launch = bind_launch(
-            *plan_full_pipeline(
-                extend_seq_lens,
-                seq_lens,
-                req_pool_indices,
-                req_to_token,
-                nsa_index_topk,
-                buffers,
-                page_size,
-                self.status,
-            )
-        )
+        self.launch = bind_plan(plan)
 
     def __call__(self):
         self.launch()
         return self.status
-
