@@ -28,6 +28,7 @@ Block sizes are fixed; bs, capacities, widths and topk are run-time arguments Tr
 specialise on, so a sweep over bs and lengths compiles one variant per dtype combination.
 """
 import functools
+import operator
 import threading
 from dataclasses import dataclass, fields
 
@@ -36,7 +37,7 @@ import triton
 import triton.language as tl
 
 from .._env import INTERPRET
-from ..launcher import LaunchPlan, PlanCache, bind_launch, metadata_key
+from ..launcher import LaunchPlan, PlanCache, bind_plan, metadata_key
 from ..validation import extend as checks
 from .extend_reference import EXTEND_KEYS
 
@@ -562,7 +563,7 @@ def launch_extend(
         hash(key)
     except (AttributeError, TypeError):  # not tensors or not buffers: uncached, checks name it
         key = None
-    if key is None or check:
+    if key is None:
         plan = _prepare(
             seq_lens,
             extend_seq_lens,
@@ -574,9 +575,9 @@ def launch_extend(
             check,
             splits,
         )
-        if key is None:
-            plan()
-            return plan.args[_STATUS_SLOT]
+        plan()
+        return plan.args[_STATUS_SLOT]
+    # A miss runs the static checks and plans; a hit means they passed for this very metadata.
     launch = PLANS.launcher(
         key,
         _prepare,
@@ -590,6 +591,9 @@ def launch_extend(
         False,
         splits,
     )
+    if check:  # contents change between calls: the data checks run every time, before launching
+        check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                   operator.index(dsa_index_topk), buffers)
     if status is not None:
         launch()
         return status
@@ -627,9 +631,9 @@ class ExtendFill:
             check,
             splits,
         )
-        self.status = plan.args[15]
+        self.status = plan.args[_STATUS_SLOT]
         self.buffers = buffers
-        self.launch = bind_launch(*plan)
+        self.launch = bind_plan(plan)
 
     def __call__(self):
         self.launch()
