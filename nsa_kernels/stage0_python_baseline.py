@@ -19,15 +19,20 @@ def fill_python_baseline(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_
                         out_nsa_cache_seqlens, lengths=(extend_seq_lens_cpu, seq_lens_cpu))
     if n_tokens == 0:  # torch.cat of nothing would fail; SGLang never calls with N = 0
         return 0
-    seqlens_expanded = torch.cat([
-        torch.arange(kv_len - qo_len + 1, kv_len + 1, dtype=torch.int32,
-                     device=extend_seq_lens.device)
-        for qo_len, kv_len in zip(extend_seq_lens_cpu, seq_lens_cpu)
-    ])
+    seqlens_expanded = expand_on_host(extend_seq_lens_cpu, seq_lens_cpu, extend_seq_lens.device)
     nsa_cache_seqlens = torch.clamp(seqlens_expanded, max=nsa_index_topk)
     copy_prefix(out_seqlens_expanded, seqlens_expanded)
     copy_prefix(out_nsa_cache_seqlens, nsa_cache_seqlens)
     return n_tokens
+
+
+def expand_on_host(extend_seq_lens_cpu, seq_lens_cpu, device):
+    """SGLang's original expansion: one ``torch.arange`` per request from host lists, then
+    ``torch.cat`` (which fails on an empty list: callers return early at N = 0)."""
+    return torch.cat([
+        torch.arange(kv_len - qo_len + 1, kv_len + 1, dtype=torch.int32, device=device)
+        for qo_len, kv_len in zip(extend_seq_lens_cpu, seq_lens_cpu)
+    ])
 
 
 def copy_prefix(out, values):

@@ -33,6 +33,7 @@ seed also did, so our stage should cost the seed's stage plus ``validation``.
 import torch
 
 from ..bench.display import fmt_ratio, fmt_us
+from ..stage0_python_baseline import expand_on_host
 from ..stage1_triton_fused import launch_linear_scan
 from ..validation import host_lengths, validate
 
@@ -52,11 +53,7 @@ def seed_python_baseline(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_
     n_tokens = sum(extend_seq_lens_cpu)
     if not extend_seq_lens_cpu:
         return 0
-    seqlens_expanded = torch.cat([
-        torch.arange(kv_len - qo_len + 1, kv_len + 1, dtype=torch.int32,
-                     device=extend_seq_lens.device)
-        for qo_len, kv_len in zip(extend_seq_lens_cpu, seq_lens_cpu)
-    ])
+    seqlens_expanded = expand_on_host(extend_seq_lens_cpu, seq_lens_cpu, extend_seq_lens.device)
     nsa_cache_seqlens = torch.clamp(seqlens_expanded, max=nsa_index_topk)
     out_seqlens_expanded[:n_tokens].copy_(seqlens_expanded)
     out_nsa_cache_seqlens[:n_tokens].copy_(nsa_cache_seqlens)
