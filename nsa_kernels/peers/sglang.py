@@ -32,12 +32,18 @@ class PeerUnavailable(RuntimeError):
     pass
 
 
-def _candidates():
-    env = os.environ.get("NSA_SGLANG_PATH")
+def peer_candidates(env_var, package, root, cache):
+    """Where a peer's files may be, in order: ``$env_var`` (a wheel or a folder), the
+    ``root/.peers/<package>-*.whl`` wheels, then ``cache`` (files extracted from a wheel)."""
+    env = os.environ.get(env_var)
     if env:
         yield Path(env)
-    yield from (Path(p) for p in sorted(glob.glob(str(REPO_ROOT / ".peers" / "sglang-*.whl"))))
-    yield CACHE
+    yield from (Path(p) for p in sorted(glob.glob(str(root / ".peers" / f"{package}-*.whl"))))
+    yield cache
+
+
+def _candidates():
+    return peer_candidates("NSA_SGLANG_PATH", "sglang", REPO_ROOT, CACHE)
 
 
 def _source_folder():

@@ -13,9 +13,7 @@ Where to look, in order: ``$NSA_VLLM_PATH`` (a wheel, a folder holding ``vllm/v1
 when no copy is found, or when no GPU is present (unless ``require_gpu=False``: the kernels
 are plain Triton launches and also run under the interpreter).
 """
-import glob
 import importlib.util
-import os
 import sys
 import types
 import zipfile
@@ -24,7 +22,7 @@ from types import SimpleNamespace
 
 import torch
 
-from .sglang import PeerUnavailable
+from .sglang import PeerUnavailable, peer_candidates
 
 VERSION = "0.33.0"
 FILE = "vllm/v1/attention/ops/metadata.py"
@@ -41,11 +39,7 @@ __all__ = ["PRODUCTION_CONFIG", "PeerUnavailable", "decode_metadata_call", "load
 
 
 def _candidates():
-    env = os.environ.get("NSA_VLLM_PATH")
-    if env:
-        yield Path(env)
-    yield from (Path(p) for p in sorted(glob.glob(str(REPO_ROOT / ".peers" / "vllm-*.whl"))))
-    yield CACHE
+    return peer_candidates("NSA_VLLM_PATH", "vllm", REPO_ROOT, CACHE)
 
 
 def _find_in_folder(folder):
