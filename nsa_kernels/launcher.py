@@ -399,6 +399,10 @@ def clear_plan_caches():
         cache.clear()
 
 
+class UnhashableKey(TypeError):
+    """A ``PlanCache`` key could not be hashed (see ``PlanCache.launcher``)."""
+
+
 class PlanCache:
     """A small bounded cache (oldest entry evicted first) of bound launchers for a per-call
     entry point.
@@ -422,9 +426,13 @@ class PlanCache:
 
     def launcher(self, key, build, *build_args):
         """The launcher under ``key``, or ``bind_plan(build(*build_args))`` stored there.
-        Raises ``TypeError`` for an unhashable key (the caller plans uncached: its checks
-        then name the bad argument)."""
-        launch = self._entries.get(key)
+        Raises ``UnhashableKey`` for a key that cannot be hashed (an argument of the wrong kind:
+        the caller plans uncached, so that its checks name the argument); errors of ``build``
+        (the checks) propagate as they are."""
+        try:
+            launch = self._entries.get(key)
+        except TypeError as exc:
+            raise UnhashableKey(str(exc)) from None
         if launch is not None:
             self.hits += 1
             return launch

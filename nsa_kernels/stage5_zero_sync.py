@@ -28,7 +28,7 @@ import threading
 import triton
 import triton.language as tl
 
-from .launcher import LaunchPlan, PlanCache, bind_plan
+from .launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan
 from .validation import check_static, new_status, status_buffer, validate
 
 # Lengths as the prefix sums see them: int64, negatives as 0 (such a request writes nothing),
@@ -266,7 +266,7 @@ def launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expa
         )
         launch = PLANS.launcher(key, _checked_plan, ext, seq, nsa_index_topk, out, cache, status,
                                 mapping, clamp_padded_rows)
-    except (AttributeError, TypeError):  # not tensors, or unhashable: uncached, checks name it
+    except (AttributeError, UnhashableKey):  # not tensors, or unhashable: uncached, checks name it
         plan = _checked_plan(ext, seq, nsa_index_topk, out, cache, status, mapping,
                              clamp_padded_rows)
         plan()

@@ -34,7 +34,7 @@ from typing import Optional
 
 import torch
 
-from ..launcher import PlanCache, metadata_key
+from ..launcher import PlanCache, UnhashableKey, metadata_key
 from ..modes.decode import plan_decode
 from ..modes.draft_extend import plan_draft_extend
 
@@ -58,12 +58,11 @@ def _cached_launch(cache, plan, args):
     """Launch ``plan(*args)`` through ``cache``; arguments that cannot form a key (a list where a
     tensor belongs, say) plan uncached, so that the checks name them."""
     try:
-        key = metadata_key(*args)
-        hash(key)
-    except (AttributeError, TypeError):
+        launch = cache.launcher(metadata_key(*args), plan, *args)
+    except UnhashableKey:
         plan(*args)()
         return
-    cache.launcher(key, plan, *args)()
+    launch()
 
 
 def fused_dsa_decode_metadata(

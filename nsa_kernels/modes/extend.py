@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from .._env import INTERPRET
-from ..launcher import LaunchPlan, PlanCache, bind_plan, metadata_key
+from ..launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan, metadata_key
 from ..validation import extend as checks
 from .extend_reference import EXTEND_KEYS
 
@@ -560,10 +560,23 @@ def launch_extend(
             b.page_table_1_flattened,
             *(() if status is None else (status,)),
         )
-        hash(key)
-    except (AttributeError, TypeError):  # not tensors or not buffers: uncached, checks name it
-        key = None
-    if key is None:
+        # A miss runs the static checks and plans; a hit means they passed for this metadata.
+        launch = PLANS.launcher(
+            key,
+            _prepare,
+            seq_lens,
+            extend_seq_lens,
+            req_pool_indices,
+            req_to_token,
+            dsa_index_topk,
+            buffers,
+            status,
+            False,
+            splits,
+        )
+    except (AttributeError, UnhashableKey):  # not buffers, or arguments of the wrong kind:
+        launch = None  # plan uncached, so that the checks name them
+    if launch is None:
         plan = _prepare(
             seq_lens,
             extend_seq_lens,
@@ -577,20 +590,6 @@ def launch_extend(
         )
         plan()
         return plan.args[_STATUS_SLOT]
-    # A miss runs the static checks and plans; a hit means they passed for this very metadata.
-    launch = PLANS.launcher(
-        key,
-        _prepare,
-        seq_lens,
-        extend_seq_lens,
-        req_pool_indices,
-        req_to_token,
-        dsa_index_topk,
-        buffers,
-        status,
-        False,
-        splits,
-    )
     if check:  # contents change between calls: the data checks run every time, before launching
         check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                    operator.index(dsa_index_topk), buffers)
