@@ -6,8 +6,9 @@ and A's inside B's (only the band that exists counts when one side has none), or
 |log(B / A)| is below the pooled relative spread sqrt(sA² + sB²), s = log(p80 / p20) / 2.
 Without any spread the verdict is ``no spread``: shown, never called noise or real.
 
-Ratios are taken in log space, so two times of very different size never underflow to 0;
-zero and negative times are not ratioed (counted as ``not comparable``).
+Moves are ranked by |log B - log A|, taken from each time's own log, so a ratio that
+underflows to 0 (or overflows) is still ranked; zero and negative times are not ratioed
+(counted as ``not comparable``).
 """
 import math
 
@@ -38,9 +39,8 @@ def verdict(va, vb, band_a, band_b):
 
 
 def ratio_of(va, vb):
-    """B / A from logs; ``inf`` or ``0.0`` only when the true ratio leaves float range."""
-    log = math.log(vb) - math.log(va)
-    return math.exp(log) if log < 700 else math.inf
+    """B / A of two positive times: ``inf`` or ``0.0`` when it leaves float range."""
+    return vb / va
 
 
 def moves(pairs):

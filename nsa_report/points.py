@@ -6,8 +6,9 @@ who made them), SGLang's production call (``sglang_<mode>`` / ``sglang``), vLLM'
 (``vllm_*``) and the two floors. The floor is what notebooks 09 and 11 use
 (``nsa_kernels.bench.modes.finish_point``): the larger of the empty Triton launch and the
 bandwidth floor (bytes that must move / copy bandwidth), both on the point's own time: CUDA-graph
-replay, except for extend (eager: it syncs) and under the interpreter (no graphs). Torch-free,
-so a report can be read where the kernels cannot be imported.
+replay, except for extend (eager: it syncs) and under the interpreter (no graphs). A point that
+lacks either floor has none. Torch-free, so a report can be read where the kernels cannot be
+imported.
 """
 from .fmt import is_num
 
@@ -73,6 +74,12 @@ def _over(numerator, denominator):
     return numerator / denominator if numerator and denominator else None
 
 
+def floor_of(empty, bandwidth):
+    """max(empty launch, bandwidth floor); None unless both were measured: either alone is
+    only a lower bound (a bandwidth-bound point sits far above its empty launch)."""
+    return max(empty, bandwidth) if empty and bandwidth else None
+
+
 def mode_label(point):
     """``11_modes_vs_peers: target_verify hopper next_n=2``: the mode part of a point."""
     notebook, mode, variant, next_n = point["notebook"], point["mode"], point["variant"], \
@@ -100,8 +107,7 @@ def peer_points(records):
         point = dict(zip(POINT_FIELDS, key))
         metric = point_metric(point["mode"], stages)
         times = {role: _time(stages.get(role), metric) for role in ROLES}
-        floors = [t for t in (times["empty_kernel"], times["bandwidth_floor"]) if t]
-        floor = max(floors) if floors else None
+        floor = floor_of(times["empty_kernel"], times["bandwidth_floor"])
         point.update(metric=metric, floor=floor, **times,
                      ours_vs_sglang=_over(times["ours"], times["sglang"]),
                      ours_vs_vllm=_over(times["ours"], times["vllm"]),
