@@ -8,6 +8,7 @@ B). One figure per mode plots ours' time B / A (and SGLang's) against bs, a line
 import math
 import re
 
+from .labels import label as field_label
 from .points import POINT_FIELDS, peer_points
 
 RATIOS = (("ours_vs_sglang", "ours / SGLang"), ("ours_vs_vllm", "ours / vLLM"),
@@ -61,6 +62,7 @@ def plot_modes(rows, out_dir, name_a, name_b):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
         from matplotlib.ticker import FixedLocator, NullLocator
     except ImportError as exc:
         return {}, f"no figures: matplotlib is not importable ({exc})"
@@ -69,31 +71,42 @@ def plot_modes(rows, out_dir, name_a, name_b):
         pairs = [(pa, pb) for pa, pb in row["pairs"] if pa["ours"] and pb["ours"]]
         if not pairs:
             continue
-        fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+        # 566 x 326 px: two figures side by side on the page, each read at its own size
+        fig, ax = plt.subplots(figsize=(5.9, 3.4), dpi=96)
         widths = sorted({pa["width"] for pa, _ in pairs}, key=lambda w: (w is None, w or 0))
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        handles = []
         for i, width in enumerate(widths):
             sel = sorted((p for p in pairs if p[0]["width"] == width), key=lambda p: p[0]["bs"])
             color = colors[i % len(colors)]
-            tag = f"width {width}" if width is not None else "ours"
-            ax.plot([pa["bs"] for pa, _ in sel], [pb["ours"] / pa["ours"] for pa, pb in sel],
-                    "o-", color=color, label=f"ours, {tag}")
+            # several points at one bs (chunked prefill shapes): markers, no line through them
+            lone = len({pa["bs"] for pa, _ in sel}) < len(sel)
+            line, = ax.plot([pa["bs"] for pa, _ in sel],
+                            [pb["ours"] / pa["ours"] for pa, pb in sel],
+                            "o" if lone else "o-", color=color, ms=4,
+                            label=f"width {width}" if width is not None else "every point")
+            handles.append(line)
             peer = [(pa["bs"], pb["sglang"] / pa["sglang"]) for pa, pb in sel
                     if pa["sglang"] and pb["sglang"]]
             if peer:
-                ax.plot(*zip(*peer), "s--", color=color, alpha=0.6, label=f"SGLang, {tag}")
+                ax.plot(*zip(*peer), "s" if lone else "s--", color=color, alpha=0.55, ms=3)
+        # colour says the width, the line style who: one legend entry each
+        handles += [Line2D([], [], color="black", marker="o", ms=4, label="ours"),
+                    Line2D([], [], color="black", ls="--", marker="s", ms=3, alpha=0.55,
+                           label="SGLang")]
         ax.axhline(1.0, color="grey", lw=1)
         sizes = sorted({pa["bs"] for pa, _ in pairs})
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_locator(FixedLocator(sizes))
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticklabels([str(s) for s in sizes])
+        ax.set_xticklabels([str(s) for s in sizes], fontsize=8)
         ax.set_xlabel("batch size (requests)")
-        ax.set_ylabel(f"{name_b} / {name_a} ({row['metric']})")
-        ax.set_title(f"{row['label']}: time in B / time in A (below 1: faster in B)",
-                     fontsize=10)
+        ax.set_ylabel(f"{field_label(row['metric'])}: B / A\n(below 1: faster in {name_b})",
+                      fontsize=9)
+        ax.set_title(row["label"], fontsize=10)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                  frameon=False)
         fig.tight_layout()
         name = f"compare_{slug(row['label'])}.png"
         fig.savefig(out_dir / name)

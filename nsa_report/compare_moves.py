@@ -64,10 +64,15 @@ def moves(pairs):
 
 
 def headline(all_moves, count=HEADLINE_MOVES):
-    """The biggest moves of our stages and the peers' that are not inside the noise: no launch
-    floor (their moves are the machine's, listed apart), no zero or negative time."""
-    pool = [m for m in all_moves if not m["floor"] and m["log"] and m["verdict"] != NOISE]
-    return sorted(pool, key=lambda m: -m["log"])[:count]
+    """The biggest moves of our stages and the peers' that are not inside the noise, one per
+    record (its time that moved most): no launch floor (their moves are the machine's, listed
+    apart), no zero or negative time, no time that did not move at all."""
+    biggest = {}
+    for m in all_moves:
+        if not m["floor"] and m["log"] and m["verdict"] != NOISE:
+            if id(m["a"]) not in biggest or m["log"] > biggest[id(m["a"])]["log"]:
+                biggest[id(m["a"])] = m
+    return sorted(biggest.values(), key=lambda m: -m["log"])[:count]
 
 
 def floor_moves(all_moves):
