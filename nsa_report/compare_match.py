@@ -7,7 +7,8 @@ later. Measurements (times and their spreads, ratios such as ``vs_floor``, ``flo
 are not part of it. A missing field and a null one are the same.
 
 Records that share an identity inside one report (a notebook that sweeps the same point twice)
-are matched in the order they appear and named in the warnings: nothing is dropped silently.
+are matched in the order they appear and named in the warnings; records left over that differ
+only in ``config`` are matched next and named too: nothing is dropped silently.
 """
 import json
 

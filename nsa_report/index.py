@@ -6,8 +6,9 @@
 
 The index is generic: each notebook's section shows its own headline, tables and targets, then
 its records grouped by workload / width / next_n. Two cross-notebook tables appear when their
-records exist: modes against peers (``nsa_<workload>`` / ``sglang_<workload>`` /
-``vllm_indexer`` / a floor) and the launch floors (``FLOOR_STAGES``).
+records exist, each collapsed under a one-line summary: modes against the peers (a row per
+point of ``points.peer_points``: ours / SGLang, ours / vLLM, ours / floor) and the launch
+floors (``FLOOR_STAGES``).
 """
 import argparse
 import json
