@@ -8,8 +8,9 @@ B). One figure per mode plots ours' time B / A (and SGLang's) against bs, a line
 import math
 import re
 
+from .fmt import is_num
 from .labels import label as field_label
-from .points import POINT_FIELDS, peer_points
+from .points import POINT_FIELDS, peer_points, sort_value
 
 RATIOS = (("ours_vs_sglang", "ours / SGLang"), ("ours_vs_vllm", "ours / vLLM"),
           ("ours_vs_floor", "ours / floor"))
@@ -68,12 +69,13 @@ def plot_modes(rows, out_dir, name_a, name_b):
         return {}, f"no figures: matplotlib is not importable ({exc})"
     figures = {}
     for row in rows:
-        pairs = [(pa, pb) for pa, pb in row["pairs"] if pa["ours"] and pb["ours"]]
+        pairs = [(pa, pb) for pa, pb in row["pairs"] if pa["ours"] and pb["ours"]
+                 and is_num(pa["bs"]) and pa["bs"] > 0]
         if not pairs:
             continue
         # 566 x 326 px: two figures side by side on the page, each read at its own size
         fig, ax = plt.subplots(figsize=(5.9, 3.4), dpi=96)
-        widths = sorted({pa["width"] for pa, _ in pairs}, key=lambda w: (w is None, w or 0))
+        widths = sorted({pa["width"] for pa, _ in pairs}, key=sort_value)
         colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         handles = []
         for i, width in enumerate(widths):

@@ -271,3 +271,17 @@ def test_extreme_zero_and_negative_times_do_not_crash(tmp_path):
     assert code == 0
     assert doc["counts"]["matched"] == 1 and doc["not_comparable"] == 2
     assert doc["headline"][0]["time"] == "eager_us" and doc["headline"][0]["ratio"] == 0.0
+
+
+def test_points_without_a_usable_bs_or_with_text_widths_are_tabled_not_plotted(tmp_path):
+    def point(bs, width, scale):
+        return [{"stage": stage, "workload": "decode", "bs": bs, "tokens": 1, "width": width,
+                 "notebook": "11", "graph_us": t * scale, "eager_us": None}
+                for stage, t in (("nsa_decode", 2.0), ("sglang_decode", 4.0))]
+    a = point(None, "wide", 1.0) + point(8, "wide", 1.0) + point(8, 1024, 1.0)
+    b = point(None, "wide", 0.5) + point(8, "wide", 0.5) + point(8, 1024, 0.5)
+    code, doc, out = run_cli(tmp_path, write_report(tmp_path / "a", {"records": a}),
+                             write_report(tmp_path / "b", {"records": b}))
+    assert code == 0 and doc["modes"][0]["points"] == [3, 3, 3]
+    assert doc["modes"][0]["ours_moved"] == 0.5
+    assert (out / doc["figures"]["11: decode"]).is_file()
