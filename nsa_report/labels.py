@@ -9,13 +9,14 @@ WORDS = {"eager_us": "eager µs", "graph_us": "graph µs", "throughput_us": "thr
 
 
 def label(field):
-    """``host_us`` -> ``host µs``; a field without a unit reads with spaces for underscores."""
+    """``host_us`` -> ``host µs``; anything else (a stage's name: it is what one searches
+    for) unchanged."""
     text = str(field)
     if text in WORDS:
         return WORDS[text]
-    if text.endswith("_us"):
+    if text.endswith("_us") and text.isidentifier():
         return text[:-3].replace("_", " ") + " µs"
-    return text.replace("_", " ") if text.isidentifier() else text
+    return text
 
 
 #: An absolute path (``/root/x/.peers/sglang``): a machine's folders, not the reader's.

@@ -231,6 +231,7 @@ def test_h100_headers_read_in_words_with_units(h100_index):
     headers = set(re.findall(r"<th>([^<]*)</th>", html))
     assert {"host µs", "eager µs", "graph µs", "ours / floor"} <= headers
     assert not {h for h in headers if re.fullmatch(r"\w+_us", h)}
+    assert {"python_baseline", "nsa_decode", "sglang_decode"} <= headers   # stages as named
 
 
 def test_h100_targets_show_text_not_a_raw_dict(h100_index):
