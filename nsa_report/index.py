@@ -6,8 +6,9 @@
 
 The index is generic: each notebook's section shows its own headline, tables and targets, then
 its records grouped by workload / width / next_n. Two cross-notebook tables appear when their
-records exist: modes against peers (``nsa_<workload>`` / ``sglang_<workload>`` /
-``vllm_indexer`` / a floor) and the launch floors (``FLOOR_STAGES``).
+records exist, each collapsed under a one-line summary: modes against the peers (a row per
+point of ``points.peer_points``: ours / SGLang, ours / vLLM, ours / floor) and the launch
+floors (``FLOOR_STAGES``).
 """
 import argparse
 import json
@@ -15,8 +16,10 @@ import sys
 from pathlib import Path
 
 from .failure import describe_failure, failure_line
-from .fmt import is_num, ratio
+from .fmt import fmt, is_num
+from .labels import label
 from .pages import render
+from .points import FLOOR_STAGES, peer_points
 from .results import STAMP_KEYS, infer_status, merge, write_json_atomic
 
 INTERPRETER_BANNER = ("Triton interpreter on CPU: timings are interpreter timings and say "
@@ -24,15 +27,14 @@ INTERPRETER_BANNER = ("Triton interpreter on CPU: timings are interpreter timing
 STAMP_LABELS = {"python": "Python"}
 BASELINE = "python_baseline"
 HEADLINE_POINT = ("draft_extend", 32)
-#: Launch-cost pseudo-stages: what a call costs before it does any work.
-FLOOR_STAGES = ("sync_only", "torch_op", "empty_kernel", "empty_kernel_bound", "empty_driver",
-                "empty_graph", "bandwidth_floor")
 #: Stages that are not candidates for "the best stage".
 NOT_CANDIDATES = set(FLOOR_STAGES) | {"validation"}
 GROUP_KEYS = ("workload", "width", "next_n")
 TIME_KEYS = ("eager_us", "throughput_us", "graph_us", "host_us", "kernel_graph_us",
              "best_graph_us")
 MAX_PIVOT_ROWS = 40
+#: A table longer than this is collapsed under a one-line summary.
+MAX_OPEN_ROWS = 25
 
 
 # --------------------------------------------------------------------------- views
@@ -46,14 +48,6 @@ def _stamp(env):
         value = "n/a" if value in (None, "") else value
         parts.append(str(value) if key == "device" else f"{STAMP_LABELS.get(key, key)} {value}")
     return " · ".join(parts)
-
-
-def _time_of(record):
-    """The figure a row compares: CUDA-graph time where measured, else eager latency."""
-    for key in ("graph_us", "eager_us"):
-        if is_num(record.get(key)):
-            return key, record[key]
-    return None, None
 
 
 def answer(records, interpreter, summary=None):
@@ -106,65 +100,65 @@ def record_groups(records):
                     for bs, tokens in sizes[:MAX_PIVOT_ROWS]]
             note = (f"first {MAX_PIVOT_ROWS} of {len(sizes)} sizes; all are in results.json"
                     if len(sizes) > MAX_PIVOT_ROWS else None)
-            tables.append({"title": f"{_group_label(key) or 'records'}: {metric} (µs)",
+            tables.append({"title": f"{_group_label(key) or 'records'}: {label(metric)}",
                            "columns": ["bs", "tokens"] + stages, "rows": body, "note": note})
     return tables
 
 
-def _peer_role(stage, workload):
-    if stage == f"nsa_{workload}":
-        return "ours"
-    if stage == f"sglang_{workload}":
-        return "sglang"
-    if stage.startswith("vllm_"):
-        return "vllm"
-    if stage in ("bandwidth_floor", "empty_kernel"):
-        return stage
-    return None
+def _worst(points, field):
+    """The point with the largest ``field`` (ours / theirs: the worst for ours), or None."""
+    known = [p for p in points if p[field] is not None]
+    return max(known, key=lambda p: p[field]) if known else None
+
+
+def _where(point):
+    width = f" width {point['width']}" if point["width"] is not None else ""
+    return f"{point['label']} bs {point['bs']}{width}"
+
+
+def peers_summary(points):
+    """One line: how many points, how often ours is faster than each peer, the worst ratios."""
+    labels = {p["label"] for p in points}
+    parts = [f"{len(points)} points in {len(labels)} modes"]
+    for field, name in (("ours_vs_sglang", "SGLang"), ("ours_vs_vllm", "vLLM")):
+        known = [p for p in points if p[field] is not None]
+        if known:
+            worst = _worst(known, field)
+            faster = sum(p[field] < 1 for p in known)
+            parts.append(f"ours faster than {name} at {faster} of {len(known)} "
+                         f"(worst {worst[field]:.2f}x, {_where(worst)})")
+    known = sorted(p["ours_vs_floor"] for p in points if p["ours_vs_floor"] is not None)
+    if known:
+        worst = _worst(points, "ours_vs_floor")
+        parts.append(f"ours / floor median {known[len(known) // 2]:.2f}x, worst "
+                     f"{worst['ours_vs_floor']:.2f}x ({_where(worst)})")
+    return "; ".join(parts)
 
 
 def peers_table(records):
-    """Ours / SGLang / vLLM / floor per workload and bs, when ``nsa_*`` records exist."""
-    workloads = {r.get("workload") for r in records
-                 if str(r.get("stage", "")).startswith("nsa_")}
-    if not workloads:
+    """Ours / SGLang / vLLM / floor per point (``points.peer_points``), when ours exists."""
+    points = peer_points(records)
+    if not points:
         return None
-    cells, configs = {}, {}
-    for r in records:
-        workload = r.get("workload")
-        if workload not in workloads:
-            continue
-        role = _peer_role(str(r.get("stage")), workload)
-        if role is None:
-            continue
-        metric, value = _time_of(r)
-        if metric is None:
-            continue
-        key = (workload, r.get("width"), r.get("next_n"), r.get("bs"))
-        slot = cells.setdefault(key, {})
-        if role not in slot or metric == "graph_us":
-            slot[role] = (value, metric)
-        if r.get("config"):
-            configs.setdefault(r["stage"], set()).add(str(r["config"]))
-    rows = []
-    for key in sorted(cells, key=lambda k: tuple((v is None, str(v) if not is_num(v) else "",
-                                                  v if is_num(v) else 0) for v in k)):
-        slot = cells[key]
-        value = {role: slot[role][0] for role in slot}
-        floor = value.get("bandwidth_floor", value.get("empty_kernel"))
-        metrics = sorted({m for _, m in slot.values()})
-        rows.append([key[0], key[1], key[2], key[3], value.get("ours"), value.get("sglang"),
-                     value.get("vllm"), floor,
-                     ratio(value.get("sglang"), value.get("ours")),
-                     ratio(value.get("vllm"), value.get("ours")),
-                     ratio(value.get("ours"), floor), "/".join(metrics)])
-    notes = [f"{stage}: {'; '.join(sorted(c))}" for stage, c in sorted(configs.items())]
-    return {"title": "Modes against the peers (µs; graph time where measured, else eager)",
-            "columns": ["workload", "width", "next_n", "bs", "ours (nsa_*)", "SGLang", "vLLM",
-                        "floor", "SGLang / ours", "vLLM / ours", "ours / floor", "time"],
-            "rows": rows, "ratio_columns": [8, 9, 10],
-            "note": "floor: bandwidth_floor where measured, else empty_kernel. "
-                    + ("Peer configurations: " + " | ".join(notes) if notes else "")}
+    rows = [[p["label"], p["width"], p["bs"], p["tokens"], p["ours"], p["sglang"], p["vllm"],
+             p["floor"], p["ours_vs_sglang"], p["ours_vs_vllm"], p["ours_vs_floor"],
+             label(p["metric"])] for p in points]
+    configs = {}
+    for p in points:
+        for role, config in p["configs"].items():
+            if role in ("sglang", "vllm"):
+                configs.setdefault(role, set()).add(str(config))
+    notes = [f"{'SGLang' if role == 'sglang' else 'vLLM'}: {'; '.join(sorted(c))}"
+             for role, c in sorted(configs.items())]
+    return {"title": "Modes against the peers (µs; graph replay, eager for extend and under "
+                     "the interpreter)",
+            "columns": ["mode", "width", "bs", "tokens", "ours µs", "SGLang µs", "vLLM µs",
+                        "floor µs", "ours / SGLang", "ours / vLLM", "ours / floor", "time"],
+            "rows": rows, "ratio_columns": [8, 9, 10], "summary": peers_summary(points),
+            "note": "ours / theirs: below 1 is ours faster. floor: the larger of the empty "
+                    "launch and the bandwidth floor at the same point, as the notebooks "
+                    "define it. " + ("Peer configurations: " + " | ".join(notes)
+                                     if notes else "")}
 
 
 def floors_table(records):
@@ -173,12 +167,25 @@ def floors_table(records):
     owners = {r.get("notebook") for r in records if r.get("stage") in pseudo}
     if not owners:
         return None
+    floors = [r for r in records if r.get("notebook") in owners and r.get("stage") in FLOOR_STAGES]
     rows = [[r.get("notebook"), r.get("stage"), r.get("workload"), r.get("bs"),
-             r.get("eager_us"), r.get("host_us"), r.get("graph_us")]
-            for r in records if r.get("notebook") in owners and r.get("stage") in FLOOR_STAGES]
+             r.get("eager_us"), r.get("host_us"), r.get("graph_us")] for r in floors]
     return {"title": "Launch floors (µs): what a call costs before it does any work",
             "columns": ["notebook", "stage", "workload", "bs", "eager_us", "host_us",
-                        "graph_us"], "rows": rows, "ratio_columns": [], "note": None}
+                        "graph_us"], "rows": rows, "ratio_columns": [],
+            "summary": floors_summary(floors, owners), "note": None}
+
+
+def floors_summary(floors, owners):
+    """One line: how many floor records, and the range of each floor's eager time."""
+    parts = []
+    for stage in FLOOR_STAGES:
+        times = sorted(r["eager_us"] for r in floors
+                       if r.get("stage") == stage and is_num(r.get("eager_us")))
+        if times:
+            parts.append(f"{stage} {fmt(times[0])}–{fmt(times[-1])}")
+    return (f"{len(floors)} floor records of {len(owners)} notebooks; eager µs: "
+            + ", ".join(parts))
 
 
 def _headlines(extra):
@@ -187,11 +194,17 @@ def _headlines(extra):
 
 
 def _tables(extra):
-    return [{"title": t.get("title"), "columns": t.get("columns") or [],
-             "rows": [row if isinstance(row, (list, tuple)) else [row]
-                      for row in t.get("rows") or []],
-             "note": t.get("note"), "ratio_columns": []}
-            for t in extra.get("tables") or [] if isinstance(t, dict)]
+    """A notebook's own tables; a long one is collapsed under a line saying how long."""
+    out = []
+    for t in extra.get("tables") or []:
+        if not isinstance(t, dict):
+            continue
+        rows = [row if isinstance(row, (list, tuple)) else [row] for row in t.get("rows") or []]
+        out.append({"title": t.get("title"), "columns": t.get("columns") or [], "rows": rows,
+                    "note": t.get("note"), "ratio_columns": [],
+                    "summary": (f"{len(rows)} rows (click to show)"
+                                if len(rows) > MAX_OPEN_ROWS else None)})
+    return out
 
 
 def _skipped(extras):

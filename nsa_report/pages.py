@@ -5,6 +5,7 @@ from pathlib import Path
 import jinja2
 
 from .fmt import fmt, fmt_ratio, is_num
+from .labels import as_text, label
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -16,7 +17,8 @@ def _href(path):
 def environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(fmt=fmt, ratio=fmt_ratio, href=_href)
+    env.filters.update(fmt=fmt, ratio=fmt_ratio, href=_href, label=label,
+                       text=as_text)
     env.tests["num"] = is_num
     return env
 

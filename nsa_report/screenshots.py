@@ -1,11 +1,14 @@
 """Screenshot every page of a report folder with headless Chromium, to look before publishing.
 
-``python -m nsa_report.screenshots REPORT_DIR [--out DIR] [--width 1280] [--height 4000]``
-writes ``DIR/<page>.png`` (default ``REPORT_DIR/../.screenshots-<name>/``, outside the
-report) for ``index.html``, every notebook page and ``compare.html``. Needs ``chromium``
-(Debian: ``apt-get install -y chromium``). Exit status 1 when a page could not be shot.
+``python -m nsa_report.screenshots REPORT_DIR [--out DIR] [--width 1280] [--height 4000]
+[--pages PAGE[#ANCHOR] ...]`` writes ``DIR/<page>.png`` (default
+``REPORT_DIR/../.screenshots-<name>/``, outside the report) for ``index.html``, every notebook
+page and ``compare.html``, or for the ``--pages`` named (an anchor opens that part: a figure's
+lightbox, say ``index.html#fig-nb-11_modes_vs_peers-1``). Needs ``chromium`` (Debian:
+``apt-get install -y chromium``). Exit status 1 when a page could not be shot.
 """
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -25,10 +28,11 @@ def find_browser():
     return None
 
 
-def shoot(browser, page, png, width, height, timeout=120):
+def shoot(browser, page, png, width, height, timeout=120, anchor=""):
     with tempfile.TemporaryDirectory(prefix="nsa-chromium-") as profile:
+        url = page.resolve().as_uri() + (f"#{anchor}" if anchor else "")
         cmd = [browser, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
-               f"--screenshot={png}", page.resolve().as_uri()]
+               f"--screenshot={png}", url]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     return png.is_file() and png.stat().st_size > 0, proc.stderr[-500:]
 
@@ -41,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=4000,
                         help="window height: Chromium shoots the window, not the whole page")
+    parser.add_argument("--pages", nargs="+", metavar="PAGE[#ANCHOR]",
+                        help="only these pages of REPORT_DIR (default: every *.html)")
     args = parser.parse_args(argv)
     report = Path(args.report_dir)
     browser = find_browser()
@@ -51,13 +57,24 @@ def main(argv=None):
     out = Path(args.out) if args.out else report.resolve().parent / (
         f".screenshots-{report.resolve().name}")
     out.mkdir(parents=True, exist_ok=True)
-    pages = sorted(report.glob("*.html"), key=lambda p: (p.name != "index.html", p.name))
+    if args.pages:
+        pages = [tuple(p.partition("#")[::2]) for p in args.pages]
+    else:
+        pages = [(p.name, "") for p in sorted(report.glob("*.html"),
+                                              key=lambda p: (p.name != "index.html", p.name))]
     failed = 0
-    for page in pages:
-        png = out / f"{page.stem}.png"
+    for name, anchor in pages:
+        page = report / name
+        png = out / (Path(name).stem + (f"-{re.sub(r'[^A-Za-z0-9_-]+', '_', anchor)}"
+                                        if anchor else "") + ".png")
         png.unlink(missing_ok=True)
-        ok, err = shoot(browser, page, png, args.width, args.height)
-        print(f"{'ok  ' if ok else 'FAIL'} {page.name} -> {png}" + ("" if ok else f": {err}"))
+        if not page.is_file():
+            print(f"FAIL {name}: no such page in {report}")
+            failed += 1
+            continue
+        ok, err = shoot(browser, page, png, args.width, args.height, anchor=anchor)
+        print(f"{'ok  ' if ok else 'FAIL'} {name}{'#' + anchor if anchor else ''} -> {png}"
+              + ("" if ok else f": {err}"))
         failed += not ok
     return 1 if failed else 0
 
