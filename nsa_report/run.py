@@ -492,4 +492,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # against.py imports this module by name: run that one module object, so that the
+    # UsageError it raises is the class main() catches (not a second copy's under __main__).
+    from nsa_report.run import main as _main
+
+    sys.exit(_main())
