@@ -43,7 +43,8 @@ RESERVED_NAMES = ("index",)
 USAGE = """\
 Usage: ./run_all.sh [--profile quick|full] [--out DIR] [--only LIST] [--notebooks-dir DIR]
                     [-p NAME VALUE]... [-f PARAMS.yaml] [--cell-timeout SECONDS]
-                    [--against REF] [--replace-published] [--no-setup] [--setup-only] [-h]
+                    [--against REF] [--code-root DIR] [--no-merge]
+                    [--replace-published] [--no-setup] [--setup-only] [-h]
 
 Runs every notebook (sorted by name) headless with papermill, renders each to HTML, and
 builds DIR/index.html (the answer first) and DIR/results.json (all records).
@@ -52,11 +53,11 @@ builds DIR/index.html (the answer first) and DIR/results.json (all records).
   --out DIR             report folder (default: reports/latest). It is replaced only when
                         every notebook succeeded; a failed run is kept beside it as
                         .failed-<name>, and an interrupted run leaves it untouched.
+                        A symbolic link to a folder is followed: the report is written
+                        where it points (the link stays); a dangling link is refused.
   --only LIST           run a subset by number prefix, e.g. --only 00,03,07. Into a folder
                         that already holds a report, the subset is merged: the other
                         notebooks are carried over from that report (the index says so).
-                        --out a symbolic link to a folder: the report is written
-                        where it points (the link stays); a dangling link is refused.
   --notebooks-dir DIR   where the notebooks are (default: notebooks/); a notebook named
                         "index" is refused (its page would be the report's index.html)
   -p NAME VALUE         a notebook parameter (repeatable), e.g. -p batch_sizes '[1, 64]'.
@@ -75,6 +76,10 @@ builds DIR/index.html (the answer first) and DIR/results.json (all records).
                         notebook, into DIR/<REF> and DIR/working-tree, then build the
                         compare page DIR/compare/compare.html. DIR is --out (default:
                         reports/against-<REF>).
+  --code-root DIR       import nsa_kernels from DIR (a checkout of another commit; set by
+                        --against for the REF side)
+  --no-merge            with --only, replace the report at --out instead of merging into
+                        it (set by --against for each side's first notebook)
   --replace-published   allow replacing a published report: a folder with files tracked
                         by git (e.g. reports/h100). Without it such a run is refused.
   --no-setup            never create .venv or install anything
