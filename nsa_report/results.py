@@ -11,7 +11,8 @@ A fragment (written by ``nsa_kernels.bench.results.write_fragment``)::
 
 A record is one measurement: ``stage``, ``workload``, ``bs``, ``tokens`` and the times in µs
 (``eager_us``, ``throughput_us``, ``graph_us``; optional ``host_us``, ``kernel_graph_us``,
-``best_graph_us``), plus any of ``width``, ``next_n``, ``config``, ``interpreter``.
+``best_graph_us``), plus any of ``width``, ``next_n``, ``config``, ``interpreter`` and, for a
+time ``<metric>``, its spread over rounds ``<metric>_p20`` and ``<metric>_p80``.
 ``results.json`` = ``{"status", "environment", "records" (each with its "notebook"),
 "notebooks" (status, links, figures, error), "extras" (each notebook's "extra"),
 "problems"}``.

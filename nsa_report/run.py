@@ -309,7 +309,7 @@ def execute(name, nb_dir, tmp, profile, params=None, timeout=None, code_root=Non
     except Exception as exc:  # a dead kernel, a missing kernel, an unreadable notebook
         status = {"status": "failed", "reason": f"{type(exc).__name__}: {one_line(exc)}"}
     roots = [r for r in (code_root, ROOT) if r]
-    for fragment in tmp.glob(f"results_{name}*.json"):
+    for fragment in tmp.glob("results_*.json"):   # its name need not be the notebook's
         strip_checkout_paths(fragment, roots)
     if (tmp / f"{name}.ipynb").is_file():
         _relative_paths(tmp / f"{name}.ipynb", nb_dir / f"{name}.ipynb")
