@@ -229,11 +229,13 @@ def _kind(value):
     return "a list" if isinstance(value, list) else "an object"
 
 
-def carry_over(dest, tmp, names, previous):
-    """Copy the notebooks of ``dest``'s report (``previous``, from ``previous_report``) that
-    this partial run does not redo.
+def carry_over(dest, tmp, names, previous=None):
+    """Copy the notebooks of ``dest``'s report (``previous``: its ``previous_report``, read
+    here when not given) that this partial run does not redo.
 
     Returns ``{name: status}`` of the carried notebooks (empty when nothing to merge)."""
+    if previous is None:
+        previous = previous_report(dest) or {}
     env = previous.get("environment") or {}
     origin = f"run of {env.get('date', '?')}, commit {env.get('commit', '?')}"
     carried = {}
