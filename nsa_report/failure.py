@@ -11,6 +11,8 @@ from pathlib import Path
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _EXC_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit|"
                        r"Timeout|NoSuchKernel)\b.*")
+#: The error name of a cell stopped by the runner's per-cell timeout.
+TIMEOUT_ERROR = "CellTimeoutError"
 DEAD_KERNEL_HINT = "the kernel process died in this cell: killed, crashed or out of memory"
 
 
@@ -61,6 +63,7 @@ def describe_failure(notebook_path, log_path=None, reason=None):
         info.update(ename="NotStarted", evalue=why, summary=f"could not start: {one_line(why)}")
         return info
 
+    timed_out = str(reason or "").startswith(TIMEOUT_ERROR)
     code_index = 0
     blamed = None          # (cell, execution_count) flagged by papermill
     last_started = None    # the last code cell that papermill started: where a dead kernel died
@@ -75,8 +78,10 @@ def describe_failure(notebook_path, log_path=None, reason=None):
         if pm.get("start_time") or cell.get("execution_count"):
             info["started"] = True
             last_started = (index, cell.get("execution_count"))
+        # A cell stopped at its timeout may show the KeyboardInterrupt of the stop itself.
         error = next((out for out in cell.get("outputs", []) or []
-                      if out.get("output_type") == "error" and not _is_clean_exit(out)), None)
+                      if out.get("output_type") == "error" and not _is_clean_exit(out)
+                      and not (timed_out and out.get("ename") == "KeyboardInterrupt")), None)
         if error is not None:
             info.update(cell=index, execution_count=cell.get("execution_count"),
                         ename=error.get("ename") or "Error", evalue=error.get("evalue") or "")

@@ -10,6 +10,7 @@ A published report is a folder with files tracked by git.
 import fcntl
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,15 @@ def is_published(dest):
 def resolve_destination(out, replace_published):
     """The absolute report folder, after every check that can refuse the run up front."""
     out = Path(os.path.abspath(out))
+    if out.is_symlink():
+        # The report goes where the link points, so the link keeps showing the new report
+        # (replacing the link itself would leave its target stale).
+        target = out.resolve()
+        if not target.is_dir():
+            raise RefusedError(f"--out {out} is a symbolic link to {target}, which is not a "
+                               "folder; fix the link or choose another --out")
+        say(f"--out {out} is a link: writing the report to {target}")
+        out = target
     if out == Path(out.anchor):
         raise RefusedError("--out cannot be /")
     cwd = Path.cwd().resolve()
@@ -105,31 +115,127 @@ def _dead_pid(text):
     return text.isdigit() and not _pid_alive(int(text))
 
 
+def run_folders(dest, kind):
+    """``{pid: path}`` of the ``.KIND-NAME-PID`` folders of ``dest`` itself: the name must be
+    exactly ``dest``'s followed by a PID, so ``.old-latest-h200-7`` (a backup of the report
+    ``latest-h200``) is never taken for one of ``latest``'s."""
+    pattern = re.compile(rf"\.{kind}-{re.escape(dest.name)}-(\d+)")
+    found = {}
+    for path in dest.parent.glob(f".{kind}-*"):
+        match = pattern.fullmatch(path.name)
+        if match and path.is_dir():
+            found[int(match.group(1))] = path
+    return found
+
+
+def holds_report(folder):
+    return (folder / "results.json").is_file() or (folder / "index.html").is_file()
+
+
 def clean_leftovers(dest, scratch_root):
-    """Put back a report moved aside by a killed run; remove dead runs' scratch folders."""
-    for path in sorted(dest.parent.glob(f".old-{dest.name}-*")) + sorted(
-            dest.parent.glob(f".tmp-{dest.name}-*")):
-        if not _dead_pid(path.name.rsplit("-", 1)[-1]):
+    """Put back a report moved aside by a killed run; remove dead runs' scratch folders.
+
+    A backup (``.old-NAME-PID``) is removed only when ``dest`` holds a report again (the run
+    was killed after its swap); otherwise it is the last copy and is restored, or kept and
+    named when it cannot be restored."""
+    for pid, path in sorted(run_folders(dest, "old").items()):
+        if _pid_alive(pid):
             continue
-        if path.name.startswith(".old-") and not dest.exists():
+        if not dest.exists():
             say(f"restoring {dest} from {path} (left by an interrupted run)")
             path.rename(dest)
-        else:
+        elif holds_report(dest):
             shutil.rmtree(path, ignore_errors=True)
+        else:
+            say(f"warning: kept {path}: a report moved aside by an interrupted run, while "
+                f"{dest} holds no report; move it back by hand if it is the one you want")
+    for pid, path in run_folders(dest, "tmp").items():
+        if not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+    clean_scratch(scratch_root)
+
+
+def clean_scratch(scratch_root):
+    """Remove the ``$TMPDIR/nsa-run-all-PID-*`` folders of runs that are gone."""
     for path in Path(scratch_root).glob(f"{SCRATCH_PREFIX}*"):
         pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
         if path.is_dir() and _dead_pid(pid):
             shutil.rmtree(path, ignore_errors=True)
 
 
-def carry_over(dest, tmp, names):
-    """Copy the notebooks of ``dest``'s report that this partial run does not redo.
+def _inside(name):
+    path = Path(name)
+    return bool(name) and not path.is_absolute() and ".." not in path.parts
+
+
+def previous_report(dest):
+    """The ``results.json`` of the report at ``dest``, checked for what merging reads from it:
+    ``None`` when there is none. A document of another shape (an older schema, a hand edit)
+    raises ``RefusedError`` naming the file and the field, before anything is written."""
+    path = dest / "results.json"
+    if not path.is_file():
+        return None
+
+    def refuse(field, why):
+        raise RefusedError(f"cannot merge into {dest}: {path}: {field} {why}; rerun without "
+                           "--only to replace the report, or choose another --out")
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        refuse("the file", f"cannot be read ({exc})")
+    except ValueError as exc:
+        refuse("the file", f"is not valid JSON ({exc})")
+    if not isinstance(document, dict):
+        refuse("the document", f"is {_kind(document)}, not an object")
+    if document.get("environment") is not None and not isinstance(document["environment"],
+                                                                  dict):
+        refuse("environment", f"is {_kind(document['environment'])}, not an object")
+    notebooks = document.get("notebooks")
+    if notebooks is None:
+        notebooks = document["notebooks"] = []
+    if not isinstance(notebooks, list):
+        refuse("notebooks", f"is {_kind(notebooks)}, not a list")
+    for i, nb in enumerate(notebooks):
+        if not isinstance(nb, dict):
+            refuse(f"notebooks[{i}]", f"is {_kind(nb)}, not an object")
+        if not isinstance(nb.get("name"), str) or not nb["name"]:
+            refuse(f"notebooks[{i}].name", "is missing or not text")
+        for key in ("status", "html", "notebook", "fragment"):
+            value = nb.get(key)
+            if value is not None and not isinstance(value, str):
+                refuse(f"notebooks[{i}].{key}", f"is {_kind(value)}, not text")
+            if key != "status" and value is not None and not _inside(value):
+                refuse(f"notebooks[{i}].{key}", f"({value!r}) is not a file inside the report")
+        figures = nb.get("figures")
+        if figures is not None and not isinstance(figures, list):
+            refuse(f"notebooks[{i}].figures", f"is {_kind(figures)}, not a list")
+        for j, fig in enumerate(figures or []):
+            if not isinstance(fig, str) or not _inside(fig):
+                refuse(f"notebooks[{i}].figures[{j}]", f"({fig!r}) is not a file inside the "
+                       "report")
+        if nb.get("error") is not None and not isinstance(nb["error"], dict):
+            refuse(f"notebooks[{i}].error", f"is {_kind(nb['error'])}, not an object")
+    return document
+
+
+def _kind(value):
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def carry_over(dest, tmp, names, previous=None):
+    """Copy the notebooks of ``dest``'s report (``previous``: its ``previous_report``, read
+    here when not given) that this partial run does not redo.
 
     Returns ``{name: status}`` of the carried notebooks (empty when nothing to merge)."""
-    try:
-        previous = json.loads((dest / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    if previous is None:
+        previous = previous_report(dest) or {}
     env = previous.get("environment") or {}
     origin = f"run of {env.get('date', '?')}, commit {env.get('commit', '?')}"
     carried = {}
@@ -139,9 +245,11 @@ def carry_over(dest, tmp, names):
             continue
         for key in ("html", "notebook", "fragment"):
             if nb.get(key) and (dest / nb[key]).is_file():
+                (tmp / nb[key]).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(dest / nb[key], tmp / nb[key])
         for fig in nb.get("figures") or []:
             if (dest / fig).is_file():
+                (tmp / fig).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(dest / fig, tmp / fig)
         status = {"status": nb["status"], "seconds": nb.get("seconds"),
                   "carried_from": _origin(dest, nb) or origin}

@@ -11,12 +11,32 @@ A fragment (written by ``nsa_kernels.bench.results.write_fragment``)::
 
 A record is one measurement: ``stage``, ``workload``, ``bs``, ``tokens`` and the times in µs
 (``eager_us``, ``throughput_us``, ``graph_us``; optional ``host_us``, ``kernel_graph_us``,
-``best_graph_us``), plus any of ``width``, ``next_n``, ``config``, ``interpreter``.
+``best_graph_us``), plus any of ``width``, ``next_n``, ``config``, ``interpreter`` and, for a
+time ``<metric>``, its spread over rounds ``<metric>_p20`` and ``<metric>_p80``.
 ``results.json`` = ``{"status", "environment", "records" (each with its "notebook"),
 "notebooks" (status, links, figures, error), "extras" (each notebook's "extra"),
 "problems"}``.
+
+A fragment part of the wrong shape (often one carried from a report of an older schema) does
+not fail the build: that part alone is dropped and ``problems`` names the file and the field,
+e.g. ``results_05_zero_sync.json: extra.tables[0].rows is a number, not a list; table
+dropped``. Parts checked: ``environment`` and ``extra`` (objects), ``extra.headline`` (text or
+a list), ``extra.tables`` (objects whose ``columns`` and ``rows`` are lists), ``targets``
+and ``skipped`` (lists), ``figures`` (a list of file names inside the report folder),
+``records`` (a list of objects whose sizes ``bs``, ``tokens``, ``width``, ``next_n`` and
+times are numbers or null).
+
+``results.csv`` (beside ``results.json``, written by every run) is the records in long
+format, one row per record and time metric present in it, with the columns ``CSV_COLUMNS``:
+``device, commit`` (the report's stamp), ``notebook, stage, workload, config, bs, width,
+next_n`` (the record's; empty when absent), ``metric`` (one of ``CSV_METRICS``), ``median``
+(the record's value of that metric, µs) and ``p20, p80`` (the record's ``<metric>_p20`` /
+``<metric>_p80`` when measured, else empty). A metric whose value is null (e.g. ``graph_us``
+of a stage that cannot be captured) has no row.
 """
+import csv
 import datetime
+import io
 import json
 import math
 import os
@@ -29,6 +49,12 @@ from .failure import describe_failure, notebook_failed
 
 REQUIRED_RECORD_KEYS = ("stage", "workload", "bs", "tokens", "eager_us", "throughput_us",
                         "graph_us")
+#: Record fields that must be numbers (or null) wherever they appear.
+NUMERIC_RECORD_KEYS = ("bs", "tokens", "width", "next_n", "eager_us", "throughput_us",
+                       "graph_us", "host_us", "kernel_graph_us", "best_graph_us")
+CSV_METRICS = ("eager_us", "throughput_us", "graph_us", "kernel_graph_us", "host_us")
+CSV_COLUMNS = ("device", "commit", "notebook", "stage", "workload", "config", "bs", "width",
+               "next_n", "metric", "median", "p20", "p80")
 STAMP_KEYS = ("device", "driver", "torch", "triton", "python", "commit", "profile",
               "interpreter", "date")
 
@@ -68,6 +94,104 @@ def match_notebook(fragment_name, names):
     return None
 
 
+def _kind(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _safe_figure(name):
+    """A figure is a plain file name or relative path inside the report folder."""
+    if not isinstance(name, str) or not name:
+        return False
+    path = Path(name)
+    return not path.is_absolute() and ".." not in path.parts and "\\" not in name
+
+
+def check_fragment(fragment, file, problems):
+    """Drop the parts of a fragment that have the wrong shape; each drop is a problem naming
+    ``file`` and the field. Returns the fragment with only well-formed parts."""
+    def drop(field, value, wanted, what):
+        problems.append(f"{file}: {field} is {_kind(value)}, not {wanted}; {what} dropped")
+
+    out = dict(fragment)
+    for key, wanted in (("environment", "an object"), ("extra", "an object")):
+        if key in out and out[key] is not None and not isinstance(out[key], dict):
+            drop(key, out[key], wanted, key)
+            out[key] = {} if key == "extra" else None
+    extra = dict(out.get("extra") or {})
+    headline = extra.get("headline")
+    if headline is not None and not isinstance(headline, (str, list)):
+        drop("extra.headline", headline, "text or a list", "headline")
+        extra.pop("headline")
+    for key in ("targets", "skipped"):
+        if extra.get(key) is not None and not isinstance(extra[key], list):
+            drop(f"extra.{key}", extra[key], "a list", key)
+            extra.pop(key)
+    if extra.get("tables") is not None:
+        if not isinstance(extra["tables"], list):
+            drop("extra.tables", extra["tables"], "a list", "tables")
+            extra.pop("tables")
+        else:
+            tables = []
+            for i, table in enumerate(extra["tables"]):
+                field = f"extra.tables[{i}]"
+                if not isinstance(table, dict):
+                    drop(field, table, "an object", "table")
+                    continue
+                bad = next((k for k in ("columns", "rows") if table.get(k) is not None
+                            and not isinstance(table[k], list)), None)
+                if bad:
+                    drop(f"{field}.{bad}", table[bad], "a list", "table")
+                    continue
+                tables.append(table)
+            extra["tables"] = tables
+    out["extra"] = extra
+    if out.get("targets") is not None and not isinstance(out["targets"], list):
+        drop("targets", out["targets"], "a list", "targets")
+        out.pop("targets")
+    figures = out.get("figures")
+    if figures is not None and not isinstance(figures, list):
+        drop("figures", figures, "a list", "figures")
+        figures = []
+    kept = []
+    for i, name in enumerate(figures or []):
+        if _safe_figure(name):
+            kept.append(name)
+        else:
+            problems.append(f"{file}: figures[{i}] ({name!r}) is not a file name inside the "
+                            "report folder; figure dropped")
+    out["figures"] = kept
+    records = out.get("records")
+    if records is not None and not isinstance(records, list):
+        drop("records", records, "a list", "records")
+        records = []
+    good = []
+    for i, record in enumerate(records or []):
+        if not isinstance(record, dict):
+            drop(f"records[{i}]", record, "an object", "record")
+            continue
+        bad = next((k for k in NUMERIC_RECORD_KEYS
+                    if record.get(k) is not None and not _is_number(record[k])), None)
+        if bad:
+            drop(f"records[{i}].{bad} ({record.get('stage', '?')})", record[bad], "a number",
+                 "record")
+            continue
+        good.append(record)
+    out["records"] = good
+    return out
+
+
 def load_fragments(report_dir, names, problems):
     """``{notebook name: fragment}`` for every ``results_*.json`` in ``report_dir``."""
     fragments = {}
@@ -79,6 +203,7 @@ def load_fragments(report_dir, names, problems):
         except (OSError, ValueError) as exc:
             problems.append(f"{path.name}: unreadable results fragment ({exc})")
             continue
+        fragment = check_fragment(fragment, path.name, problems)
         declared = str(fragment.get("notebook") or path.stem[len("results_"):])
         name = match_notebook(declared, names) or declared
         if name in fragments:
@@ -206,3 +331,33 @@ def merge(report_dir, run_name, names, status, profile=None):
                "records": records, "notebooks": notebooks, "extras": extras,
                "problems": problems}
     return clean(results), problems
+
+
+def csv_rows(results):
+    """The long-format rows of ``results.csv`` (see the module docstring)."""
+    env = results.get("environment") or {}
+    rows = []
+    for record in results.get("records") or []:
+        for metric in CSV_METRICS:
+            if not _is_number(record.get(metric)):
+                continue
+            spread = [record.get(f"{metric}_{q}") for q in ("p20", "p80")]
+            rows.append([env.get("device"), env.get("commit")]
+                        + [record.get(k) for k in ("notebook", "stage", "workload", "config",
+                                                   "bs", "width", "next_n")]
+                        + [metric, record[metric]]
+                        + [q if _is_number(q) else None for q in spread])
+    return rows
+
+
+def write_csv(path, results):
+    """Write ``results.csv`` atomically: a header, then ``csv_rows``; null is an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in csv_rows(results):
+        writer.writerow(["" if v is None else v for v in row])
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(tmp, path)

@@ -7,6 +7,7 @@ discarded. How the folder itself is checked, locked and replaced: ``folder.py``.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,25 +16,34 @@ import tempfile
 import time
 from pathlib import Path
 
-from .failure import describe_failure, failure_line, one_line
+from .failure import TIMEOUT_ERROR, describe_failure, failure_line, one_line
 from .folder import (
     SCRATCH_PREFIX,
     RefusedError,
     carry_over,
     clean_leftovers,
     destination_lock,
+    previous_report,
     resolve_destination,
     say,
     swap_in,
 )
+from .params import ParameterError, parse_value, per_notebook, read_parameters_file
+from .results import write_csv
 
 PROG = "run_all.sh"
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_MODULES = ("papermill", "nbconvert", "nbformat", "ipykernel", "jinja2", "torch",
                     "triton", "nsa_kernels")
+#: A cell running longer than this (seconds) is stopped and its notebook failed.
+DEFAULT_CELL_TIMEOUT = 3600
+#: Notebook names that would collide with the report's own pages.
+RESERVED_NAMES = ("index",)
 
 USAGE = """\
 Usage: ./run_all.sh [--profile quick|full] [--out DIR] [--only LIST] [--notebooks-dir DIR]
+                    [-p NAME VALUE]... [-f PARAMS.yaml] [--cell-timeout SECONDS]
+                    [--against REF] [--code-root DIR] [--no-merge]
                     [--replace-published] [--no-setup] [--setup-only] [-h]
 
 Runs every notebook (sorted by name) headless with papermill, renders each to HTML, and
@@ -43,10 +53,33 @@ builds DIR/index.html (the answer first) and DIR/results.json (all records).
   --out DIR             report folder (default: reports/latest). It is replaced only when
                         every notebook succeeded; a failed run is kept beside it as
                         .failed-<name>, and an interrupted run leaves it untouched.
+                        A symbolic link to a folder is followed: the report is written
+                        where it points (the link stays); a dangling link is refused.
   --only LIST           run a subset by number prefix, e.g. --only 00,03,07. Into a folder
                         that already holds a report, the subset is merged: the other
                         notebooks are carried over from that report (the index says so).
-  --notebooks-dir DIR   where the notebooks are (default: notebooks/)
+  --notebooks-dir DIR   where the notebooks are (default: notebooks/); a notebook named
+                        "index" is refused (its page would be the report's index.html)
+  -p NAME VALUE         a notebook parameter (repeatable), e.g. -p batch_sizes '[1, 64]'.
+                        VALUE parses as papermill's -p does (True/False/None, numbers,
+                        text), a YAML list or mapping as such. NAME must be in the
+                        parameters cell of a notebook of the run (else exit 2); it goes
+                        to the notebooks that declare it. profile and results_dir are set
+                        by --profile and the runner.
+  -f PARAMS.yaml        parameters from a YAML mapping (-p overrides it)
+  --cell-timeout SECONDS
+                        stop a cell that runs longer and fail its notebook, naming the
+                        cell (default: 3600; 0: no limit)
+  --against REF         "my change against REF": run the same notebooks (with --only, -p,
+                        -f) on the git commit REF (a scratch git worktree, removed
+                        afterwards) and on the working tree, alternating notebook by
+                        notebook, into DIR/<REF> and DIR/working-tree, then build the
+                        compare page DIR/compare/compare.html. DIR is --out (default:
+                        reports/against-<REF>).
+  --code-root DIR       import nsa_kernels from DIR (a checkout of another commit; set by
+                        --against for the REF side)
+  --no-merge            with --only, replace the report at --out instead of merging into
+                        it (set by --against for each side's first notebook)
   --replace-published   allow replacing a published report: a folder with files tracked
                         by git (e.g. reports/h100). Without it such a run is refused.
   --no-setup            never create .venv or install anything
@@ -59,7 +92,10 @@ Python: $NSA_PYTHON if set, else .venv/bin/python if .venv exists, else python3 
 
 Exit status: 0 when every notebook succeeded, 1 when one failed (each failure is printed as
 "FAILED: notebook NAME, cell N (In [k]): ErrorType: message", N counting the source
-notebook's code cells), 2 on bad usage or an unusable --out, 130/143 when interrupted.
+notebook's code cells; a cell stopped by --cell-timeout reads "CellTimeoutError"), 2 on bad
+usage (an unknown option or parameter, a reserved notebook name, a bad REF) or an unusable
+--out (including a report whose results.json cannot be merged into), 130/143 when
+interrupted. Every run writes results.csv (long format) beside results.json.
 """
 
 
@@ -82,23 +118,42 @@ def warn(message):
 
 def parse_args(argv):
     opts = {"profile": None, "out": None, "only": None, "notebooks_dir": None,
-            "replace_published": False}
+            "replace_published": False, "cell_timeout": None, "params": {},
+            "params_file": None, "against": None, "code_root": None, "no_merge": False,
+            "param_args": []}
     valued = {"--profile": "profile", "--out": "out", "--only": "only",
-              "--notebooks-dir": "notebooks_dir"}
+              "--notebooks-dir": "notebooks_dir", "--cell-timeout": "cell_timeout",
+              "-f": "params_file", "--parameters-file": "params_file", "--against": "against",
+              "--code-root": "code_root"}
     args = list(argv)
+    cli_params = {}
     while args:
         arg = args.pop(0)
         name, eq, inline = arg.partition("=")
         if arg in ("-h", "--help"):
             opts["help"] = True
-        elif name in valued and eq:
+        elif name in valued and eq and name.startswith("--"):
             opts[valued[name]] = inline
         elif arg in valued:
             if not args or not args[0] or args[0].startswith("--"):
                 raise UsageError(f"option {arg} needs a value")
             opts[valued[arg]] = args.pop(0)
+        elif arg in ("-p", "--parameters"):
+            if len(args) < 2 or not args[0] or args[0].startswith("-"):
+                raise UsageError(f"option {arg} needs a NAME and a VALUE, e.g. "
+                                 "-p batch_sizes '[1, 64]'")
+            key, value = args.pop(0), args.pop(0)
+            if not key.isidentifier():
+                raise UsageError(f"{arg} {key}: not a parameter name")
+            try:
+                cli_params[key] = parse_value(value)
+            except ParameterError as exc:
+                raise UsageError(f"{arg} {key}: {exc}") from None
+            opts["param_args"] += [arg, key, value]
         elif arg == "--replace-published":
             opts["replace_published"] = True
+        elif arg == "--no-merge":
+            opts["no_merge"] = True
         elif arg.startswith("-"):
             raise UsageError(f"unknown option: {arg}")
         else:
@@ -107,7 +162,31 @@ def parse_args(argv):
         raise UsageError(f"--profile must be quick or full, not '{opts['profile']}'")
     if opts["out"] == "":
         raise UsageError("--out needs a folder")
+    if opts["cell_timeout"] is not None:
+        try:
+            timeout = float(opts["cell_timeout"])
+        except ValueError:
+            timeout = -1.0
+        if not timeout >= 0 or timeout == float("inf"):
+            raise UsageError("--cell-timeout must be a number of seconds >= 0 (0: no limit), "
+                             f"not '{opts['cell_timeout']}'")
+        opts["cell_timeout"] = timeout
+    if opts["against"] == "" or opts["code_root"] == "":
+        raise UsageError("--against needs a git ref" if opts["against"] == ""
+                         else "--code-root needs a folder")
+    if opts["params_file"] is not None:
+        try:
+            opts["params"] = read_parameters_file(opts["params_file"])
+        except ParameterError as exc:
+            raise UsageError(str(exc)) from None
+    opts["params"] = {**opts["params"], **cli_params}
     return opts
+
+
+def cell_timeout(opts):
+    """papermill's ``execution_timeout``: None for no limit."""
+    timeout = DEFAULT_CELL_TIMEOUT if opts["cell_timeout"] is None else opts["cell_timeout"]
+    return None if timeout == 0 else timeout
 
 
 def select_notebooks(nb_dir, only):
@@ -118,7 +197,7 @@ def select_notebooks(nb_dir, only):
     if not every:
         raise RefusedError(f"no notebooks (*.ipynb) in {nb_dir}")
     if only is None:
-        return every
+        return _refuse_reserved(nb_dir, every)
     wanted = [w for w in only.replace(",", " ").split() if w]
 
     def matches(name, want):
@@ -131,7 +210,16 @@ def select_notebooks(nb_dir, only):
     chosen = [name for name in every if any(matches(name, w) for w in wanted)]
     if not chosen:
         raise UsageError(f"--only '{only}' selects no notebook")
-    return chosen
+    return _refuse_reserved(nb_dir, chosen)
+
+
+def _refuse_reserved(nb_dir, names):
+    reserved = [name for name in names if name.lower() in RESERVED_NAMES]
+    if reserved:
+        raise RefusedError(f"{nb_dir / (reserved[0] + '.ipynb')}: a notebook cannot be named "
+                           f"'{reserved[0]}' (its page would be the report's {reserved[0]}.html)"
+                           "; rename it")
+    return names
 
 
 # --------------------------------------------------------------------------- destination
@@ -157,10 +245,12 @@ def detect_profile():
     return "quick"
 
 
-def install_kernel_spec(scratch):
+def install_kernel_spec(scratch, code_root=None):
     """A kernel spec for this Python, ahead of any other "python3" spec (a user-wide one could
     point at another interpreter), so the notebooks run where the checks above ran. Its log
-    level keeps ipykernel's start-up warnings out of the progress output."""
+    level keeps ipykernel's start-up warnings out of the progress output. ``code_root`` (a
+    checkout of another commit) goes first on the kernels' ``PYTHONPATH``, so the notebooks
+    import that commit's ``nsa_kernels``."""
     spec = scratch / "jupyter" / "kernels" / "python3"
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
@@ -171,30 +261,59 @@ def install_kernel_spec(scratch):
     os.environ["JUPYTER_PATH"] = os.pathsep.join(
         [str(scratch / "jupyter")] + ([os.environ["JUPYTER_PATH"]]
                                       if os.environ.get("JUPYTER_PATH") else []))
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    first = [str(code_root)] if code_root else []
     if str(ROOT) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in paths if p])
+        paths = [str(ROOT)] + paths
+    os.environ["PYTHONPATH"] = os.pathsep.join(first + [p for p in paths if p not in first])
+
+
+def kernel_manager_class():
+    """jupyter_client's manager, except that shutting a kernel down does not interrupt it
+    first: the SIGINT it sends before the shutdown request lands in ipykernel's message loop,
+    which logs "KeyboardInterrupt caught in kernel" (at ERROR) after notebooks that succeeded.
+    A kernel still busy (a cell that timed out) is terminated by the shutdown's own timeout."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ShutdownWithoutInterrupt(AsyncKernelManager):
+        async def _async_interrupt_kernel(self):
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return ShutdownWithoutInterrupt
 
 
 # --------------------------------------------------------------------------- running
 
-def execute(name, nb_dir, tmp, profile):
+def execute(name, nb_dir, tmp, profile, params=None, timeout=None, code_root=None):
     """Run one notebook into ``tmp`` (its working folder). Returns a status entry."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError
 
     started = time.monotonic()
     status = {"status": "ok"}
     try:
         # results_dir "." and the cwd keep temp paths out of the published pages.
         papermill.execute_notebook(str(nb_dir / f"{name}.ipynb"), str(tmp / f"{name}.ipynb"),
-                                   parameters={"profile": profile, "results_dir": "."},
-                                   kernel_name="python3", cwd=str(tmp), progress_bar=True)
+                                   parameters={**(params or {}), "profile": profile,
+                                               "results_dir": "."},
+                                   kernel_name="python3", cwd=str(tmp), progress_bar=True,
+                                   execution_timeout=timeout,
+                                   kernel_manager_class=kernel_manager_class())
     except papermill.PapermillExecutionError as exc:
         status = {"status": "failed", "reason": f"{exc.ename}: {exc.evalue}"}
+    except CellTimeoutError:
+        status = {"status": "failed", "reason": f"{TIMEOUT_ERROR}: the cell ran longer than "
+                  f"--cell-timeout {timeout:g} s and was stopped"}
     except Exception as exc:  # a dead kernel, a missing kernel, an unreadable notebook
         status = {"status": "failed", "reason": f"{type(exc).__name__}: {one_line(exc)}"}
+    roots = [r for r in (code_root, ROOT) if r]
+    for fragment in tmp.glob("results_*.json"):   # its name need not be the notebook's
+        strip_checkout_paths(fragment, roots)
     if (tmp / f"{name}.ipynb").is_file():
         _relative_paths(tmp / f"{name}.ipynb", nb_dir / f"{name}.ipynb")
+        strip_checkout_paths(tmp / f"{name}.ipynb", roots)
         try:
             from nbconvert import HTMLExporter
 
@@ -226,21 +345,51 @@ def _relative_paths(executed, source):
         pass
 
 
+def strip_checkout_paths(path, roots):
+    """A published page names files inside the checkout relative to it: the absolute path of
+    the machine's checkout (``/work/repo/.peers/...`` in a cell's output or a fragment's
+    skip reason) says nothing to a reader and leaks the machine's layout."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    stripped = text
+    for root in roots:
+        # The root itself, up to a separator: "/work/repo-old" is another folder.
+        pattern = re.escape(str(root).rstrip("/")) + r"(?:/|(?![\w.-]))"
+        stripped = re.sub(pattern, lambda m: "" if m.group().endswith("/") else ".", stripped)
+    if stripped != text:
+        path.write_text(stripped, encoding="utf-8")
+
+
 def _on_signal(signum, frame):
     raise Interrupted(signum)
 
 
+def notebooks_dir(opts):
+    return Path(opts["notebooks_dir"] or ROOT / "notebooks").resolve()
+
+
 def run(opts):
-    nb_dir = Path(opts["notebooks_dir"] or ROOT / "notebooks").resolve()
+    nb_dir = notebooks_dir(opts)
     notebooks = select_notebooks(nb_dir, opts["only"])
+    check_python()
+    try:
+        params, notes = per_notebook(nb_dir, notebooks, opts["params"])
+    except ParameterError as exc:
+        raise UsageError(str(exc)) from None
     dest = resolve_destination(opts["out"] or ROOT / "reports" / "latest",
                                opts["replace_published"])
-    check_python()
     with destination_lock(dest):
-        return _run_locked(opts, nb_dir, notebooks, dest)
+        previous = None
+        if opts["only"] is not None and not opts["no_merge"]:
+            previous = previous_report(dest)   # refuses a malformed one before any write
+        for note in notes:
+            say(note)
+        return _run_locked(opts, nb_dir, notebooks, dest, params, previous)
 
 
-def _run_locked(opts, nb_dir, notebooks, dest):
+def _run_locked(opts, nb_dir, notebooks, dest, params, previous):
     from .index import build
 
     pid = os.getpid()
@@ -256,13 +405,14 @@ def _run_locked(opts, nb_dir, notebooks, dest):
         profile = opts["profile"] or detect_profile()
         if opts["profile"]:
             say(f"profile: {profile}")
-        install_kernel_spec(scratch)
+        install_kernel_spec(scratch, opts["code_root"])
+        timeout = cell_timeout(opts)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         say(f"notebooks: {' '.join(notebooks)} (from {nb_dir})")
         names, status = list(notebooks), {}
-        if opts["only"] is not None and (dest / "results.json").is_file():
-            status.update(carry_over(dest, tmp, notebooks))
+        if previous is not None:
+            status.update(carry_over(dest, tmp, notebooks, previous))
             if status:
                 say(f"partial run: merging into {dest}; carried over from its earlier report: "
                     + " ".join(sorted(status)))
@@ -274,7 +424,8 @@ def _run_locked(opts, nb_dir, notebooks, dest):
         failures = []
         for i, name in enumerate(notebooks, 1):
             say(f"[{i}/{len(notebooks)}] {name} (profile {profile})")
-            status[name] = execute(name, nb_dir, tmp, profile)
+            status[name] = execute(name, nb_dir, tmp, profile, params.get(name), timeout,
+                                   opts["code_root"])
             if status[name]["status"] == "ok":
                 say(f"{name}: ok ({status[name]['seconds']}s)")
                 continue
@@ -288,7 +439,7 @@ def _run_locked(opts, nb_dir, notebooks, dest):
 
         say("building index.html and results.json")
         try:
-            build(tmp, dest.name, names, status, profile)
+            write_csv(tmp / "results.csv", build(tmp, dest.name, names, status, profile))
         except Exception as exc:
             failures.append(f"FAILED: building the report: {type(exc).__name__}: {exc}")
             warn(failures[-1])
@@ -305,7 +456,10 @@ def _run_locked(opts, nb_dir, notebooks, dest):
                 warn(f"The last good report, {dest}, was left as it was.")
             return 1
         swap_in(tmp, dest, backup)
-        say(f"report: {dest}/index.html ({len(notebooks)} of {len(notebooks)} notebooks ok)")
+        carried = sorted(set(names) - set(notebooks))
+        say(f"report: {dest}/index.html ({len(notebooks)} of {len(notebooks)} notebooks of this "
+            "run ok" + (f"; {len(carried)} carried from the earlier report: "
+                        f"{' '.join(carried)})" if carried else ")"))
         return 0
     except Interrupted as exc:
         for s in (signal.SIGINT, signal.SIGTERM):
@@ -318,6 +472,7 @@ def _run_locked(opts, nb_dir, notebooks, dest):
         return exc.code
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)   # gone already unless the run broke off
 
 
 def main(argv=None):
@@ -326,6 +481,10 @@ def main(argv=None):
         if opts.get("help"):
             print(USAGE, end="")
             return 0
+        if opts["against"] is not None:
+            from .against import run_against
+
+            return run_against(opts, argv=sys.argv[1:] if argv is None else argv)
         return run(opts)
     except UsageError as exc:
         warn(f"{PROG}: error: {exc}\nTry './run_all.sh --help'.")
@@ -338,4 +497,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # against.py imports this module by name: run that one module object, so that the
+    # UsageError it raises is the class main() catches (not a second copy's under __main__).
+    from nsa_report.run import main as _main
+
+    sys.exit(_main())

@@ -434,3 +434,203 @@ def test_published_pages_hold_no_temp_paths_or_kernel_warnings(good_run):
     injected = json.loads((out / "00_alpha.ipynb").read_text())["cells"]
     cell = next(c for c in injected if "injected-parameters" in c["metadata"].get("tags", []))
     assert "".join(cell["source"]).strip().endswith('results_dir = "."')
+
+
+# ------------------------------------------------------------------------- runner hardening
+
+def test_the_banner_of_a_merge_says_what_was_run_and_carried(previous_report):
+    dest, _, _ = previous_report
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", dest)
+    assert proc.returncode == 0, explain(proc)
+    index = (dest / "index.html").read_text()
+    assert "All 3 notebooks of this run completed" not in index
+    assert "All 3 notebooks of this report completed: 1 run now, 2 carried from an earlier run" in index
+    assert "1 of 1 notebooks of this run ok; 2 carried from the earlier report" in proc.stdout
+
+
+def test_runs_are_quiet_and_pages_name_no_checkout_path(good_run):
+    out, proc = good_run
+    assert proc.returncode == 0, explain(proc)
+    assert "KeyboardInterrupt" not in proc.stdout + proc.stderr
+    page = (out / "01_beta.html").read_text()
+    assert "kernels from nsa_kernels" in page
+    for path in sorted(out.glob("*.html")) + sorted(out.glob("*.ipynb")) + [
+            out / "results.json"]:
+        assert str(ROOT) not in path.read_text(), path.name
+
+
+def test_every_run_writes_results_csv(good_run):
+    import csv
+
+    out, proc = good_run
+    assert proc.returncode == 0, explain(proc)
+    results = json.loads((out / "results.json").read_text())
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["device", "commit", "notebook", "stage", "workload", "config", "bs",
+                             "width", "next_n", "metric", "median", "p20", "p80"]
+    expected = [(r["stage"], str(r["bs"]), m, repr(r[m])) for r in results["records"]
+                for m in ("eager_us", "throughput_us", "graph_us", "kernel_graph_us", "host_us")
+                if r.get(m) is not None]
+    assert [(r["stage"], r["bs"], r["metric"], r["median"]) for r in rows] == expected
+    assert {r["device"] for r in rows} == {results["environment"]["device"]}
+    assert {(r["p20"], r["p80"], r["width"]) for r in rows} == {("", "", "")}
+
+
+@pytest.mark.parametrize("document, field", [
+    ([{"name": "00_alpha"}], "the document is a list, not an object"),
+    ({"notebooks": ["00_alpha", "07_summary"]}, "notebooks[0] is text, not an object"),
+    ({"environment": "h100", "notebooks": []}, "environment is text, not an object"),
+    ({"notebooks": [{"name": "00_alpha", "status": "ok", "figures": ["/etc/passwd"]}]},
+     "notebooks[0].figures[0] ('/etc/passwd') is not a file inside the report"),
+])
+def test_merging_into_a_malformed_results_json_is_refused(previous_report, document, field):
+    dest, index_before, _ = previous_report
+    (dest / "results.json").write_text(json.dumps(document))
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", dest, timeout=120)
+    assert proc.returncode == 2, explain(proc)
+    assert f"{dest / 'results.json'}: {field}" in proc.stderr, explain(proc)
+    assert "Traceback" not in proc.stderr, explain(proc)
+    assert leftovers(dest.parent) == [] and not (dest.parent / ".failed-rep").exists()
+    assert (dest / "index.html").read_bytes() == index_before
+    assert json.loads((dest / "results.json").read_text()) == document
+
+
+def test_a_malformed_carried_fragment_is_named_and_dropped(previous_report):
+    dest, _, _ = previous_report
+    fragment_path = dest / "results_00_alpha.json"
+    fragment = json.loads(fragment_path.read_text())
+    fragment["extra"]["tables"][0]["rows"] = 3
+    fragment["figures"] = 7
+    fragment["records"][0]["bs"] = "eight"
+    fragment["records"][1]["width"] = "wide"
+    fragment_path.write_text(json.dumps(fragment))
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", dest)
+    assert proc.returncode == 0, explain(proc)
+    results = json.loads((dest / "results.json").read_text())
+    problems = "\n".join(results["problems"])
+    for text in ("results_00_alpha.json: extra.tables[0].rows is a number, not a list",
+                 "results_00_alpha.json: figures is a number, not a list",
+                 "results_00_alpha.json: records[0].bs (empty_kernel) is text, not a number",
+                 "results_00_alpha.json: records[1].width (empty_kernel) is text"):
+        assert text in problems, problems
+    assert len(results["records"]) == 4
+    assert "records[0].bs" in (dest / "index.html").read_text()
+
+
+def test_a_merge_carrying_a_fragment_whose_extra_is_not_an_object(previous_report):
+    dest, _, _ = previous_report
+    fragment_path = dest / "results_00_alpha.json"
+    fragment = json.loads(fragment_path.read_text())
+    fragment["extra"] = "headline text"
+    fragment_path.write_text(json.dumps(fragment))
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", dest)
+    assert proc.returncode == 0, explain(proc)
+    problems = json.loads((dest / "results.json").read_text())["problems"]
+    assert "results_00_alpha.json: extra is text, not an object; extra dropped" in problems
+
+
+def test_an_out_link_is_followed_and_kept(previous_report):
+    dest, _, _ = previous_report
+    link = dest.parent / "current"
+    link.symlink_to(dest)
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", link)
+    assert proc.returncode == 0, explain(proc)
+    assert link.is_symlink() and link.resolve() == dest
+    assert f"writing the report to {dest}" in proc.stdout
+    results = json.loads((dest / "results.json").read_text())
+    assert "carried_from" not in {nb["name"]: nb for nb in results["notebooks"]}["01_beta"]
+    assert leftovers(dest.parent) == []
+
+
+def test_a_notebook_named_index_is_refused(tmp_path):
+    nb_dir = tmp_path / "nb"
+    nb_dir.mkdir()
+    shutil.copy(FIXTURES / "good" / "01_beta.ipynb", nb_dir / "index.ipynb")
+    proc = run_all("--no-setup", "--notebooks-dir", nb_dir, "--out", tmp_path / "rep",
+                   timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert "cannot be named 'index'" in proc.stderr and "index.ipynb" in proc.stderr
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_cell_past_the_timeout_fails_its_notebook_naming_the_cell(tmp_path):
+    started = time.monotonic()
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "slow", "--out", tmp_path / "rep",
+                   "--cell-timeout", "3", timeout=100)
+    assert proc.returncode == 1, explain(proc)
+    assert time.monotonic() - started < 90          # the cell sleeps 120 s
+    line = ("FAILED: notebook 00_sleeps, cell 2 (In [3]): CellTimeoutError: the cell ran "
+            "longer than --cell-timeout 3 s")
+    assert line in proc.stderr, explain(proc)
+    failed = tmp_path / ".failed-rep"
+    assert "CellTimeoutError" in (failed / "index.html").read_text()
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cell-timeout", "soon"], "--cell-timeout must be a number of seconds"),
+    (["-p", "bach_sizes", "[1]"], "notebook 01_beta has no parameter 'bach_sizes' (its "
+                                  "parameters: profile, batch_sizes, iters, seed, results_dir)"),
+    (["-p", "results_dir", "/tmp"], "parameter 'results_dir' is set by the runner"),
+    (["-p", "seed"], "option -p needs a NAME and a VALUE"),
+    (["-f", "/nonexistent/params.yaml"], "-f /nonexistent/params.yaml: cannot read it"),
+    (["--against", "no-such-ref"], "--against no-such-ref: not a commit of"),
+])
+def test_bad_parameters_are_refused(args, message, tmp_path):
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", tmp_path / "rep", *args, timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert message in proc.stderr, explain(proc)
+    assert not (tmp_path / "rep").exists() and leftovers(tmp_path) == []
+
+
+def test_parameters_reach_the_notebooks(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("iters: 3\nbatch_sizes: [8]\n")
+    out = tmp_path / "rep"
+    proc = run_all("--no-setup", "--notebooks-dir", FIXTURES / "good", "--only", "01",
+                   "--out", out, "-f", params, "-p", "batch_sizes", "[1, 64]", "-p", "seed", "7")
+    assert proc.returncode == 0, explain(proc)
+    cells = json.loads((out / "01_beta.ipynb").read_text())["cells"]
+    injected = "".join(next(c for c in cells if "injected-parameters"
+                            in c["metadata"].get("tags", []))["source"])
+    for line in ("iters = 3", "batch_sizes = [1, 64]", "seed = 7", 'profile = "quick"',
+                 'results_dir = "."'):
+        assert line in injected, injected
+
+
+def test_against_a_ref_runs_both_sides_and_compares(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "nb").mkdir(parents=True)
+    shutil.copy(FIXTURES / "good" / "00_alpha.ipynb", repo / "nb")
+    shutil.copy(FIXTURES / "good" / "01_beta.ipynb", repo / "nb")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "ref")
+    source = (repo / "nb" / "00_alpha.ipynb").read_text()
+    (repo / "nb" / "00_alpha.ipynb").write_text(source.replace("12.345678", "24.691356"))
+    out = tmp_path / "cmp"
+    proc = run_all("--no-setup", "--profile", "quick", "--notebooks-dir", repo / "nb",
+                   "--against", "HEAD", "--only", "00", "--out", out)
+    assert proc.returncode == 0, explain(proc)
+    order = [m.group(1) for m in re.finditer(r"--against: 00_alpha on the (\w+)", proc.stdout)]
+    assert order == ["HEAD", "working"], proc.stdout
+    a = json.loads((out / "HEAD" / "results.json").read_text())
+    b = json.loads((out / "working-tree" / "results.json").read_text())
+    assert [nb["name"] for nb in a["notebooks"]] == [nb["name"] for nb in b["notebooks"]] == [
+        "00_alpha"]
+    moved = {(ra["stage"], ra["bs"]): rb["eager_us"] / ra["eager_us"]
+             for ra, rb in zip(a["records"], b["records"])}
+    assert all(abs(v - 2.0) < 1e-9 for v in moved.values()), moved
+    assert (out / "compare" / "compare.html").is_file()
+    assert f"compare page: {out / 'compare' / 'compare.html'}" in proc.stdout
+    worktrees = subprocess.run(["git", "-C", str(repo), "worktree", "list"],
+                               capture_output=True, text=True).stdout.strip().splitlines()
+    assert len(worktrees) == 1, worktrees                  # the ref's checkout is gone
+    assert json.loads((out / "against.json").read_text())["ref"] == "HEAD"
