@@ -1,37 +1,22 @@
-"""Shared helpers of the test suite: poisoned buffers with canary margins, comparisons, strategies.
+"""Hypothesis strategies and settings of the test suite (the ``test`` extra).
 
-Imported by the test modules (``conftest.py`` puts this folder on ``sys.path``) and wrapped as
-fixtures in ``conftest.py``. Everything compares a kernel against ``nsa_kernels.reference`` or
-``nsa_kernels.pipeline_reference`` (or a small hand-written expectation), never against itself.
-
-Why margins: Triton's interpreter does not check bounds, so an out-of-bounds store lands
-silently in whatever memory follows the tensor. Every output view handed to a kernel is carved
-out of a larger poisoned allocation; the margins around it must still hold the poison after
-the call.
+Everything compares a kernel against ``nsa_kernels.reference`` or
+``nsa_kernels.pipeline_reference`` (or a small hand-written expectation), never against
+itself; the canary buffers and compares the tests use live in ``nsa_kernels.testing``.
 """
-import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
-from nsa_kernels.testing import (  # noqa: F401
-    MARGIN,
-    POISON,
-    Canary,
-    assert_equal,
-    assert_poisoned,
-    check_fill,
-    lengths,
-    reference_n,
-)
-
 import numpy as np
 import torch
 from hypothesis import settings
 from hypothesis import strategies as st
 
-DEVICE = nk.DEVICE
+from .._env import DEVICE, INTERPRET
+from ..registry import STAGES
+from . import reference_n
 
 #: Stages whose kernel finds each token's request by a linear scan: ~1 ms per request per
 #: 256-token block under the interpreter, so their generated batches are kept small there.
 LINEAR_SCAN_STAGES = ("triton_fused", "triton_inplace")
-STAGE_NAMES = list(nk.STAGES)
+STAGE_NAMES = list(STAGES)
 FAST_STAGE_NAMES = [name for name in STAGE_NAMES if name not in LINEAR_SCAN_STAGES]
 
 
@@ -42,7 +27,7 @@ def long_run():
 
 def cheap_sizes():
     """True where generated sizes must stay small: the interpreter, outside the long profile."""
-    return nk.INTERPRET and not long_run()
+    return INTERPRET and not long_run()
 
 
 # --------------------------------------------------------------------------- strategies
