@@ -317,15 +317,16 @@ def entry_point(name):
     raise KeyError(name)
 
 
-def run_garbage_case(name, ext, seq, dtype, topk, capacity, device=DEVICE):
-    """One guarded launch of entry point ``name`` on canaries; raises AssertionError on a stray
-    write or a modified input. Returns the generic status as a list (None for ``own_status``)."""
-    entry = entry_point(name)
-    ext = torch.tensor(ext, dtype=dtype, device=device)
-    seq = torch.tensor(seq, dtype=dtype, device=device)
+def launch_on_canaries(entry, ext, seq, topk, capacity, cache_capacity=None):
+    """One launch of ``entry`` on canary outputs ``capacity`` long (the cache ``cache_capacity``
+    when given) and a canary ``[N, overflow]`` status; raises AssertionError on a stray write or
+    modified lengths. Returns ``(status list, out, cache)``: the status None for ``own_status``
+    (the one it was not given must be untouched), the outputs as ``Canary``."""
+    device = ext.device
+    out = Canary(capacity, device=device)
+    cache = Canary(capacity if cache_capacity is None else cache_capacity, device=device)
+    status = Canary(2, device=device)
     before = ext.clone(), seq.clone()
-    out, cache, status = Canary(capacity, device=device), Canary(capacity, device=device), \
-        Canary(2, device=device)
     entry.launch(ext, seq, topk, out.view, cache.view, status.view)
     out.assert_margins("out_seqlens_expanded")
     cache.assert_margins("out_nsa_cache_seqlens")
@@ -334,8 +335,15 @@ def run_garbage_case(name, ext, seq, dtype, topk, capacity, device=DEVICE):
         raise AssertionError("the lengths were written")
     if entry.own_status:
         status.assert_unchanged("the [N, overflow] status it was not given")
-        return None
-    return status.view.tolist()
+        return None, out, cache
+    return status.view.tolist(), out, cache
+
+
+def run_garbage_case(name, ext, seq, dtype, topk, capacity, device=DEVICE):
+    """``launch_on_canaries`` of entry point ``name`` on length lists; returns the status."""
+    ext = torch.tensor(ext, dtype=dtype, device=device)
+    seq = torch.tensor(seq, dtype=dtype, device=device)
+    return launch_on_canaries(entry_point(name), ext, seq, topk, capacity)[0]
 
 
 def status_is_sane(status, capacity):
