@@ -31,7 +31,7 @@ case "$step" in
     timeout 570 python3 -m pytest tests -q -m "not notebooks" -p no:cacheprovider > "$dest/pytest_gpu.log" 2>&1
     status=$?
     echo "pytest (GPU) rc=$status: $(tail -1 "$dest/pytest_gpu.log")" ;;
-  memcheck)  # extra arguments go to scripts/memcheck.py (--garbage-only, --quick); one log each.
+  memcheck)  # extra arguments go to pytest (e.g. -k garbage); one log each.
     # API-error reports off: cuda-python resolves driver symbols through cuGetProcAddress and
     # gets CUDA_ERROR_INVALID_VALUE for the ones this driver lacks (34 such reports, all at
     # the first driver launch, in the first run); memcheck still reports every memory error.
@@ -39,9 +39,10 @@ case "$step" in
     log="$dest/memcheck$(printf '%s' "$*" | tr -c 'a-z' '_' | sed 's/^_*/_/; s/_*$//').log"
     [[ $# -gt 0 ]] || log="$dest/memcheck.log"
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${MEMCHECK_TIMEOUT:-570} compute-sanitizer --tool memcheck \
-      --report-api-errors no --print-limit 50 python3 scripts/memcheck.py "$@" > "$log" 2>&1
+      --report-api-errors no --print-limit 50 python3 -m pytest -q -p no:cacheprovider \
+      tests/gpu/test_memcheck.py "$@" > "$log" 2>&1
     status=$?
-    echo "memcheck $* rc=$status: $(grep -E 'ERROR SUMMARY|memcheck driver' "$log" | tr '\n' ' ')" ;;
+    echo "memcheck $* rc=$status: $(grep -E 'ERROR SUMMARY| passed| failed' "$log" | tr '\n' ' ')" ;;
   *) echo "unknown step: $step" >&2; exit 2 ;;
 esac
 [[ -n ${OUT:-} ]] && tar czf "$OUT/publish.tgz" "$dest"

@@ -18,18 +18,19 @@ fi
 [[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim/sglang
 [[ -d .peers_slim/vllm ]] && export NSA_VLLM_PATH=$PWD/.peers_slim/vllm
 declare -A CHECKS=(
-  [modes]="timeout 240 python3 scripts/gpu_check_modes.py"
-  [extend]="timeout 200 python3 scripts/gpu_check_extend.py"
-  [launcher]="timeout 200 python3 scripts/gpu_check_launcher.py --pytest tests/test_modes_gpu.py"
-  [floors]="timeout 150 python3 scripts/gpu_check_floors.py"
+  [gpu]="timeout 540 python3 -m pytest -q -p no:cacheprovider tests/gpu --junitxml=\$OUT/gpu.xml"
+  [modes]="timeout 240 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_modes_vs_sglang.py tests/gpu/test_modes_gpu.py"
+  [extend]="timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_extend_gpu.py"
+  [launcher]="timeout 200 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_launcher_gpu.py"
+  [floors]="timeout 150 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_floors_gpu.py"
   [seed]="timeout 150 python3 scripts/seed_table.py"
   [bench]="timeout 300 python3 scripts/gpu_bench_modes.py --bs 1 8 32 128 1024 --widths 8192 131072"
-  [modes_gpu]="timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_modes_gpu.py tests/test_pipeline.py -m gpu"
+  [modes_gpu]="timeout 300 python3 -m pytest -q -p no:cacheprovider tests -m gpu"
   [pytest]="timeout 540 python3 -m pytest tests -q -m 'not notebooks' -p no:cacheprovider -x"
-  [memcheck]="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 540 compute-sanitizer --tool memcheck --print-limit 50 python3 scripts/memcheck.py"
+  [memcheck]="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 540 compute-sanitizer --tool memcheck --print-limit 50 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_memcheck.py"
 )
 names=("$@")
-[[ ${#names[@]} -gt 0 ]] || names=(modes extend launcher floors seed bench)
+[[ ${#names[@]} -gt 0 ]] || names=(gpu seed bench)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 python3 -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__)'
 summary=()

@@ -14,22 +14,18 @@ still wins. For the case where this conftest is imported late (e.g. another root
 ``pytest_configure`` below loads the requested profile again; hypothesis' own hook does the
 same, so the end state is the requested profile either way.
 """
-import os
-import sys
-
 # nsa_kernels must be imported before anything imports triton: on a CPU-only machine it sets
 # TRITON_INTERPRET=1, and Triton's own library functions (tl.sum, tl.minimum, ...) are
 # decorated when triton is first imported. Imported after triton, every kernel launch fails
 # in the interpreter (see test_stages.py::test_import_order_after_triton).
-import nsa_kernels as nk  # noqa: E402  (first on purpose)
+import nsa_kernels as nk  # first on purpose
+from nsa_kernels import testing
+from nsa_kernels.bench.harness import ON_GPU
+from nsa_kernels.testing.interpreter import scalar_masks
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import nsa_testing  # noqa: E402
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
 
 _COMMON = dict(
     deadline=None,  # interpreter launches take milliseconds and vary with machine load
@@ -46,6 +42,21 @@ def pytest_configure(config):
     profile = config.getoption("--hypothesis-profile", default=None)
     if profile:
         settings.load_profile(profile)
+
+
+#: Why a ``gpu``-marked test is skipped where kernels run in Triton's interpreter.
+NO_GPU_REASON = "needs a CUDA device (Triton's interpreter runs here)"
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.gpu`` tests skip with a reason without a CUDA device, so ``pytest -m gpu``
+    collects everywhere and runs on a GPU only."""
+    if ON_GPU:
+        return
+    skip = pytest.mark.skip(reason=NO_GPU_REASON)
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
 
 
 def pytest_report_header(config):
@@ -67,18 +78,18 @@ def device():
 
 @pytest.fixture(scope="session")
 def poison():
-    return nsa_testing.POISON
+    return testing.POISON
 
 
 @pytest.fixture(scope="session")
 def canary():
-    """Factory: ``canary(n)`` or ``canary((rows, cols))`` -> a :class:`nsa_testing.Canary`.
+    """Factory: ``canary(n)`` or ``canary((rows, cols))`` -> a :class:`nsa_kernels.testing.Canary`.
 
     ``.view`` is the poisoned output buffer to hand to a kernel; ``.assert_margins()`` checks
     that nothing was written around it, ``.assert_poisoned_from(k)`` that nothing was written
     from entry (or row) k on, ``.assert_unchanged()`` that nothing was written at all.
     """
-    return nsa_testing.Canary
+    return testing.Canary
 
 
 @pytest.fixture(scope="session")
@@ -86,10 +97,18 @@ def check_fill():
     """``check_fill(fill, ext, seq, topk, capacity=None, slack=0) -> N``: run a fill on canary
     buffers and check N, the first N entries against the reference, the untouched tail and
     the margins."""
-    return nsa_testing.check_fill
+    return testing.check_fill
 
 
 @pytest.fixture(scope="session")
 def make_lengths():
     """``make_lengths(ext_list, seq_list, dtype=torch.int32, seq_dtype=None)`` -> tensors."""
-    return nsa_testing.lengths
+    return testing.lengths
+
+
+@pytest.fixture
+def interpreter_scalar_masks():
+    """Triton's interpreter accepts the peers' scalar masks for the whole test (a no-op on a
+    GPU): see ``nsa_kernels.testing.interpreter.scalar_masks``."""
+    with scalar_masks():
+        yield

@@ -7,10 +7,10 @@ each config is a separate compiled kernel).
 """
 import nsa_kernels as nk
 from nsa_kernels import stage4_triton_autotuned as s4
+from nsa_kernels.testing import DEVICE, Canary, assert_equal, check_fill, lengths
 
 import pytest
 import torch
-from nsa_testing import DEVICE, Canary, assert_equal, check_fill, lengths
 
 
 def config_key(config):

@@ -1,12 +1,12 @@
 """Trusted fast paths (``check=False``) fed garbage lengths stay inside their buffers, quickly.
 
-Issue 12's property: for every sync-free entry point, lengths that are negative, huge,
+For every sync-free entry point, lengths that are negative, huge,
 ``qo > kv`` or at the int64 extremes may produce meaningless values, but the call must return
 within a bounded time (work is bounded by the buffers' capacity, not by the lengths) and must
 write nothing outside the canary-guarded output and status buffers. Inputs are left unchanged.
 
 To cover a new sync-free entry point, add one ``SyncFreeEntryPoint`` to
-``nsa_kernels.testing.SYNC_FREE_ENTRY_POINTS``: a name and a function
+``nsa_kernels.testing.garbage.SYNC_FREE_ENTRY_POINTS``: a name and a function
 ``(ext, seq, topk, out_expanded, out_cache, status) -> None`` that launches with check=False
 (its adapter guards every other buffer it creates, and checks its own status if it has one
 of another layout: ``own_status=True``, and ``status`` must stay untouched).
@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from nsa_kernels.testing import (
+from nsa_kernels.testing import DEVICE, MARGIN, Canary
+from nsa_kernels.testing.garbage import (
     FIXED_GARBAGE_BUGS,
     GARBAGE_CASES,
     GARBAGE_EXTREMES,
@@ -25,17 +26,18 @@ from nsa_kernels.testing import (
     INT64_MIN,
     KNOWN_GARBAGE_BUGS,
     SYNC_FREE_ENTRY_POINTS,
+    launch_on_canaries,
     status_is_sane,
 )
+from nsa_kernels.testing.strategies import examples
 
 import pytest
 import torch
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
-from nsa_testing import DEVICE, MARGIN, Canary, examples
 
 #: Every sync-free entry point. New modes are added (one line each) to
-#: nsa_kernels.testing.SYNC_FREE_ENTRY_POINTS, which scripts/memcheck.py shares.
+#: nsa_kernels.testing.garbage.SYNC_FREE_ENTRY_POINTS, which the memcheck run shares.
 ENTRY_POINTS = SYNC_FREE_ENTRY_POINTS
 every_entry_point = pytest.mark.parametrize("entry", ENTRY_POINTS,
                                             ids=[entry.name for entry in ENTRY_POINTS])
@@ -68,24 +70,12 @@ def garbage_batches(draw, max_bs=40):
 
 
 def run_guarded(entry, ext, seq, topk, capacity, cache_capacity=None):
-    """Launch on canary buffers; check margins, inputs and time. Returns (status, out, cache),
-    status None for an entry point that checks its own (the generic one must stay untouched)."""
-    out = Canary(capacity)
-    cache = Canary(capacity if cache_capacity is None else cache_capacity)
-    status = Canary(2)
-    ext_before, seq_before = ext.clone(), seq.clone()
+    """``launch_on_canaries`` within ``SECONDS_PER_CALL``: returns (status, out, cache)."""
     started = time.perf_counter()
-    entry.launch(ext, seq, topk, out.view, cache.view, status.view)
+    result = launch_on_canaries(entry, ext, seq, topk, capacity, cache_capacity)
     elapsed = time.perf_counter() - started
     assert elapsed < SECONDS_PER_CALL, f"{elapsed:.1f} s for capacity {capacity}"
-    out.assert_margins("out_seqlens_expanded")
-    cache.assert_margins("out_nsa_cache_seqlens")
-    status.assert_margins("status")
-    assert torch.equal(ext, ext_before) and torch.equal(seq, seq_before), "inputs were written"
-    if entry.own_status:
-        status.assert_unchanged("the [N, overflow] status it was not given")
-        return None, out, cache
-    return status.view.tolist(), out, cache
+    return result
 
 
 def _describe(ext, seq, topk, capacity):
@@ -148,7 +138,8 @@ def test_buffers_of_different_lengths_with_garbage(entry):
 @every_entry_point
 @pytest.mark.parametrize("case", GARBAGE_CASES, ids=[case[0] for case in GARBAGE_CASES])
 def test_fixed_garbage_cases(entry, case):
-    """The fixed cases that scripts/memcheck.py runs under compute-sanitizer on the GPU."""
+    """The fixed cases that tests/gpu/test_memcheck.py runs on exact-size buffers (under
+    compute-sanitizer on the GPU)."""
     _what, ext, seq, dtype, topk, capacity = case
     ext = torch.tensor(ext, dtype=dtype, device=DEVICE)
     seq = torch.tensor(seq, dtype=dtype, device=DEVICE)
@@ -172,7 +163,7 @@ def test_known_bug_reproducers(bug):
     Strict: once the kernel is fixed this passes, XPASS fails, and the entry is removed."""
     name, ext, seq, dtype, topk, capacity, _reason = bug
     code = ("import nsa_kernels, torch\n"
-            "from nsa_kernels.testing import run_garbage_case\n"
+            "from nsa_kernels.testing.garbage import run_garbage_case\n"
             f"run_garbage_case({name!r}, {ext!r}, {seq!r}, {dtype}, {topk!r}, {capacity!r})\n")
     try:
         child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -184,7 +175,7 @@ def test_known_bug_reproducers(bug):
 
 def test_adapter_guard_catches_a_stray_write_and_a_written_input():
     """The adapters' check itself can fail: a write one past a view, then a written input."""
-    from nsa_kernels.testing import run_guarded as adapter_guard
+    from nsa_kernels.testing.garbage import run_guarded as adapter_guard
     out = Canary(4)
     with pytest.raises(AssertionError, match="canary margin"):
         adapter_guard(lambda: out.base[MARGIN + 4].fill_(1), {"out": out}, {})

@@ -13,10 +13,10 @@ from nsa_kernels import launcher
 from nsa_kernels import stage5_zero_sync as s5
 from nsa_kernels.bench import floors, workloads
 from nsa_kernels.empty_kernel import bound_empty
+from nsa_kernels.testing import DEVICE, Canary, assert_equal
 
 import pytest
 import torch
-from nsa_testing import DEVICE, Canary, assert_equal
 
 TOPK = 2048
 ON_GPU = torch.cuda.is_available() and not nk.INTERPRET

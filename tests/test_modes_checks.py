@@ -11,11 +11,11 @@ from nsa_kernels.modes.tiles import (
     pick_blocks,
     split_rows,
 )
+from nsa_kernels.testing import DEVICE
 
 import numpy as np
 import pytest
 import torch
-from nsa_testing import DEVICE
 from test_modes_kernels import ModeRun, kv_mix
 
 MODES = ["decode", "target_verify", "draft_extend"]

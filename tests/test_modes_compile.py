@@ -71,7 +71,7 @@ print("ALL COMPILED")
 
 
 @pytest.mark.skipif(not nk.INTERPRET, reason="a CPU-machine check: on a GPU every launch "
-                    "compiles for real (tests/test_modes_gpu.py)")
+                    "compiles for real (tests/gpu/test_modes_gpu.py)")
 def test_kernels_compile_for_sm90():
     pytest.importorskip("triton.backends.nvidia")
     env = dict(os.environ, PYTHONPATH=str(ROOT), TRITON_INTERPRET="0", TRITON_DEFAULT_FP_FUSION="1")

@@ -14,6 +14,8 @@ import inspect
 import nsa_kernels as nk  # noqa: F401  (first: interpreter switch)
 from nsa_kernels.compat import sglang as compat
 from nsa_kernels.modes import reference as ref_mod
+from nsa_kernels.testing import DEVICE, Canary, assert_equal, assert_poisoned
+from nsa_kernels.testing.strategies import cheap_sizes, examples
 
 import numpy as np
 import pytest
@@ -21,7 +23,6 @@ import torch
 import triton
 from hypothesis import given
 from hypothesis import strategies as st
-from nsa_testing import DEVICE, Canary, assert_equal, assert_poisoned, cheap_sizes, examples
 
 BOUNDARY_KV = [0, 1, 63, 64, 65, 2047, 2048, 2049]
 

@@ -19,13 +19,14 @@ import re
 
 import nsa_kernels as nk
 from nsa_kernels import stage6_full_pipeline as s6
+from nsa_kernels.testing import DEVICE, Canary, assert_equal, assert_poisoned
+from nsa_kernels.testing.strategies import cheap_sizes, examples
 
 import pytest
 import torch
 import triton
 from hypothesis import given
 from hypothesis import strategies as st
-from nsa_testing import DEVICE, Canary, assert_equal, assert_poisoned, cheap_sizes, examples
 
 
 def make_case(bs, seed, qo_max=4, width=100, page_size=64, topk=64, big_qo=(),

@@ -6,11 +6,11 @@ from nsa_kernels.bench.harness import measure_group
 from nsa_kernels.bench.workloads import draft_extend
 from nsa_kernels.peers import seed
 from nsa_kernels.testing import Canary, check_fill, lengths
+from nsa_kernels.testing.strategies import describe, examples, fill_inputs
 
 import pytest
 import torch
 from hypothesis import given
-from nsa_testing import describe, examples, fill_inputs
 
 FILLS = list(seed.SEED_FILLS)
 CASES = checks.edge_cases() + checks.random_cases(3, count=3, max_bs=40)

@@ -10,23 +10,21 @@ import sys
 import textwrap
 
 import nsa_kernels as nk
+from nsa_kernels.testing import DEVICE, check_fill, lengths
+from nsa_kernels.testing.strategies import (
+    FAST_STAGE_NAMES,
+    LINEAR_SCAN_STAGES,
+    STAGE_NAMES,
+    cheap_sizes,
+    describe,
+    examples,
+    fill_inputs,
+)
 
 import pytest
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
-from nsa_testing import (
-    DEVICE,
-    FAST_STAGE_NAMES,
-    LINEAR_SCAN_STAGES,
-    STAGE_NAMES,
-    cheap_sizes,
-    check_fill,
-    describe,
-    examples,
-    fill_inputs,
-    lengths,
-)
 
 TOPK = 2048
 

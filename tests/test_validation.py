@@ -12,11 +12,12 @@ import re
 
 import nsa_kernels as nk
 from nsa_kernels import validation
+from nsa_kernels.testing import DEVICE, Canary, lengths
+from nsa_kernels.testing.strategies import STAGE_NAMES
 
 import numpy as np
 import pytest
 import torch
-from nsa_testing import DEVICE, STAGE_NAMES, Canary, lengths
 
 EXT = [1, 2, 0, 3, 1]
 SEQ = [4, 2, 5, 3, 9]

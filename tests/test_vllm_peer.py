@@ -2,14 +2,12 @@
 equality with the reference (expanded lengths, page-granular rows, token -> request).
 
 Triton 3.9's interpreter rejects the scalar masks of vLLM's ``_indexer_decode_metadata_kernel``
-("mask has unsupported dtype"); with the test shim ``interpreter_scalar_masks`` (from
-test_bench_modes) it runs on CPU tensors, so equality is checked here and again on a GPU.
+("mask has unsupported dtype"); with the test shim ``interpreter_scalar_masks`` (a fixture of
+conftest.py) it runs on CPU tensors, so equality is checked here and again on a GPU. vLLM's
+file is found as the loader finds it (``NSA_VLLM_PATH``, else the wheel in ``.peers/``).
 """
-import os
-import shutil
 import sys
 import zipfile
-from pathlib import Path
 from types import SimpleNamespace
 
 import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
@@ -18,19 +16,22 @@ from nsa_kernels.peers import vllm as vllm_peer
 
 import pytest
 import torch
-from test_bench_modes import interpreter_scalar_masks  # noqa: F401  (a fixture)
 
-EXTRACTED = Path("/work/peers_src/vllm/v1/attention/ops/metadata.py")
-REPO_WHEELS = sorted((Path(vllm_peer.REPO_ROOT) / ".peers").glob("vllm-*.whl"))
+#: Where the loader looks for vLLM (``NSA_VLLM_PATH``, the ``.peers/`` wheels, its cache), read
+#: before any test isolates the loader from them.
+SOURCES = list(vllm_peer._candidates())
 
 
 def _source_file():
-    if EXTRACTED.is_file():
-        return EXTRACTED.read_bytes()
-    for wheel in REPO_WHEELS:
-        with zipfile.ZipFile(wheel) as zf:
-            return zf.read(vllm_peer.FILE)
-    pytest.skip("no copy of vLLM's metadata.py here (extracted file or .peers/ wheel)")
+    """vLLM's ``metadata.py`` from the first of ``SOURCES`` that holds it."""
+    for path in SOURCES:
+        if path.is_file() and path.suffix == ".whl":
+            with zipfile.ZipFile(path) as zf:
+                if vllm_peer.FILE in zf.namelist():
+                    return zf.read(vllm_peer.FILE)
+        elif path.is_dir() and vllm_peer._find_in_folder(path) is not None:
+            return vllm_peer._find_in_folder(path).read_bytes()
+    pytest.skip("no copy of vLLM's metadata.py here (NSA_VLLM_PATH or a .peers/ wheel)")
 
 
 @pytest.fixture
@@ -119,13 +120,7 @@ WIDTH = 8192 if harness.ON_GPU else 512
                                    modes.Point("draft_extend_static", 3, WIDTH, 2),
                                    modes.Point("draft_extend_varlen", 9, WIDTH, 4)],
                          ids=lambda p: p.name)
-def test_vllm_outputs_equal_the_reference_on_live_regions(point, tmp_path, monkeypatch,
-                                                           interpreter_scalar_masks):  # noqa: F811
-    if EXTRACTED.is_file() and not os.environ.get("NSA_VLLM_PATH"):
-        target = tmp_path / vllm_peer.FILE
-        target.parent.mkdir(parents=True)
-        shutil.copy(EXTRACTED, target)
-        monkeypatch.setenv("NSA_VLLM_PATH", str(tmp_path))
+def test_vllm_outputs_equal_the_reference_on_live_regions(point, interpreter_scalar_masks):
     try:
         peer = vllm_peer.load(require_gpu=harness.ON_GPU)
     except vllm_peer.PeerUnavailable as exc:
@@ -142,13 +137,9 @@ def test_vllm_outputs_equal_the_reference_on_live_regions(point, tmp_path, monke
     assert bool((out.seq_lens[inputs.total_len:] == 0).all())
 
 
-def test_vllm_token_to_request_equals_the_reference(
-    tmp_path, monkeypatch, interpreter_scalar_masks  # noqa: F811
-):
+def test_vllm_token_to_request_equals_the_reference(interpreter_scalar_masks):
     """``compute_token_to_req_indices`` (vLLM's graph-safe token -> request map) against the
     reference's token -> request of a varlen draft extend; tokens past the mapped ones get 0."""
-    if EXTRACTED.is_file() and not os.environ.get("NSA_VLLM_PATH"):
-        monkeypatch.setenv("NSA_VLLM_PATH", str(EXTRACTED.parents[3]))
     try:
         peer = vllm_peer.load(require_gpu=harness.ON_GPU)
     except vllm_peer.PeerUnavailable as exc:

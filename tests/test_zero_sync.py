@@ -9,23 +9,14 @@ import time
 
 import nsa_kernels as nk
 from nsa_kernels import stage5_zero_sync as s5
+from nsa_kernels.testing import DEVICE, POISON, Canary, assert_equal, lengths
+from nsa_kernels.testing.strategies import cheap_sizes, describe, examples, fill_inputs
 
 import pytest
 import torch
 import triton
 from hypothesis import example, given
 from hypothesis import strategies as st
-from nsa_testing import (
-    DEVICE,
-    POISON,
-    Canary,
-    assert_equal,
-    cheap_sizes,
-    describe,
-    examples,
-    fill_inputs,
-    lengths,
-)
 
 TOPK = 2048
 MAPPINGS = ["request", "token"]

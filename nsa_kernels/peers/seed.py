@@ -2,7 +2,7 @@
 
 Our stages validate every input before writing (``nsa_kernels.validation``); the seed's did
 not. Timing ours against the seed's published figures would charge the validation to the
-optimisation. Here are the seed's hot paths, as ``/work/shared/seed/FINAL_OPTIMIZATION_SUMMARY.md``
+optimisation. Here are the seed's hot paths, as its write-up (``FINAL_OPTIMIZATION_SUMMARY.md``)
 shows them, with no validation:
 
 * ``seed_python_baseline``: its "Stage 0": two ``.tolist()`` syncs, an ``arange`` per request,

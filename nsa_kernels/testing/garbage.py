@@ -1,135 +1,28 @@
-"""Test helpers shared by the test suite, the notebooks' checks and the memcheck script.
+"""Garbage lengths: the registry of sync-free entry points and the fixed garbage batches.
 
-Poisoned buffers with canary margins, exact comparisons that name the first differing index,
-and the fill-contract check. Triton's interpreter does not check bounds, so an out-of-bounds
-store lands silently in whatever memory follows the tensor: every output view handed to a
-kernel is carved out of a larger poisoned allocation whose margins must still hold the poison
-after the call.
+Trusted fast paths (``check=False``) fed any lengths (negative, huge, ``qo > kv``, int64
+extremes) may compute meaningless values, but must stay inside their buffers and return in
+time bounded by the capacity. Two checks share this registry: the hypothesis properties of
+``tests/test_garbage_lengths.py`` (canary margins) and ``tests/gpu/test_memcheck.py`` (the same
+entry points on exact-size buffers, run under compute-sanitizer). A new sync-free entry point
+joins both by adding one ``SyncFreeEntryPoint`` to ``SYNC_FREE_ENTRY_POINTS``.
+
+This module imports every stage and mode it launches; the canary helpers of
+``nsa_kernels.testing`` stay free of them.
 """
 from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-from ._env import DEVICE
-from .reference import reference
+from .._env import DEVICE
+from ..compat.sglang import fused_dsa_decode_metadata, fused_dsa_target_verify_metadata
+from ..modes import DecodeFill, DraftExtendFill, TargetVerifyFill, launch_draft_extend
+from ..modes import extend as extend_mode
+from ..stage5_zero_sync import ZeroSyncFill, launch_zero_sync
+from ..stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
+from . import Canary
 
-POISON = -123456
-MARGIN = 64
-
-
-class Canary:
-    """A poisoned int32 view of ``shape`` carved out of a larger poisoned allocation.
-
-    1-D: ``margin`` entries before and after the view. 2-D: ``margin_rows`` rows above and
-    below and ``margin_cols`` columns left and right, so the view has a row stride larger than
-    its width (a real strided view, as a slice of a bigger table would be).
-    """
-
-    def __init__(self, shape, poison=POISON, margin=MARGIN, margin_rows=3, margin_cols=5,
-                 dtype=torch.int32, device=DEVICE):
-        if isinstance(shape, int):
-            shape = (shape,)
-        self.poison = poison
-        if len(shape) == 1:
-            (n,) = shape
-            self.base = torch.full((n + 2 * margin,), poison, dtype=dtype, device=device)
-            self.view = self.base[margin:margin + n]
-            self._inside = (slice(margin, margin + n),)
-        else:
-            rows, cols = shape
-            self.base = torch.full((rows + 2 * margin_rows, cols + 2 * margin_cols), poison,
-                                   dtype=dtype, device=device)
-            self.view = self.base[margin_rows:margin_rows + rows, margin_cols:margin_cols + cols]
-            self._inside = (slice(margin_rows, margin_rows + rows),
-                            slice(margin_cols, margin_cols + cols))
-        self.snapshot = self.base.clone()
-
-    def assert_margins(self, what="buffer"):
-        """Nothing outside the view was written."""
-        outside = torch.ones(self.base.shape, dtype=torch.bool, device=self.base.device)
-        outside[self._inside] = False
-        bad = (self.base != self.poison) & outside
-        if bool(bad.any()):
-            where = bad.nonzero()[0].tolist()
-            raise AssertionError(
-                f"{what}: out-of-bounds write into the canary margin at base index {where} "
-                f"(value {self.base[tuple(where)].item()}, {int(bad.sum())} entries changed)")
-
-    def assert_unchanged(self, what="buffer"):
-        """Byte for byte what it was at creation (view and margins)."""
-        if not torch.equal(self.base, self.snapshot):
-            diff = (self.base != self.snapshot).nonzero()[0].tolist()
-            raise AssertionError(f"{what} was modified (first change at base index {diff})")
-
-    def assert_poisoned_from(self, start, what="buffer"):
-        """Entries (1-D) or rows (2-D) of the view from ``start`` on still hold the poison."""
-        assert_poisoned(self.view[start:], self.poison, f"{what}[{start}:]")
-
-
-def assert_poisoned(t, poison=POISON, what="tail"):
-    bad = t != poison
-    if bool(bad.any()):
-        where = bad.nonzero()[0].tolist()
-        raise AssertionError(f"{what} was written: first change at {where} "
-                             f"(value {t[tuple(where)].item()}, {int(bad.sum())} entries changed)")
-
-
-def assert_equal(got, expected, what="result"):
-    """Equal shape and values; the message names the first differing index."""
-    got = got.detach().cpu()
-    expected = expected.detach().cpu()
-    assert tuple(got.shape) == tuple(expected.shape), \
-        f"{what}: shape {tuple(got.shape)} != expected {tuple(expected.shape)}"
-    if got.dtype != expected.dtype:
-        got, expected = got.long(), expected.long()
-    diff = got != expected
-    if bool(diff.any()):
-        i = diff.nonzero()[0].tolist()
-        raise AssertionError(
-            f"{what}: {int(diff.sum())} of {expected.numel()} entries differ; first at {i}: "
-            f"got {got[tuple(i)].item()}, expected {expected[tuple(i)].item()}")
-
-
-def lengths(ext, seq, dtype=torch.int32, seq_dtype=None, device=DEVICE):
-    """The two length tensors on ``device`` (``seq_dtype`` defaults to ``dtype``)."""
-    return (torch.tensor(list(ext), dtype=dtype, device=device),
-            torch.tensor(list(seq), dtype=seq_dtype or dtype, device=device))
-
-
-def reference_n(ext):
-    return int(ext.long().sum()) if ext.numel() else 0
-
-
-def check_fill(fill, ext, seq, topk, capacity=None, slack=0):
-    """Run ``fill`` on poisoned canary buffers and check the whole contract.
-
-    ``capacity`` defaults to ``N + slack``. Checks: the returned N is a Python int equal to
-    the reference's, the first N entries of both buffers equal the reference, every later
-    entry of the views still holds the poison, and the margins around the views are intact.
-    Returns N.
-    """
-    expected, expected_cache = reference(ext, seq, topk)
-    n = expected.numel()
-    capacity = n + slack if capacity is None else capacity
-    out, out_cache = Canary(capacity), Canary(capacity)
-    got = fill(ext, seq, topk, out.view, out_cache.view)
-    assert isinstance(got, int) and not isinstance(got, bool), \
-        f"fill returned {type(got).__name__}, expected int"
-    assert got == n, f"fill returned N = {got}, reference N = {n}"
-    assert_equal(out.view[:n], expected, "seqlens_expanded")
-    assert_equal(out_cache.view[:n], expected_cache, "nsa_cache_seqlens")
-    out.assert_poisoned_from(n, "out_seqlens_expanded")
-    out_cache.assert_poisoned_from(n, "out_nsa_cache_seqlens")
-    out.assert_margins("out_seqlens_expanded")
-    out_cache.assert_margins("out_nsa_cache_seqlens")
-    return n
-
-
-# --------------------------------------------------------------------------- garbage lengths
-# Issue 12: trusted fast paths (check=False) fed any lengths must stay inside their buffers and
-# return in time bounded by the capacity. The test suite (tests/test_garbage_lengths.py, with
-# hypothesis) and scripts/memcheck.py (under compute-sanitizer) share these two lists.
 
 class SyncFreeEntryPoint(NamedTuple):
     """One sync-free entry point as the garbage-length checks run it.
@@ -154,14 +47,12 @@ class SyncFreeEntryPoint(NamedTuple):
 
 def _zero_sync(mapping):
     def launch(ext, seq, topk, out_expanded, out_cache, status):
-        from .stage5_zero_sync import launch_zero_sync
         launch_zero_sync(ext, seq, topk, out_expanded, out_cache, status=status, mapping=mapping)
     return launch
 
 
 def _zero_sync_fill(mapping):
     def launch(ext, seq, topk, out_expanded, out_cache, status):
-        from .stage5_zero_sync import ZeroSyncFill
         ZeroSyncFill(ext, seq, topk, out_expanded, out_cache, status=status, mapping=mapping)()
     return launch
 
@@ -213,7 +104,6 @@ def _assert_row_status(status, total_len, what):
 
 def _full_pipeline(bound):
     def launch(ext, seq, topk, out_expanded, out_cache, status):
-        from .stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
         bs, device = ext.shape[0], ext.device
         pool, req_to_token = _pool(bs, device)
         page_table_1, real_page_table = _tables(out_expanded.shape[0], device)
@@ -233,7 +123,6 @@ def _full_pipeline(bound):
 
 def _draft_extend(static, bound):
     def launch(ext, seq, topk, out_expanded, out_cache, status):
-        from .modes import DraftExtendFill, launch_draft_extend
         bs, device = ext.shape[0], ext.device
         capacity = min(out_expanded.shape[0], out_cache.shape[0])
         # Host ints as a graph runner passes them: the rows its buffers hold.
@@ -260,8 +149,6 @@ def _draft_extend(static, bound):
 def _decode(bound):
     """SGLang's ``fused_dsa_decode_metadata`` (compat), or a bound ``DecodeFill``."""
     def launch(ext, seq, topk, out_expanded, out_cache, status):
-        from .compat.sglang import fused_dsa_decode_metadata
-        from .modes import DecodeFill
         bs, device = seq.shape[0], seq.device
         pool, req_to_token = _pool(bs, device)
         page_table_1, real_page_table = _tables(bs, device)
@@ -283,8 +170,6 @@ def _decode(bound):
 def _target_verify(bound):
     """SGLang's ``fused_dsa_target_verify_metadata`` (compat), or a bound ``TargetVerifyFill``."""
     def launch(ext, seq, topk, out_expanded, out_cache, status):
-        from .compat.sglang import fused_dsa_target_verify_metadata
-        from .modes import TargetVerifyFill
         bs, device = seq.shape[0], seq.device
         rows = bs * GARBAGE_NEXT_N
         pool, req_to_token = _pool(bs, device)
@@ -309,12 +194,12 @@ def _target_verify(bound):
 
 def assert_extend_status(status, bs, token_capacity, flat_capacity):
     """Extend's int64 ``[N, sum kv, flags, first invalid request or -1]`` is self-consistent."""
-    from .modes.extend import FLAT_OVERFLOW, INVALID_REQUEST, TOKENS_OVERFLOW
     n, n_flat, flags, first_bad = status.tolist()
     sane = (n >= 0 and n_flat >= 0 and 0 <= flags < 16
-            and bool(flags & TOKENS_OVERFLOW) == (n > token_capacity)
-            and bool(flags & FLAT_OVERFLOW) == (n_flat > flat_capacity)
-            and -1 <= first_bad < bs and bool(flags & INVALID_REQUEST) == (first_bad >= 0))
+            and bool(flags & extend_mode.TOKENS_OVERFLOW) == (n > token_capacity)
+            and bool(flags & extend_mode.FLAT_OVERFLOW) == (n_flat > flat_capacity)
+            and -1 <= first_bad < bs
+            and bool(flags & extend_mode.INVALID_REQUEST) == (first_bad >= 0))
     if not sane:
         raise AssertionError(f"extend status {[n, n_flat, flags, first_bad]} for bs {bs}, "
                              f"capacities {token_capacity} tokens, {flat_capacity} entries")
@@ -322,7 +207,6 @@ def assert_extend_status(status, bs, token_capacity, flat_capacity):
 
 def _extend(bound):
     def launch(ext, seq, topk, out_expanded, out_cache, status):
-        from .modes.extend import STATUS_ENTRIES, ExtendBuffers, ExtendFill, launch_extend
         bs, device = ext.shape[0], ext.device
         capacity = out_expanded.shape[0]
         pool, req_to_token = _pool(bs, device)
@@ -330,20 +214,21 @@ def _extend(bound):
             ("cu_seqlens_k", bs + 1), ("dsa_cu_seqlens_k", capacity + 1),
             ("topk_indices_offset", capacity), ("indexer_ke", capacity),
             ("token_to_batch_idx", capacity), ("page_table_1_flattened", GARBAGE_FLAT_CAPACITY))}
-        canaries["status"] = Canary(STATUS_ENTRIES, dtype=torch.int64, device=device)
+        canaries["status"] = Canary(extend_mode.STATUS_ENTRIES, dtype=torch.int64, device=device)
         views = {name: canary.view for name, canary in canaries.items()}
         status_view = views.pop("status")
-        buffers = ExtendBuffers(seqlens_expanded=out_expanded, dsa_cache_seqlens=out_cache, **views)
+        buffers = extend_mode.ExtendBuffers(seqlens_expanded=out_expanded,
+                                            dsa_cache_seqlens=out_cache, **views)
         args = (seq, ext, pool, req_to_token, topk, buffers, status_view)
-        run = ExtendFill(*args, check=False) if bound else \
-            (lambda: launch_extend(*args, check=False))
+        run = extend_mode.ExtendFill(*args, check=False) if bound else \
+            (lambda: extend_mode.launch_extend(*args, check=False))
         run_guarded(run, canaries, dict(req_pool_indices=pool, req_to_token=req_to_token))
         assert_extend_status(status_view, bs, buffers.token_capacity, buffers.flat_capacity)
     return launch
 
 
 #: Every sync-free entry point. A new mode or stage joins every garbage-length check (the
-#: hypothesis tests and scripts/memcheck.py) by adding one adapter here.
+#: hypothesis properties and the memcheck run) by adding one adapter here.
 SYNC_FREE_ENTRY_POINTS = [
     SyncFreeEntryPoint("launch_zero_sync[request]", _zero_sync("request")),
     SyncFreeEntryPoint("launch_zero_sync[token]", _zero_sync("token")),
@@ -371,8 +256,9 @@ GARBAGE_EXTREMES = [INT64_MIN, INT64_MIN + 1, INT32_MIN - 1, INT32_MIN, INT32_MI
                     1, 2, 5, 2**20, INT32_MAX - 1, INT32_MAX, 2**31, 2**32 + 7, 2**62,
                     INT64_MAX - 1, INT64_MAX]
 
-#: ``(name, ext, seq, dtype, topk, capacity)``: fixed garbage batches (the review's findings
-#: first), for scripts that cannot run hypothesis; dtype is that of both length tensors.
+#: ``(name, ext, seq, dtype, topk, capacity)``: fixed garbage batches (the status wrap and the
+#: int64 wraps first), for runs without hypothesis (compute-sanitizer's); dtype is that of both
+#: length tensors.
 GARBAGE_CASES = [
     (
         "status wraps: ext [2**31-1, 1], capacity 8",
@@ -431,15 +317,16 @@ def entry_point(name):
     raise KeyError(name)
 
 
-def run_garbage_case(name, ext, seq, dtype, topk, capacity, device=DEVICE):
-    """One guarded launch of entry point ``name`` on canaries; raises AssertionError on a stray
-    write or a modified input. Returns the generic status as a list (None for ``own_status``)."""
-    entry = entry_point(name)
-    ext = torch.tensor(ext, dtype=dtype, device=device)
-    seq = torch.tensor(seq, dtype=dtype, device=device)
+def launch_on_canaries(entry, ext, seq, topk, capacity, cache_capacity=None):
+    """One launch of ``entry`` on canary outputs ``capacity`` long (the cache ``cache_capacity``
+    when given) and a canary ``[N, overflow]`` status; raises AssertionError on a stray write or
+    modified lengths. Returns ``(status list, out, cache)``: the status None for ``own_status``
+    (the one it was not given must be untouched), the outputs as ``Canary``."""
+    device = ext.device
+    out = Canary(capacity, device=device)
+    cache = Canary(capacity if cache_capacity is None else cache_capacity, device=device)
+    status = Canary(2, device=device)
     before = ext.clone(), seq.clone()
-    out, cache, status = Canary(capacity, device=device), Canary(capacity, device=device), \
-        Canary(2, device=device)
     entry.launch(ext, seq, topk, out.view, cache.view, status.view)
     out.assert_margins("out_seqlens_expanded")
     cache.assert_margins("out_nsa_cache_seqlens")
@@ -448,8 +335,15 @@ def run_garbage_case(name, ext, seq, dtype, topk, capacity, device=DEVICE):
         raise AssertionError("the lengths were written")
     if entry.own_status:
         status.assert_unchanged("the [N, overflow] status it was not given")
-        return None
-    return status.view.tolist()
+        return None, out, cache
+    return status.view.tolist(), out, cache
+
+
+def run_garbage_case(name, ext, seq, dtype, topk, capacity, device=DEVICE):
+    """``launch_on_canaries`` of entry point ``name`` on length lists; returns the status."""
+    ext = torch.tensor(ext, dtype=dtype, device=device)
+    seq = torch.tensor(seq, dtype=dtype, device=device)
+    return launch_on_canaries(entry_point(name), ext, seq, topk, capacity)[0]
 
 
 def status_is_sane(status, capacity):
