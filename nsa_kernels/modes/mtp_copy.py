@@ -51,6 +51,7 @@ import triton.language as tl
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .decode import check_decode
+from .reference import decode_reference
 from .tiles import (
     flat_blocks,
     grid_size,
@@ -125,8 +126,8 @@ def mtp_copy_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, table_ptr, pt_st
 
 def check_mtp_copy(seq_lens, req_pool_indices, req_to_token, backends, bs, max_len,
                    dsa_index_topk, physical_page_size, check=False):
-    """Each backend's buffers through decode's static checks (and, with ``check=True``, the
-    data checks once), no two backends sharing bytes, one row stride for all page tables.
+    """Each backend's buffers through decode's static checks, no two backends sharing bytes,
+    one row stride for all page tables; with ``check=True`` the data checks, once.
     Returns ``(bs, max_len, topk, page_size, has_pt1, pointer rows, pt_stride, rpt_stride)``."""
     if isinstance(backends, BackendBuffers) or not isinstance(backends, (list, tuple)):
         raise TypeError(f"backends must be a list of BackendBuffers, got "
@@ -141,7 +142,7 @@ def check_mtp_copy(seq_lens, req_pool_indices, req_to_token, backends, bs, max_l
             bs_, max_len_, topk, pt, rpt, has_pt1, page_size = check_decode(
                 seq_lens, req_pool_indices, req_to_token, b.cache_seqlens_int32, b.cu_seqlens_k,
                 b.page_table_1, b.dsa_cache_seqlens_int32, b.dsa_cu_seqlens_k, b.real_page_table,
-                bs, max_len, dsa_index_topk, physical_page_size, check=check and k == 0)
+                bs, max_len, dsa_index_topk, physical_page_size)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"backends[{k}]: {exc}") from None
         if not has_pt1:
@@ -163,6 +164,9 @@ def check_mtp_copy(seq_lens, req_pool_indices, req_to_token, backends, bs, max_l
     names = list(spans)
     for i, name in enumerate(names):  # backends must not share bytes with each other either
         checks.no_overlap({name: spans[name]}, {n: spans[n] for n in names[i + 1:]})
+    if check:  # the inputs are shared: their data checks run once
+        decode_reference(seq_lens, req_pool_indices, req_to_token, bs_, max_len_, topk,
+                         page_size)
     return bs_, max_len_, topk, page_size, has_pt1, rows, strides
 
 
