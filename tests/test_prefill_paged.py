@@ -180,6 +180,18 @@ def test_allocating_entry_point(requests, ragged):
         assert out["topk_indices_offset"] is None and out["page_table_1_flattened"] is None
 
 
+def test_allocating_mha_fp8_dequant_flattens_without_ragged_offsets():
+    inputs, width = make_inputs(MIXED)
+    out = pp.prefill_paged_metadata(**inputs, dsa_index_topk=64, physical_page_size=64,
+                                    seq_lens_cpu=[k for k, _ in MIXED],
+                                    extend_seq_lens_cpu=[q for _, q in MIXED],
+                                    mha_fp8_dequant=True)
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    assert out["topk_indices_offset"] is None
+    assert_equal(out["page_table_1_flattened"], ref["page_table_1_flattened"], "flat")
+
+
 def test_allocating_page_size_1_real_table_is_page_table_1():
     inputs, _ = make_inputs([(5, 2)])
     out = pp.prefill_paged_metadata(**inputs, dsa_index_topk=4, physical_page_size=1,
@@ -271,6 +283,24 @@ def test_garbage_lengths_stay_inside_the_buffers():
     assert decoded["tokens_overflow"]
     # The bad pool row's page row is not written.
     assert bool((bufs.canaries["page_table_1"].view[3] == POISON).all())
+
+
+@pytest.mark.parametrize("zero_tail", [False, True])
+def test_zero_tail_fills_what_the_device_lengths_leave(zero_tail):
+    """Buffers sized from a mirror promising more tokens and entries than the device lengths:
+    with ``zero_tail`` the rest is 0 (never stale memory), without it untouched."""
+    inputs, width = make_inputs([(70, 6), (66, 2)])
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    bufs = CanaryBuffers(2, 8 + 5, width, 64, n_flat=136 + 9, slack=0)
+    pp.plan_prefill_paged(**inputs, buffers=bufs.buffers, max_seqlen_k=width, dsa_index_topk=64,
+                          physical_page_size=64, zero_tail=zero_tail)()
+    for name in (*TOKEN_KEYS, "dsa_cu_seqlens_k", "page_table_1_flattened"):
+        view = bufs.canaries[name].view
+        n = ref[name].shape[0]
+        assert_equal(view[:n], ref[name], name)
+        expected = torch.full((view.shape[0] - n,), 0 if zero_tail else POISON)
+        assert_equal(view[n:], expected, f"{name} tail")
 
 
 def test_bound_fill_relaunches_on_new_contents():

@@ -17,14 +17,16 @@ Launchers (all int32 outputs; ``bs``, ``N = sum(extend_seq_lens)``, ``W = max_se
     PagedPrefillFill(...same...)() -> status                # bound once (launcher.bind_plan)
     prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            dsa_index_topk, physical_page_size, *, seq_lens_cpu,
-                           extend_seq_lens_cpu, ragged=False, check=False) -> dict
+                           extend_seq_lens_cpu, ragged=False, mha_fp8_dequant=False,
+                           check=False) -> dict
 
 ``prefill_paged_metadata`` allocates and returns SGLang's ``DSAMetadata`` fields by name:
 ``page_table_1``, ``real_page_table``, ``cache_seqlens_int32``, ``cu_seqlens_k``,
 ``cu_seqlens_q``, ``dsa_seqlens_expanded``, ``dsa_cache_seqlens_int32``, ``dsa_cu_seqlens_k``,
 ``indexer_k_start_end`` (a tuple ``(ks, ke)``), ``token_to_batch_idx``, ``topk_indices_offset``
-and ``page_table_1_flattened`` (``None`` unless ``ragged``, the latter also ``None`` without a
-cached prefix, as SGLang), and the host ints ``max_seqlen_q``, ``max_seqlen_k``. As in SGLang,
+(``None`` unless ``ragged``) and ``page_table_1_flattened`` (as SGLang: only with a cached
+prefix and ``ragged`` or ``mha_fp8_dequant``, the MHA path dequantizing an FP8 pool), the host
+ints ``max_seqlen_q``, ``max_seqlen_k``, and the device ``status``. As in SGLang,
 ``cu_seqlens_q`` *is* ``cu_seqlens_k`` when no request has a cached prefix (``seq_lens ==
 extend_seq_lens``), ``real_page_table`` *is* ``page_table_1`` at page size 1, and
 ``topk_indices_offset`` holds ``ks``'s values: here it is the same tensor (SGLang builds the two
@@ -73,7 +75,8 @@ def prefill_paged_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_r
                          batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
                          flat_capacity, dsa_index_topk, cache_ptr, cu_q_ptr, pt_ptr, pt_stride,
                          rpt_ptr, rpt_stride, max_seqlen_k, n_col_blocks, n_page_tiles,
-                         HAS_CU_Q: tl.constexpr, HAS_PAGE_TABLE_1: tl.constexpr,
+                         HAS_CU_Q: tl.constexpr, ZERO_TAIL: tl.constexpr,
+                         HAS_PAGE_TABLE_1: tl.constexpr,
                          PAGE_SIZE: tl.constexpr, BLOCK_R: tl.constexpr,
                          BLOCK_SCAN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr,
                          BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -90,16 +93,26 @@ def prefill_paged_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_r
         if HAS_CU_Q:
             tl.store(cu_q_ptr, 0)
         q_before = tl.full((), 0, tl.int64)
+        tokens = tl.full((), 0, tl.int64)
+        entries = tl.full((), 0, tl.int64)
         for b0 in range(0, batch_size, BLOCK_SCAN):
             request = b0 + tl.arange(0, BLOCK_SCAN)
             live = request < batch_size
             kv = tl.load(seq_ptr + request, mask=live, other=0)
             tl.store(cache_ptr + request, kv.to(tl.int32), mask=live)
-            if HAS_CU_Q:
+            if HAS_CU_Q or ZERO_TAIL:
                 qo = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
-                tl.store(cu_q_ptr + 1 + request, (q_before + tl.cumsum(qo, 0)).to(tl.int32),
-                         mask=live)
-                q_before += tl.sum(qo, 0)
+                if HAS_CU_Q:
+                    tl.store(cu_q_ptr + 1 + request,
+                             (q_before + tl.cumsum(qo, 0)).to(tl.int32), mask=live)
+                    q_before += tl.sum(qo, 0)
+                # What the extend kernel counts: lengths clipped to [0, 2**31].
+                tokens += tl.sum(tl.minimum(tl.maximum(qo, 0), 2147483648), 0)
+                entries += tl.sum(tl.minimum(tl.maximum(kv.to(tl.int64), 0), 2147483648), 0)
+        if ZERO_TAIL:
+            _zero_tails(tokens, entries, expanded_ptr, dsa_cache_ptr, dsa_cu_ptr, ks_ptr,
+                        ke_ptr, batch_idx_ptr, flat_ptr, token_capacity, flat_capacity,
+                        BLOCK_SCAN)
     # The whole [bs, max_seqlen_k] window of each request's req_to_token row, as SGLang's
     # dense gather; tiles strided over every program of the grid.
     for tile in range(program, n_page_tiles, n_programs):
@@ -112,6 +125,27 @@ def prefill_paged_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_r
         write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
                         requests.to(tl.int64), 1, 1, batch_size, col0, HAS_PAGE_TABLE_1,
                         PAGE_SIZE, BLOCK_N)
+
+
+@triton.jit
+def _zero_tails(tokens, entries, expanded_ptr, dsa_cache_ptr, dsa_cu_ptr, ks_ptr, ke_ptr,
+                batch_idx_ptr, flat_ptr, token_capacity, flat_capacity, BLOCK: tl.constexpr):
+    """Zeros past what the device lengths fill: buffers sized from host mirrors that promise
+    more than the device holds then hold no uninitialised entries (the status says by how much
+    they differ)."""
+    for t0 in range(tl.minimum(tokens, token_capacity), token_capacity, BLOCK):
+        row = t0 + tl.arange(0, BLOCK)
+        mask = row < token_capacity
+        zero = tl.zeros((BLOCK,), tl.int32)
+        tl.store(expanded_ptr + row, zero, mask=mask)
+        tl.store(dsa_cache_ptr + row, zero, mask=mask)
+        tl.store(dsa_cu_ptr + 1 + row, zero, mask=mask)
+        tl.store(ks_ptr + row, zero, mask=mask)
+        tl.store(ke_ptr + row, zero, mask=mask)
+        tl.store(batch_idx_ptr + row, zero, mask=mask)
+    for f0 in range(tl.minimum(entries, flat_capacity), flat_capacity, BLOCK):
+        entry = f0 + tl.arange(0, BLOCK)
+        tl.store(flat_ptr + entry, tl.zeros((BLOCK,), tl.int32), mask=entry < flat_capacity)
 
 
 @dataclass
@@ -232,8 +266,12 @@ def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_toke
 
 def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
-                       check=False) -> LaunchPlan:
-    """The one launch, from tensor metadata and host ints only (no sync unless ``check``)."""
+                       check=False, zero_tail=False) -> LaunchPlan:
+    """The one launch, from tensor metadata and host ints only (no sync unless ``check``).
+
+    ``zero_tail``: per-token and flattened entries past what the device lengths fill are set
+    to 0 (for buffers sized from host mirrors; a bound fill over larger static buffers leaves
+    them untouched)."""
     topk, page_size, status, pt, rpt, has_pt1, token_capacity, flat = check_prefill_paged(
         seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, max_seqlen_k,
         dsa_index_topk, physical_page_size, status, check)
@@ -252,7 +290,8 @@ def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
             b.indexer_k_end, b.token_to_batch_idx, flat_buffer, status, bs, token_capacity,
             flat.shape[0] if flat is not None else 0, topk, b.cache_seqlens_int32, cu_q, pt,
             pt.stride(0), rpt, rpt.stride(0), width, col_blocks, page_tiles)
-    kwargs = dict(HAS_CU_Q=b.cu_seqlens_q is not None, HAS_PAGE_TABLE_1=has_pt1,
+    kwargs = dict(HAS_CU_Q=b.cu_seqlens_q is not None, ZERO_TAIL=bool(zero_tail),
+                  HAS_PAGE_TABLE_1=has_pt1,
                   PAGE_SIZE=page_size, BLOCK_R=ext.BLOCK_R, BLOCK_SCAN=ext.BLOCK_SCAN,
                   BLOCK_T=ext.BLOCK_T, BLOCK_F=ext.BLOCK_F, BLOCK_B=block_b, BLOCK_N=block_n,
                   num_warps=ext.NUM_WARPS)
@@ -301,9 +340,20 @@ def _host_list(name, values, bs):
 
 def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            dsa_index_topk, physical_page_size, *, seq_lens_cpu,
-                           extend_seq_lens_cpu, ragged=False, check=False):
+                           extend_seq_lens_cpu, ragged=False, mha_fp8_dequant=False,
+                           check=False):
     """SGLang's PAGED prefill fields (RAGGED's extras with ``ragged=True``) in fresh tensors,
-    sized from the host mirrors, filled in one launch; see the module docstring."""
+    sized from the host mirrors, filled in one launch; see the module docstring.
+
+    ``ragged``: SGLang's ``get_topk_transform_method`` returned RAGGED (FP8 KV on the
+    flashmla_sparse / triton_sparse_mla prefill); ``mha_fp8_dequant``: its
+    ``use_mha and token_to_kv_pool.dtype == float8_e4m3fn``. Nothing syncs: the sizes come from
+    ``seq_lens_cpu`` / ``extend_seq_lens_cpu`` (lists or CPU tensors), which must agree with
+    the device lengths (``check=True`` verifies the device data, one copy to the host). A
+    mirror that disagrees is not trusted blindly either: entries past what the device lengths
+    fill are zeros, never uninitialised memory, and ``status`` (``decode_status``) holds the
+    device's N and sum(kv), with ``tokens_overflow`` / ``flat_overflow`` set where the mirror
+    promised fewer than the device holds: a server compares them when it next syncs."""
     checks.input_vector("seq_lens", seq_lens, None, 0)
     bs = seq_lens.shape[0]
     kv = _host_list("seq_lens_cpu", seq_lens_cpu, bs)
@@ -315,13 +365,13 @@ def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_t
     width = max(kv, default=0)
     n_tokens = sum(qo)
     has_prefix = any(q != k for q, k in zip(qo, kv))
-    n_flat = sum(kv) if ragged and has_prefix else None
+    n_flat = sum(kv) if has_prefix and (ragged or mha_fp8_dequant) else None
     buffers, status = PagedPrefillBuffers.allocate(
         bs, n_tokens, width, checks.as_power_of_two("physical_page_size", physical_page_size,
                                                     1 << 20),
         with_cu_seqlens_q=has_prefix, n_flat=n_flat, device=seq_lens.device)
     plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, width,
-                       dsa_index_topk, physical_page_size, status, check)()
+                       dsa_index_topk, physical_page_size, status, check, zero_tail=True)()
     b = buffers
     return {
         "page_table_1": b.page_table_1,
