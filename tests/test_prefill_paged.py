@@ -381,3 +381,64 @@ def test_prefill_paged_and_mtp_copy_compile_for_sm90():
                           env=env, timeout=600, cwd=ROOT)
     assert done.returncode == 0 and "ALL COMPILED" in done.stdout, (
         done.stdout[-3000:] + done.stderr[-6000:])
+
+
+# --------------------------------------------------------------------------- SGLang's own code
+SGLANG_CASES = {
+    "prefix": [(70, 6), (5, 5), (130, 129), (1, 1)],
+    "no_prefix": [(65, 65), (64, 64), (63, 63)],
+    "bs1": [(1, 1)],
+    "boundaries_2047_2049": [(2047, 3), (2048, 2048), (2049, 1)],
+}
+#: SGLang's names for the entry point's outputs (its ``indexer_k_start_end`` is a tuple).
+SGLANG_NAMES = {"indexer_k_start_end.0": ("indexer_k_start_end", 0),
+                "indexer_k_start_end.1": ("indexer_k_start_end", 1)}
+#: Fields of SGLang's metadata that stay its own (inputs passed through, its cached arange).
+SGLANG_OWN = ("indexer_seq_lens", "indexer_seq_lens_cpu", "dsa_cu_seqlens_q")
+
+
+@pytest.fixture(scope="module", params=["bf16", "fp8"])
+def sglang_extend(request):
+    """SGLang 0.5.23's ``DeepseekSparseAttnBackend`` from its wheel (the harness): bf16 KV
+    takes the PAGED transform, fp8 the RAGGED one."""
+    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
+    try:
+        return sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=2100, kv_dtype=request.param,
+                                                 device=str(DEVICE)))
+    except sb.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("name", list(SGLANG_CASES))
+def test_equals_sglang_init_forward_metadata(sglang_extend, name):
+    """Every tensor SGLang's EXTEND ``init_forward_metadata`` builds (but its own
+    pass-throughs) equals the entry point's, page tables on their whole window, names and
+    dtypes included; and the entry point builds no tensor SGLang does not."""
+    h = sglang_extend
+    requests = SGLANG_CASES[name]
+    g = torch.Generator().manual_seed(len(name))
+    seq = torch.tensor([kv for kv, _ in requests], dtype=torch.int64, device=DEVICE)
+    ext = torch.tensor([q for _, q in requests], dtype=torch.int32, device=DEVICE)
+    pool = torch.randperm(h.config.max_bs, generator=g)[:len(requests)].to(DEVICE)
+    theirs = h.extend(seq, ext, pool).tensors
+    fp8 = h.config.kv_dtype == "fp8"
+    ours = pp.prefill_paged_metadata(seq, ext, pool, h.req_to_token, h.config.topk,
+                                     h.config.page_size, seq_lens_cpu=seq.cpu(),
+                                     extend_seq_lens_cpu=ext.tolist(), ragged=fp8)
+    compared = []
+    for key, value in theirs.items():
+        if key in SGLANG_OWN:
+            continue
+        field, half = SGLANG_NAMES.get(key, (key, None))
+        mine = ours[field] if half is None else ours[field][half]
+        assert mine is not None, f"{key}: SGLang builds it, the entry point returned None"
+        assert mine.dtype == value.dtype, key
+        assert_equal(mine, value, key)
+        compared.append(field)
+    built = {k for k, v in ours.items() if isinstance(v, (torch.Tensor, tuple))} - {"status"}
+    assert built == set(compared), sorted(built ^ set(compared))
+    fm = h.backend.forward_metadata
+    assert (ours["max_seqlen_q"], ours["max_seqlen_k"]) == (fm.max_seq_len_q, fm.max_seq_len_k)
+    has_prefix = any(q != kv for kv, q in requests)
+    assert (fm.cu_seqlens_q is fm.cu_seqlens_k) == (not has_prefix)
+    assert (ours["cu_seqlens_q"] is ours["cu_seqlens_k"]) == (not has_prefix)
