@@ -209,3 +209,75 @@ def test_from_sglang_reads_dsa_metadata_names():
         setattr(m, name, torch.full((i + 1,), i, dtype=torch.int32))
     b = mc.BackendBuffers.from_sglang(m)
     assert [int(getattr(b, name)[0]) for name in mc.TABLE_ROWS] == list(range(6))
+
+
+# --------------------------------------------------------------------------- SGLang's own code
+@pytest.fixture(scope="module")
+def sglang_draft_backends():
+    """Five of SGLang 0.5.23's ``DeepseekSparseAttnBackend`` (the harness, decode graphs of up
+    to 8 requests, page 64, topk 2048): the draft backends of a multi-step backend. Their
+    ``req_to_token`` tables are equal (one seed), as the draft backends share one pool."""
+    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
+    try:
+        return sb, [sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=2100, device=str(DEVICE)))
+                    for _ in range(5)]
+    except sb.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
+def sglang_multi_step(sb, harnesses, bs, seq, req):
+    """SGLang's ``DeepseekSparseAttnMultiStepBackend.init_forward_metadata_out_graph`` over
+    ``len(harnesses)`` draft backends (``speculative_num_steps`` one more), after each
+    backend's capture of the graph of ``bs``: its precompute and its copies (the fused multi-
+    backend copy on a GPU from 3 backends on; SGLang falls back to its per-tensor copies where
+    that kernel cannot be built)."""
+    from types import SimpleNamespace
+    module = harnesses[0].sglang.backend_module
+    decode = harnesses[0].sglang.forward_mode.DECODE
+    multi = object.__new__(module.DeepseekSparseAttnMultiStepBackend)
+    multi.topk, multi.speculative_num_steps = 1, len(harnesses) + 1
+    multi._sink_pad_cache = {}
+    multi.attn_backends = [h.backend for h in harnesses]
+    for h in harnesses:
+        if ("mtp", bs) not in h._graph_ready:
+            capture = SimpleNamespace(
+                batch_size=bs, forward_mode=decode, seq_lens=torch.ones(bs, dtype=torch.int64,
+                                                                       device=DEVICE),
+                seq_lens_cpu=None, req_pool_indices=torch.zeros(bs, dtype=torch.int64,
+                                                                device=DEVICE),
+                spec_info=None, out_cache_loc=None, actual_forward_mode=decode)
+            h.backend.init_forward_metadata_out_graph(capture, in_capture=True)
+            h._graph_ready.add(("mtp", bs))
+    step = SimpleNamespace(batch_size=bs, forward_mode=decode, seq_lens=seq,
+                           seq_lens_cpu=seq.cpu(), req_pool_indices=req, spec_info=None,
+                           out_cache_loc=None, actual_forward_mode=decode)
+    multi.init_forward_metadata_out_graph(step)
+    return [h.backend.decode_cuda_graph_metadata[bs] for h in harnesses]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("kv", [[70, 1, 2049, 64], [2048, 63, 65, 2047, 130, 5, 1, 2100]])
+def test_equals_sglang_multi_step_copy(sglang_draft_backends, k, kv):
+    """Every backend's buffers after one launch equal what SGLang's multi-step backend leaves
+    in its draft backends' graph buffers: flat arrays whole, page rows over their live prefix
+    (beyond it SGLang copies an uninitialised temporary)."""
+    sb, harnesses = sglang_draft_backends
+    harnesses = harnesses[:k]
+    bs = len(kv)
+    seq = torch.tensor(kv, dtype=torch.int64, device=DEVICE)
+    req = torch.randperm(8, generator=torch.Generator().manual_seed(bs))[:bs].to(DEVICE)
+    theirs = sglang_multi_step(sb, harnesses, bs, seq, req)
+    h0 = harnesses[0]
+    width = theirs[0].page_table_1.shape[1]
+    ours = [Backend(bs, width, h0.config.page_size) for _ in range(k)]
+    mc.MTPCopyFill(seq, req, h0.req_to_token, [b.buffers for b in ours], bs, width,
+                   h0.config.topk, h0.config.page_size)()
+    lengths = torch.tensor(kv).clamp(max=width)
+    case = sb.MetadataCase(mode="decode", bs=bs, raw_bs=bs, next_n=0,
+                           page_size=h0.config.page_size, row_lengths=lengths)
+    for i, (metadata, mine) in enumerate(zip(theirs, ours, strict=True)):
+        names = [n for n in mc.TABLE_ROWS if getattr(metadata, n) is not None]
+        sglang_side = {n: getattr(metadata, n)[:bs + 1 if n.startswith("cu") or
+                                               n.startswith("dsa_cu") else bs] for n in names}
+        our_side = {n: getattr(mine.buffers, n)[:sglang_side[n].shape[0]] for n in names}
+        assert sb.compare_metadata(sglang_side, our_side, case) == len(names), f"backend {i}"
