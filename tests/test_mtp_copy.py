@@ -281,3 +281,57 @@ def test_equals_sglang_multi_step_copy(sglang_draft_backends, k, kv):
                                                n.startswith("dsa_cu") else bs] for n in names}
         our_side = {n: getattr(mine.buffers, n)[:sglang_side[n].shape[0]] for n in names}
         assert sb.compare_metadata(sglang_side, our_side, case) == len(names), f"backend {i}"
+
+
+# --------------------------------------------------------------------------- GPU only
+def _gib():
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if DEVICE.type == "cuda" \
+        else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gib() < 24, reason="needs a CUDA device with >= 24 GiB to place rows "
+                    "past 2**31 elements")
+def test_row_offsets_past_2_31_elements():
+    """Two backends' page tables whose second rows start 2**31 elements after their first
+    (one shared row stride; the spans kept apart, as the overlap check is conservative for
+    interleaved views): 64-bit row offsets."""
+    width, stride, k = 128, 1 << 30, 2
+    span = 2 * stride + width
+    flat = torch.full((k * span,), -7, dtype=torch.int32, device="cuda")
+    tokens = torch.arange(5000, 5000 + width, dtype=torch.int32, device="cuda")
+    small = lambda n: torch.full((n,), -7, dtype=torch.int32, device="cuda")  # noqa: E731
+    backends = [mc.BackendBuffers(small(2), small(3),
+                                  flat.as_strided((2, width), (2 * stride, 1), i * span),
+                                  small(2), small(3),
+                                  torch.full((2, 2), -7, dtype=torch.int32, device="cuda"))
+                for i in range(k)]
+    seq = torch.tensor([width, width], dtype=torch.int32, device="cuda")
+    mc.launch_mtp_copy(seq, torch.tensor([0, 0], device="cuda"), tokens.reshape(1, width),
+                       backends, 2, width, 2048, 64)
+    torch.cuda.synchronize()
+    for i, b in enumerate(backends):
+        for row in range(2):
+            assert torch.equal(b.page_table_1[row], tokens), f"backend {i} row {row}"
+    del flat, backends
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_bound_fill_is_graph_safe():
+    inputs = make_inputs([10, 200, 65], 256)
+    backends = [Backend(3, 256, 64) for _ in range(3)]
+    fill = mc.MTPCopyFill(inputs["seq_lens"], inputs["req_pool_indices"],
+                          inputs["req_to_token"], [b.buffers for b in backends], 3, 256, 64, 64)
+    fill()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fill()
+    inputs["seq_lens"].copy_(torch.tensor([11, 201, 66], dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    refs = mtp_copy_reference(inputs["seq_lens"], inputs["req_pool_indices"],
+                              inputs["req_to_token"], 3, 3, 256, 64, 64)
+    for b, ref in zip(backends, refs):
+        b.check(ref, 3)

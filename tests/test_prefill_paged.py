@@ -442,3 +442,64 @@ def test_equals_sglang_init_forward_metadata(sglang_extend, name):
     has_prefix = any(q != kv for kv, q in requests)
     assert (fm.cu_seqlens_q is fm.cu_seqlens_k) == (not has_prefix)
     assert (ours["cu_seqlens_q"] is ours["cu_seqlens_k"]) == (not has_prefix)
+
+
+# --------------------------------------------------------------------------- GPU only
+def _gib():
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if DEVICE.type == "cuda" \
+        else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gib() < 24, reason="needs a CUDA device with >= 24 GiB to place rows "
+                    "past 2**31 elements")
+@pytest.mark.parametrize("where", ["page_table_1", "req_to_token"])
+def test_row_offsets_past_2_31_elements(where):
+    """Row starts past 2**31 elements (a pool row of a 1M-token table, a page-table row of a
+    wide batch): offsets are 64-bit."""
+    width, stride = 128, 1 << 30
+    flat = torch.full((3 * stride,), -7, dtype=torch.int32, device="cuda")
+    tokens = torch.arange(5000, 5000 + width, dtype=torch.int32, device="cuda")
+    seq = torch.tensor([width, width], dtype=torch.int64, device="cuda")
+    ext = torch.tensor([3, width], dtype=torch.int32, device="cuda")
+    if where == "req_to_token":
+        r2t = flat.as_strided((3, width), (stride, 1))
+        r2t[2] = tokens
+        pool = torch.tensor([2, 2], device="cuda")
+        pt = torch.full((2, width), -7, dtype=torch.int32, device="cuda")
+    else:
+        r2t, pool = tokens.reshape(1, width), torch.tensor([0, 0], device="cuda")
+        pt = flat.as_strided((2, width), (2 * stride, 1))  # row 1 starts at element 2**31
+    b, status = pp.PagedPrefillBuffers.allocate(2, 3 + width, width, 64, device="cuda")
+    b.page_table_1 = pt
+    pp.launch_prefill_paged(seq, ext, pool, r2t, b, width, 2048, 64, status)
+    torch.cuda.synchronize()
+    for row in range(2):
+        assert torch.equal(pt[row], tokens), f"page_table_1 row {row}"
+        assert b.real_page_table[row].tolist() == [5000 // 64, (5000 + 64) // 64]
+    del flat, pt, r2t
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_bound_fill_is_graph_safe_and_sync_free():
+    """A bound fill captured in a CUDA graph follows new lengths and pool rows on replay (no
+    host sync inside: a capture would fail on one)."""
+    inputs, width = make_inputs([(70, 6), (66, 66), (9, 1)])
+    b, status = pp.PagedPrefillBuffers.allocate(3, 73, width, 64, device="cuda")
+    fill = pp.PagedPrefillFill(**inputs, buffers=b, max_seqlen_k=width, dsa_index_topk=64,
+                               physical_page_size=64, status=status)
+    fill()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fill()
+    inputs["req_pool_indices"].copy_(inputs["req_pool_indices"].flip(0))
+    inputs["extend_seq_lens"].copy_(torch.tensor([5, 66, 2], dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    for name in ("page_table_1", "real_page_table", "cu_seqlens_q", *TOKEN_KEYS):
+        got = getattr(b, name)
+        assert_equal(got[:ref[name].shape[0]], ref[name], name)
