@@ -209,6 +209,29 @@ def test_allocating_needs_host_mirrors():
                                   seq_lens_cpu=[5], extend_seq_lens_cpu=[6])
 
 
+def test_allocating_check_catches_a_stale_mirror():
+    inputs, _ = make_inputs([(5, 2), (9, 9)])
+    with pytest.raises(ValueError, match=r"extend_seq_lens_cpu\[1\] = 8 but the device holds 9"):
+        pp.prefill_paged_metadata(**inputs, dsa_index_topk=4, physical_page_size=64,
+                                  seq_lens_cpu=[5, 9], extend_seq_lens_cpu=[2, 8], check=True)
+
+
+@pytest.mark.parametrize("mirror_n", [10, 13])
+def test_allocating_stale_mirror_shows_in_the_status(mirror_n):
+    """Unchecked, a mirror one step off (N = 10 or 13 where the device says 11): nothing
+    uninitialised is returned and the status carries the device's N and the overflow."""
+    inputs, _ = make_inputs([(5, 2), (9, 9)])
+    out = pp.prefill_paged_metadata(**inputs, dsa_index_topk=4, physical_page_size=64,
+                                    seq_lens_cpu=[5, max(9, mirror_n - 2)],
+                                    extend_seq_lens_cpu=[2, mirror_n - 2])
+    decoded = pp.decode_status(out["status"], has_flattened=False)
+    assert decoded["n_tokens"] == 11
+    assert decoded["tokens_overflow"] == (mirror_n < 11)
+    if mirror_n > 11:
+        for name in ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32", "token_to_batch_idx"):
+            assert out[name][11:].tolist() == [0] * (mirror_n - 11), name
+
+
 # --------------------------------------------------------------------------- bad arguments
 def _int64_output(b):
     b.buffers.cache_seqlens_int32 = torch.zeros(4, dtype=torch.int64, device=DEVICE)

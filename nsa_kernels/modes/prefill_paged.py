@@ -12,7 +12,7 @@ Launchers (all int32 outputs; ``bs``, ``N = sum(extend_seq_lens)``, ``W = max_se
                                            with_cu_seqlens_q=True, n_flat=None, device=...)
     plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
-                       check=False) -> LaunchPlan          # static checks, no sync
+                       check=False, zero_tail=False) -> LaunchPlan   # static checks, no sync
     launch_prefill_paged(...same...) -> status              # check, plan, launch
     PagedPrefillFill(...same...)() -> status                # bound once (launcher.bind_plan)
     prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
@@ -60,7 +60,7 @@ from ..validation import extend as extend_checks
 from ..validation import modes as checks
 from . import extend as ext
 from .prefill_paged_reference import prefill_paged_reference
-from .tiles import load_requests, pick_blocks, write_page_rows
+from .tiles import MAX_PAGE_SIZE, load_requests, pick_blocks, write_page_rows
 
 
 @triton.jit(do_not_specialize=["seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "r2t_stride",
@@ -201,16 +201,17 @@ class PagedPrefillBuffers:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
-                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
-                        check=False):
-    """Every static check (and the data checks with ``check=True``: one copy of the inputs to
-    the host); raises before anything is written. Returns ``(topk, page_size, status, pt, rpt,
-    has_pt1, token_capacity, flat)``."""
+TOKEN_BUFFERS = ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32", "indexer_k_start",
+                 "indexer_k_end", "token_to_batch_idx")
+
+
+def check_prefill_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                         max_seqlen_k, dsa_index_topk, physical_page_size):
+    """The inputs' static checks (metadata only); returns ``(bs, max_seqlen_k, topk,
+    page_size)``."""
     topk = extend_checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
     width = checks.as_int("max_seqlen_k", max_seqlen_k)
-    if not isinstance(buffers, PagedPrefillBuffers):
-        raise TypeError(f"buffers must be a PagedPrefillBuffers, got {type(buffers).__name__}")
+    page_size = checks.as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
     bs = checks.input_vector("seq_lens", seq_lens, None, 0).shape[0]
     device = seq_lens.device
     checks.input_vector("extend_seq_lens", extend_seq_lens, device, bs)
@@ -220,21 +221,32 @@ def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_toke
                          f"per request, got {bs}, {extend_seq_lens.shape[0]} and "
                          f"{req_pool_indices.shape[0]}")
     checks.req_to_token_table(req_to_token, device, width, bs)
-    b = buffers
+    return bs, width, topk, page_size
+
+
+def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
+                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
+                        check=False):
+    """Every static check (and the data checks with ``check=True``: one copy of the inputs to
+    the host); raises before anything is written. Returns what ``_plan`` takes."""
+    bs, width, topk, page_size = check_prefill_inputs(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, max_seqlen_k,
+        dsa_index_topk, physical_page_size)
+    if not isinstance(buffers, PagedPrefillBuffers):
+        raise TypeError(f"buffers must be a PagedPrefillBuffers, got {type(buffers).__name__}")
+    device, b = seq_lens.device, buffers
     pt, rpt, has_pt1, page_size = checks.page_tables(b.page_table_1, b.real_page_table,
-                                                     physical_page_size, bs, width, device)
+                                                     page_size, bs, width, device)
     if not has_pt1:
         raise ValueError("page_table_1 is required: the PAGED transform reads it")
     checks.output_vector("cache_seqlens_int32", b.cache_seqlens_int32, device, bs)
     checks.output_vector("cu_seqlens_k", b.cu_seqlens_k, device, bs + 1)
     if b.cu_seqlens_q is not None:
         checks.output_vector("cu_seqlens_q", b.cu_seqlens_q, device, bs + 1)
-    token_names = ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32", "indexer_k_start",
-                   "indexer_k_end", "token_to_batch_idx")
-    for name in token_names:
+    for name in TOKEN_BUFFERS:
         checks.output_vector(name, getattr(b, name), device, 0)
     checks.output_vector("dsa_cu_seqlens_k", b.dsa_cu_seqlens_k, device, 1)
-    token_capacity = min([getattr(b, n).shape[0] for n in token_names]
+    token_capacity = min([getattr(b, n).shape[0] for n in TOKEN_BUFFERS]
                          + [b.dsa_cu_seqlens_k.shape[0] - 1])
     flat = b.page_table_1_flattened
     if flat is not None:
@@ -261,7 +273,7 @@ def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_toke
         if flat is not None and n_flat > flat.shape[0]:
             raise ValueError(f"page_table_1_flattened holds {flat.shape[0]} entries but "
                              f"sum(seq_lens) = {n_flat} are needed")
-    return topk, page_size, status, pt, rpt, has_pt1, token_capacity, flat
+    return width, topk, page_size, status, pt, rpt, has_pt1, token_capacity
 
 
 def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
@@ -272,15 +284,21 @@ def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
     ``zero_tail``: per-token and flattened entries past what the device lengths fill are set
     to 0 (for buffers sized from host mirrors; a bound fill over larger static buffers leaves
     them untouched)."""
-    topk, page_size, status, pt, rpt, has_pt1, token_capacity, flat = check_prefill_paged(
-        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, max_seqlen_k,
-        dsa_index_topk, physical_page_size, status, check)
-    bs, width, b = seq_lens.shape[0], int(max_seqlen_k), buffers
-    splits = ext.pick_splits(bs)
-    grid = (max(triton.cdiv(bs, ext.BLOCK_R), 1), splits)
+    checked = check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                  buffers, max_seqlen_k, dsa_index_topk, physical_page_size,
+                                  status, check)
+    return _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, *checked,
+                 zero_tail)
+
+
+def _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, b, width, topk, page_size,
+          status, pt, rpt, has_pt1, token_capacity, zero_tail):
+    bs = seq_lens.shape[0]
+    grid = (max(triton.cdiv(bs, ext.BLOCK_R), 1), ext.pick_splits(bs))
     block_b, block_n = pick_blocks(width, page_size, has_pt1, bs)
     col_blocks = triton.cdiv(width, block_n)
     page_tiles = triton.cdiv(bs, block_b) * col_blocks
+    flat = b.page_table_1_flattened
     # Without the flattened table its capacity is 0: the extend kernel then writes none of it.
     flat_buffer = flat if flat is not None else b.indexer_k_start
     cu_q = b.cu_seqlens_q if b.cu_seqlens_q is not None else b.cu_seqlens_k
@@ -291,10 +309,9 @@ def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
             flat.shape[0] if flat is not None else 0, topk, b.cache_seqlens_int32, cu_q, pt,
             pt.stride(0), rpt, rpt.stride(0), width, col_blocks, page_tiles)
     kwargs = dict(HAS_CU_Q=b.cu_seqlens_q is not None, ZERO_TAIL=bool(zero_tail),
-                  HAS_PAGE_TABLE_1=has_pt1,
-                  PAGE_SIZE=page_size, BLOCK_R=ext.BLOCK_R, BLOCK_SCAN=ext.BLOCK_SCAN,
-                  BLOCK_T=ext.BLOCK_T, BLOCK_F=ext.BLOCK_F, BLOCK_B=block_b, BLOCK_N=block_n,
-                  num_warps=ext.NUM_WARPS)
+                  HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, BLOCK_R=ext.BLOCK_R,
+                  BLOCK_SCAN=ext.BLOCK_SCAN, BLOCK_T=ext.BLOCK_T, BLOCK_F=ext.BLOCK_F,
+                  BLOCK_B=block_b, BLOCK_N=block_n, num_warps=ext.NUM_WARPS)
     return LaunchPlan(prefill_paged_kernel, grid, args, kwargs)
 
 
@@ -331,11 +348,25 @@ def _host_list(name, values, bs):
         if values.device.type != "cpu":
             raise ValueError(f"{name} must be a host mirror (a CPU tensor or a list), "
                              f"got a tensor on {values.device}")
+        if values.dtype.is_floating_point or values.dtype == torch.bool or values.dim() != 1:
+            raise TypeError(f"{name} must hold one int per request, got {values.dtype} "
+                            f"{tuple(values.shape)}")
         values = values.tolist()
-    values = [checks.as_int(f"{name}[{i}]", v, minimum=None) for i, v in enumerate(values)]
+    elif not all(type(v) is int for v in values):  # numpy ints and the like: parsed one by one
+        values = [checks.as_int(f"{name}[{i}]", v, minimum=None) for i, v in enumerate(values)]
     if len(values) != bs:
         raise ValueError(f"{name} has {len(values)} entries but bs = {bs}")
     return values
+
+
+def _mirrors_agree(seq_lens, extend_seq_lens, kv, qo):
+    for name, device_values, mirror in (("seq_lens_cpu", seq_lens, kv),
+                                        ("extend_seq_lens_cpu", extend_seq_lens, qo)):
+        values = device_values.tolist()
+        bad = next((i for i, (v, m) in enumerate(zip(values, mirror)) if v != m), None)
+        if bad is not None:
+            raise ValueError(f"{name}[{bad}] = {mirror[bad]} but the device holds "
+                             f"{values[bad]} (request {bad}): the host mirror is stale")
 
 
 def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
@@ -366,13 +397,21 @@ def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_t
     n_tokens = sum(qo)
     has_prefix = any(q != k for q, k in zip(qo, kv))
     n_flat = sum(kv) if has_prefix and (ragged or mha_fp8_dequant) else None
-    buffers, status = PagedPrefillBuffers.allocate(
-        bs, n_tokens, width, checks.as_power_of_two("physical_page_size", physical_page_size,
-                                                    1 << 20),
-        with_cu_seqlens_q=has_prefix, n_flat=n_flat, device=seq_lens.device)
-    plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, width,
-                       dsa_index_topk, physical_page_size, status, check, zero_tail=True)()
-    b = buffers
+    bs, width, topk, page_size = check_prefill_inputs(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, width, dsa_index_topk,
+        physical_page_size)
+    if check:
+        prefill_paged_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                width, topk, page_size)
+        _mirrors_agree(seq_lens, extend_seq_lens, kv, qo)
+    b, status = PagedPrefillBuffers.allocate(bs, n_tokens, width, page_size,
+                                             with_cu_seqlens_q=has_prefix, n_flat=n_flat,
+                                             device=seq_lens.device)
+    # Our own fresh buffers, of the sizes the kernel is told: no output check is needed.
+    pt = b.page_table_1
+    rpt = b.real_page_table if page_size > 1 else pt
+    _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, b, width, topk, page_size,
+          status, pt, rpt, True, n_tokens, True)()
     return {
         "page_table_1": b.page_table_1,
         "real_page_table": b.real_page_table if b.real_page_table is not None else b.page_table_1,
