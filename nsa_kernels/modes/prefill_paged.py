@@ -62,6 +62,11 @@ from . import extend as ext
 from .prefill_paged_reference import prefill_paged_reference
 from .tiles import MAX_PAGE_SIZE, load_requests, pick_blocks, write_page_rows
 
+#: Whether ``modes.extend``'s kernel takes the sizes the host expects (``expected_tokens``,
+#: ``expected_flat``) and flags device totals that differ in its status; the call below passes
+#: them where it does.
+EXTEND_JUDGES_SIZES = "expected_tokens" in ext.extend_metadata_kernel.arg_names
+
 
 @triton.jit(do_not_specialize=["seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "r2t_stride",
                                "pool_rows", "width", "expanded_ptr", "dsa_cache_ptr", "cu_k_ptr",
@@ -69,22 +74,31 @@ from .tiles import MAX_PAGE_SIZE, load_requests, pick_blocks, write_page_rows
                                "status_ptr", "batch_size", "token_capacity", "flat_capacity",
                                "dsa_index_topk", "cache_ptr", "cu_q_ptr", "pt_ptr", "pt_stride",
                                "rpt_ptr", "rpt_stride", "max_seqlen_k", "n_col_blocks",
-                               "n_page_tiles"])
+                               "n_page_tiles", "expected_tokens", "expected_flat"])
 def prefill_paged_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
                          expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, ks_ptr, ke_ptr,
                          batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
                          flat_capacity, dsa_index_topk, cache_ptr, cu_q_ptr, pt_ptr, pt_stride,
                          rpt_ptr, rpt_stride, max_seqlen_k, n_col_blocks, n_page_tiles,
+                         expected_tokens, expected_flat, EXTEND_JUDGES_SIZES: tl.constexpr,
                          HAS_CU_Q: tl.constexpr, ZERO_TAIL: tl.constexpr,
                          HAS_PAGE_TABLE_1: tl.constexpr,
                          PAGE_SIZE: tl.constexpr, BLOCK_R: tl.constexpr,
                          BLOCK_SCAN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr,
                          BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    ext.extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
-                               expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, ks_ptr, ke_ptr,
-                               batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
-                               flat_capacity, dsa_index_topk, BLOCK_R, BLOCK_SCAN, BLOCK_T,
-                               BLOCK_F)
+    if EXTEND_JUDGES_SIZES:  # it flags device totals that differ from the expected sizes
+        ext.extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows,
+                                   width, expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr,
+                                   ks_ptr, ke_ptr, batch_idx_ptr, flat_ptr, status_ptr,
+                                   batch_size, token_capacity, flat_capacity, dsa_index_topk,
+                                   expected_tokens, expected_flat, BLOCK_R, BLOCK_SCAN, BLOCK_T,
+                                   BLOCK_F)
+    else:
+        ext.extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows,
+                                   width, expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr,
+                                   ks_ptr, ke_ptr, batch_idx_ptr, flat_ptr, status_ptr,
+                                   batch_size, token_capacity, flat_capacity, dsa_index_topk,
+                                   BLOCK_R, BLOCK_SCAN, BLOCK_T, BLOCK_F)
     program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
     n_programs = tl.num_programs(0) * tl.num_programs(1)
     if program == 0:
@@ -292,7 +306,7 @@ def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
 
 
 def _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, b, width, topk, page_size,
-          status, pt, rpt, has_pt1, token_capacity, zero_tail):
+          status, pt, rpt, has_pt1, token_capacity, zero_tail, expected=(-1, -1)):
     bs = seq_lens.shape[0]
     grid = (max(triton.cdiv(bs, ext.BLOCK_R), 1), ext.pick_splits(bs))
     block_b, block_n = pick_blocks(width, page_size, has_pt1, bs)
@@ -307,8 +321,9 @@ def _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, b, width, t
             b.dsa_cache_seqlens_int32, b.cu_seqlens_k, b.dsa_cu_seqlens_k, b.indexer_k_start,
             b.indexer_k_end, b.token_to_batch_idx, flat_buffer, status, bs, token_capacity,
             flat.shape[0] if flat is not None else 0, topk, b.cache_seqlens_int32, cu_q, pt,
-            pt.stride(0), rpt, rpt.stride(0), width, col_blocks, page_tiles)
-    kwargs = dict(HAS_CU_Q=b.cu_seqlens_q is not None, ZERO_TAIL=bool(zero_tail),
+            pt.stride(0), rpt, rpt.stride(0), width, col_blocks, page_tiles, *expected)
+    kwargs = dict(EXTEND_JUDGES_SIZES=EXTEND_JUDGES_SIZES,
+                  HAS_CU_Q=b.cu_seqlens_q is not None, ZERO_TAIL=bool(zero_tail),
                   HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, BLOCK_R=ext.BLOCK_R,
                   BLOCK_SCAN=ext.BLOCK_SCAN, BLOCK_T=ext.BLOCK_T, BLOCK_F=ext.BLOCK_F,
                   BLOCK_B=block_b, BLOCK_N=block_n, num_warps=ext.NUM_WARPS)
@@ -384,7 +399,8 @@ def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_t
     mirror that disagrees is not trusted blindly either: entries past what the device lengths
     fill are zeros, never uninitialised memory, and ``status`` (``decode_status``) holds the
     device's N and sum(kv), with ``tokens_overflow`` / ``flat_overflow`` set where the mirror
-    promised fewer than the device holds: a server compares them when it next syncs."""
+    promised fewer than the device holds (and, where ``modes.extend``'s kernel judges sizes,
+    its mismatch flags on any difference): a server reads it when it next syncs."""
     checks.input_vector("seq_lens", seq_lens, None, 0)
     bs = seq_lens.shape[0]
     kv = _host_list("seq_lens_cpu", seq_lens_cpu, bs)
@@ -411,7 +427,7 @@ def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_t
     pt = b.page_table_1
     rpt = b.real_page_table if page_size > 1 else pt
     _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, b, width, topk, page_size,
-          status, pt, rpt, True, n_tokens, True)()
+          status, pt, rpt, True, n_tokens, True, (n_tokens, -1 if n_flat is None else n_flat))()
     return {
         "page_table_1": b.page_table_1,
         "real_page_table": b.real_page_table if b.real_page_table is not None else b.page_table_1,
