@@ -13,7 +13,7 @@ from nsa_kernels.modes.mtp_copy_reference import mtp_copy_reference
 
 import pytest
 import torch
-from nsa_testing import DEVICE, Canary, assert_equal, assert_poisoned
+from nsa_testing import DEVICE, POISON, Canary, assert_equal, assert_poisoned
 
 BOUNDARY_KV = [0, 1, 63, 64, 65, 2047, 2048, 2049]
 
@@ -335,3 +335,39 @@ def test_bound_fill_is_graph_safe():
                               inputs["req_to_token"], 3, 3, 256, 64, 64)
     for b, ref in zip(backends, refs):
         b.check(ref, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_bound_fill_is_one_kernel_and_no_sync():
+    from torch.profiler import ProfilerActivity, profile
+    inputs = make_inputs([10, 200, 65], 256)
+    backends = [Backend(3, 256, 64) for _ in range(5)]
+    fill = mc.MTPCopyFill(inputs["seq_lens"], inputs["req_pool_indices"],
+                          inputs["req_to_token"], [b.buffers for b in backends], 3, 256, 64, 64)
+    fill()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fill()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fill()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(names) == 1 and "mtp_copy_kernel" in names[0], names
+
+
+def test_garbage_lengths_stay_inside_the_buffers():
+    """Unchecked lengths (negative, past the width, past int32 as int64) write only inside
+    every backend's buffers: rows are clamped to [0, max_len]."""
+    inputs = make_inputs([5, 6, 7, 8], 128)
+    inputs["seq_lens"] = torch.tensor([-3, 10**9, 2**40, 64], dtype=torch.int64, device=DEVICE)
+    backends = [Backend(4, 128, 64) for _ in range(3)]
+    mc.launch_mtp_copy(inputs["seq_lens"], inputs["req_pool_indices"], inputs["req_to_token"],
+                       [b.buffers for b in backends], 4, 128, 64, 64)
+    for b in backends:
+        for name, c in b.canaries.items():
+            c.assert_margins(name)
+        assert bool((b.canaries["page_table_1"].view[0] == POISON).all())

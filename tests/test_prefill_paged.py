@@ -526,3 +526,29 @@ def test_bound_fill_is_graph_safe_and_sync_free():
     for name in ("page_table_1", "real_page_table", "cu_seqlens_q", *TOKEN_KEYS):
         got = getattr(b, name)
         assert_equal(got[:ref[name].shape[0]], ref[name], name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+@pytest.mark.parametrize("ragged", [False, True])
+def test_allocating_entry_point_is_one_kernel_and_no_sync(ragged):
+    """One CUDA kernel (no copy, no memset) and no synchronising call (torch's sync debug mode
+    raises on one) per call of the allocating entry point."""
+    from torch.profiler import ProfilerActivity, profile
+    inputs, _ = make_inputs(MIXED)
+    mirrors = dict(seq_lens_cpu=[k for k, _ in MIXED], extend_seq_lens_cpu=[q for _, q in MIXED])
+    call = lambda: pp.prefill_paged_metadata(**inputs, dsa_index_topk=64,  # noqa: E731
+                                             physical_page_size=64, ragged=ragged, **mirrors)
+    call()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert names and all("prefill_paged_kernel" in n for n in names), names
+    assert len(names) == 1, names
