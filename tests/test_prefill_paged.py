@@ -18,6 +18,8 @@ from nsa_kernels.modes.prefill_paged_reference import prefill_paged_reference
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from nsa_testing import DEVICE, POISON, Canary, assert_equal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +130,26 @@ def test_random_batches(seed):
     qo = (kv * torch.rand(bs, generator=g)).long()
     run_case(list(zip(kv.tolist(), qo.tolist())), topk=[1, 64, 256][seed], seed=seed,
              flattened=seed == 1, r2t_dtype=(torch.int32, torch.int64)[seed % 2])
+
+
+@st.composite
+def batches(draw):
+    """Up to 12 requests: lengths often at page and topk boundaries, prefixes from none to all
+    but zero or one token."""
+    near = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 255, 256, 257])
+    kv = draw(st.lists(st.one_of(near, st.integers(0, 700)), min_size=0, max_size=12))
+    requests = []
+    for k in kv:
+        qo = draw(st.one_of(st.just(k), st.just(0), st.just(min(k, 1)), st.integers(0, k)))
+        requests.append((k, qo))
+    return requests, draw(st.sampled_from([1, 2, 64, 128, 2048])), draw(st.sampled_from([1, 64]))
+
+
+@given(batches(), st.booleans(), st.integers(0, 2**16))
+def test_property_matches_oracle(batch, flattened, seed):
+    requests, topk, page_size = batch
+    run_case(requests, topk=topk, page_size=page_size, flattened=flattened, seed=seed,
+             cu_q=bool(seed & 1))
 
 
 def test_ragged_extras_with_prefix():
