@@ -163,6 +163,27 @@ def test_cu_seqlens_q_not_asked_is_not_written():
     assert bufs.buffers.cu_seqlens_q is None
 
 
+def test_static_buffers_larger_than_the_batch():
+    """A graph-style buffer set (more rows, more columns, more tokens than this batch): only
+    rows [:bs], columns [:max_seqlen_k] and entries [:N] are written."""
+    requests = [(70, 6), (66, 2)]
+    inputs, width = make_inputs(requests)
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    big = CanaryBuffers(5, 30, width + 70, 64)
+    pp.launch_prefill_paged(**inputs, buffers=big.buffers, max_seqlen_k=width, dsa_index_topk=64,
+                            physical_page_size=64)
+    for name, cols in (("page_table_1", width), ("real_page_table", -(-width // 64))):
+        c = big.canaries[name]
+        c.assert_margins(name)
+        assert_equal(c.view[:2, :cols], ref[name], name)
+        assert bool((c.view[:, cols:] == POISON).all()), f"{name}: columns past the window"
+        c.assert_poisoned_from(2, name)
+    for name in TOKEN_KEYS:
+        assert_equal(big.canaries[name].view[:8], ref[name], name)
+        big.canaries[name].assert_poisoned_from(8, name)
+
+
 def test_width_131072():
     run_case([(131072, 2), (100, 100)], topk=2048)
 
