@@ -463,16 +463,39 @@ SGLANG_NAMES = {"indexer_k_start_end.0": ("indexer_k_start_end", 0),
 SGLANG_OWN = ("indexer_seq_lens", "indexer_seq_lens_cpu", "dsa_cu_seqlens_q")
 
 
+def _random_requests(seed, bs, max_kv):
+    g = torch.Generator().manual_seed(seed)
+    kv = torch.randint(1, max_kv + 1, (bs,), generator=g)
+    qo = (kv * torch.rand(bs, generator=g)).long().clamp(min=1)
+    return list(zip(kv.tolist(), qo.tolist()))
+
+
+SGLANG_CASES["random_bs40"] = _random_requests(1, 40, 2100)
+SGLANG_CASES["random_bs17_no_prefix"] = [(k, k) for k, _ in _random_requests(2, 17, 300)]
+#: On the wide backend only (its table is 100001 columns).
+SGLANG_WIDE_CASES = {"65530_65539": [(65530, 7), (65535, 1), (65539, 65539)],
+                     "100001": [(100001, 3), (1, 1)]}
+
+
+def _sglang_harness(width, kv_dtype, max_bs):
+    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
+    try:
+        return sb.SGLangHarness(sb.HarnessConfig(max_bs=max_bs, width=width, kv_dtype=kv_dtype,
+                                                 device=str(DEVICE)))
+    except sb.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="module", params=["bf16", "fp8"])
 def sglang_extend(request):
     """SGLang 0.5.23's ``DeepseekSparseAttnBackend`` from its wheel (the harness): bf16 KV
     takes the PAGED transform, fp8 the RAGGED one."""
-    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
-    try:
-        return sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=2100, kv_dtype=request.param,
-                                                 device=str(DEVICE)))
-    except sb.PeerUnavailable as e:
-        pytest.skip(str(e))
+    return _sglang_harness(2100, request.param, 64)
+
+
+@pytest.fixture(scope="module")
+def sglang_extend_wide():
+    return _sglang_harness(100001, "bf16", 4)
 
 
 @pytest.mark.parametrize("name", list(SGLANG_CASES))
@@ -480,9 +503,16 @@ def test_equals_sglang_init_forward_metadata(sglang_extend, name):
     """Every tensor SGLang's EXTEND ``init_forward_metadata`` builds (but its own
     pass-throughs) equals the entry point's, page tables on their whole window, names and
     dtypes included; and the entry point builds no tensor SGLang does not."""
-    h = sglang_extend
-    requests = SGLANG_CASES[name]
-    g = torch.Generator().manual_seed(len(name))
+    compare_with_sglang(sglang_extend, SGLANG_CASES[name], seed=len(name))
+
+
+@pytest.mark.parametrize("name", list(SGLANG_WIDE_CASES))
+def test_equals_sglang_long_contexts(sglang_extend_wide, name):
+    compare_with_sglang(sglang_extend_wide, SGLANG_WIDE_CASES[name], seed=len(name))
+
+
+def compare_with_sglang(h, requests, seed):
+    g = torch.Generator().manual_seed(seed)
     seq = torch.tensor([kv for kv, _ in requests], dtype=torch.int64, device=DEVICE)
     ext = torch.tensor([q for _, q in requests], dtype=torch.int32, device=DEVICE)
     pool = torch.randperm(h.config.max_bs, generator=g)[:len(requests)].to(DEVICE)
