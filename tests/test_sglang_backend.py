@@ -247,3 +247,21 @@ def test_standins_only_for_absent_modules(sglang):
         assert getattr(sys.modules[name], "__nsa_standin__", False), name
     assert "torch" not in sglang.standins and "pydantic" not in sglang.standins
     assert importlib.util.find_spec("msgspec") is not None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the fused path for real: "
+                    "python -m nsa_kernels.peers.sglang_backend_check --full")
+def test_fused_path_with_the_gpu_machines_packages(sglang):
+    """SGLang's CUDA path (is_cuda() true, fused kernels under the interpreter, DeepGEMM's
+    schedule stand-in, the wide table dropped) with only the GPU machine's packages importable:
+    every mode equals the reference (tests/sglang_gpu_env.py, in a subprocess)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, str(root / "tests" / "sglang_gpu_env.py")],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "FUSED-PATH OK 9" in done.stdout, done.stdout[-3000:]

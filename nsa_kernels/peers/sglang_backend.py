@@ -299,7 +299,8 @@ class SGLangHarness:
         self.config = config
         self.sglang = load()
         device = torch.device(config.device)
-        if device.type == "cpu" and not config.wide_table:
+        from sglang.srt.utils import is_cuda
+        if not is_cuda() and not config.wide_table:
             raise HarnessUnavailable(
                 "without the wide page table SGLang has no CPU path: its torch fallback writes "
                 "the wide table; this configuration runs only on a GPU (fused path)")
