@@ -414,14 +414,16 @@ def compile_plan(plan, gpu_constexprs):
 
 
 i32 = dict(dtype=torch.int32)
-for bs, width, page, cu_q, flat in ((3, 100, 64, True, True), (300, 8192, 64, False, False),
-                                    (2, 50, 1, True, False)):
+for bs, width, page, cu_q, flat, zero_tail in ((3, 100, 64, True, True, False),
+                                               (300, 8192, 64, False, False, False),
+                                               (2, 50, 1, True, False, True),
+                                               (5, 700, 64, True, True, True)):
     n = 2 * bs
     b, status = pp.PagedPrefillBuffers.allocate(bs, n, width, page, with_cu_seqlens_q=cu_q,
                                                 n_flat=width * bs if flat else None)
     plan = pp.plan_prefill_paged(torch.full((bs,), width, **i32), torch.full((bs,), 2, **i32),
                                  torch.arange(bs), torch.zeros(bs, width, **i32), b, width, 64,
-                                 page, status)
+                                 page, status, zero_tail=zero_tail)
     compile_plan(plan, pp.ext.GPU_CONSTEXPRS)
 for k, page in ((1, 64), (3, 64), (5, 1)):
     bs, width = 4, 300
