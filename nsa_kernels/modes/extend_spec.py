@@ -43,6 +43,12 @@ def extend_bytes(point, inputs):
     return read + written
 
 
+def _check(point, reference, outputs, returned, who):
+    """What the call returned against the oracle, every oracle key."""
+    return {"keys vs oracle": len(compare_extend(returned, reference, f"{who} {point.name}",
+                                                 keys=list(reference)))}
+
+
 SPEC = ModeSpec(
     name="extend",
     ours="nsa_kernels.modes.extend:extend_metadata",
@@ -56,6 +62,9 @@ SPEC = ModeSpec(
     bytes_moved=extend_bytes,
     reads_extend_lens=True,
     graph=False,
+    takes_buffers=False,
+    reference=_oracle,
+    check=_check,
     max_bs=64,
 )
 

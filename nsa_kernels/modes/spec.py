@@ -85,10 +85,24 @@ class ModeSpec:
     reads_extend_lens: bool = False
     #: Captured in CUDA graphs (extend runs eagerly: call + synchronize).
     graph: bool = True
+    #: The call writes into the caller's buffers (extend allocates and returns its outputs).
+    takes_buffers: bool = True
+    #: What a benchmark call is checked against, ``(point, inputs) -> reference``; default:
+    #: ``live_reference`` (device-side, for buffers of up to 2 GiB).
+    reference: Callable = None
+    #: ``(point, reference, outputs, returned, who) -> {name: entries compared}``, raising
+    #: AssertionError on a difference; default: ``check_outputs`` on the buffers.
+    check: Callable = None
     #: Largest bs the full sweep measures (SGLang's eager extend loops on the host per request).
     max_bs: int = None
     #: vLLM's function computing the same outputs (``module:attribute``), where one exists.
     vllm: str = None
+
+    def __post_init__(self):
+        if self.reference is None:
+            object.__setattr__(self, "reference", live_reference)
+        if self.check is None:
+            object.__setattr__(self, "check", check_buffers)
 
     def variant(self, name=""):
         for v in self.variants:
@@ -110,11 +124,17 @@ class ModeSpec:
     def ours_function(self):
         return _resolve(self.ours)
 
+    @property
+    def sglang_in_peer(self):
+        """SGLang's function lives in its loaded wheel (else in a module of ours that replays
+        SGLang's eager path)."""
+        return ":" not in self.sglang
+
     def sglang_function(self, peer):
         """SGLang's function: inside ``peer.metadata`` (the loaded peer), or by module path."""
-        if ":" in self.sglang:
-            return _resolve(self.sglang)
-        return getattr(peer.metadata, self.sglang)
+        if self.sglang_in_peer:
+            return getattr(peer.metadata, self.sglang)
+        return _resolve(self.sglang)
 
     def fill_class(self):
         return _resolve(self.fill) if self.fill else None
@@ -128,6 +148,8 @@ class ModeSpec:
     def output_sizes(self, point):
         """``{name: shape}`` of every buffer the call takes (``None``: not passed), without
         slack; page size 1 makes ``real_page_table`` the same tensor as ``page_table_1``."""
+        if not self.takes_buffers:
+            return {}
         rows, bs = self.rows(point), point.bs
         wide = point.page_table_1 or point.page_size == 1
         sizes = dict(cache_seqlens=(bs,), cu_seqlens_k=(bs + 1,),
@@ -278,7 +300,7 @@ def allocate_outputs(point, poison=POISON, slack=0, device=DEVICE):
         if name != "paged_mqa_ctx_lens_2d":
             shape = (shape[0] + slack,) + tuple(shape[1:])
         out[name] = torch.full(shape, poison, dtype=torch.int32, device=device)
-    if point.page_size == 1:
+    if point.page_size == 1 and "page_table_1" in out:
         out["real_page_table"] = out["page_table_1"]
     return out
 
@@ -358,6 +380,7 @@ def compare_live(what, actual, expected, live_cols=None, poison=None):
         got, expected = got.to(torch.int64), expected.to(torch.int64)
     if live_cols is None:
         got = got.reshape(expected.shape)
+        want = expected
         bad = got != expected
         live = expected.numel()
         tail = actual.reshape(-1)[expected.numel():] if actual.dim() == 1 else actual[rows:]
@@ -374,8 +397,8 @@ def compare_live(what, actual, expected, live_cols=None, poison=None):
         tail = actual[rows:]
     if bool(bad.any()):
         where = tuple(bad.nonzero()[0].tolist())
-        raise AssertionError(f"{what}: differs at {where}: got {int(got[where])} "
-                             f"({int(bad.sum())} entries differ)")
+        raise AssertionError(f"{what}: differs at {where}: got {int(got[where])}, expected "
+                             f"{int(want[where])} ({int(bad.sum())} entries differ)")
     if poison is not None and bool((tail != poison).any()):
         raise AssertionError(f"{what}: written past its range")
     return live
@@ -396,6 +419,11 @@ def check_outputs(point, reference, outputs, who="ours", poison=None):
     if not counts:
         raise AssertionError(f"{who} {point.name}: no output in common with the reference")
     return counts
+
+
+def check_buffers(point, reference, outputs, returned=None, who="ours"):
+    """``check_outputs`` on the buffers a call wrote (what it returned is not used)."""
+    return check_outputs(point, reference, outputs, who)
 
 
 def oracle_outputs(point, inputs):
