@@ -111,6 +111,14 @@ class ModeSpec:
         raise ValueError(f"{self.name} has no variant {name!r}: "
                          f"{[v.name for v in self.variants]}")
 
+    def variant_for(self, page_table_1, ctx_lens_2d):
+        """The production variant passing these tables, else the first one (a point can
+        override its variant's tables)."""
+        for v in self.variants:
+            if (v.page_table_1, v.ctx_lens_2d) == (page_table_1, ctx_lens_2d):
+                return v
+        return self.variants[0]
+
     def configs(self):
         """``(next_n, variant name)`` of every measured configuration."""
         return [(n, v.name) for v in self.variants for n in v.next_ns]
@@ -336,6 +344,19 @@ def _with_zero(values):
     return out
 
 
+def request_of_row(point, inputs):
+    """The request each written expanded row belongs to."""
+    ext = expand_counts(point, inputs)
+    rows = torch.repeat_interleave(torch.arange(point.bs, device=ext.device), ext)
+    return rows[:inputs.total_len]
+
+
+def row_live_columns(point, inputs):
+    """Per written expanded row: its live page-table columns, ``min(kv, width)``."""
+    kv = inputs.kv_lens.to(torch.int64)
+    return kv[request_of_row(point, inputs)].clamp(0, point.width)
+
+
 def live_reference(point, inputs):
     """The written entries in plain torch: ``{name: (tensor, live columns per row or None)}``,
     plus ``token_to_request`` (what vLLM's kernel also computes)."""
@@ -343,8 +364,7 @@ def live_reference(point, inputs):
     seq = inputs.seq_lens.to(torch.int64)
     ext = expand_counts(point, inputs)
     device = seq.device
-    row_req = torch.repeat_interleave(torch.arange(point.bs, device=device), ext)
-    row_req = row_req[:inputs.total_len]
+    row_req = request_of_row(point, inputs)
     starts = torch.cumsum(ext, 0) - ext
     offset = torch.arange(row_req.numel(), device=device) - starts[row_req]
     context = spec.context(point, seq)
@@ -357,7 +377,7 @@ def live_reference(point, inputs):
            "dsa_cu_seqlens_k": (_with_zero(dsa), None),
            "token_to_request": (row_req.to(torch.int32), None)}
     rows = inputs.req_to_token[inputs.req_pool_indices[row_req]]
-    row_kv = inputs.kv_lens.to(torch.int64)[row_req].clamp(0, point.width)
+    row_kv = row_live_columns(point, inputs)
     ps = point.page_size
     if point.page_table_1 or ps == 1:
         out["page_table_1"] = (rows, row_kv)
