@@ -33,10 +33,9 @@ sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 import nsa_kernels as nk  # noqa: E402  (first: picks Triton's mode)
 from nsa_kernels import launcher  # noqa: E402
 from nsa_kernels import stage5_zero_sync as s5  # noqa: E402
-from nsa_kernels.bench import workloads  # noqa: E402
+from nsa_kernels.bench import launch_cost, workloads  # noqa: E402
 from nsa_kernels.empty_kernel import empty_kernel  # noqa: E402
 
-import launch_cost  # noqa: E402  (scripts/, next to this file)
 import torch  # noqa: E402
 import triton  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402

@@ -756,3 +756,34 @@ def test_pipeline_bytes_are_the_varlen_mode_s():
                          extend_seq_lens=workload.extend_seq_lens, kv_lens=kv,
                          total_len=workload.n_tokens)
     assert floors.pipeline_bytes(workload, 8192, 64) == spec.graph_bytes(point, inputs)
+
+
+# --------------------------------------------------------------------------- the CLI modules
+
+BENCH_MODULES = ("bench_modes", "perf_modes", "launch_cost", "host_cost_modes", "seed_table")
+
+
+@pytest.mark.parametrize("name", BENCH_MODULES)
+def test_benchmark_modules_run_with_python_m(name):
+    """Each benchmark is ``python -m nsa_kernels.bench.<name>`` (no script path, no sys.path
+    edits): ``--help`` names the module and the shared ``--out``."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", f"nsa_kernels.bench.{name}", "--help"],
+                          capture_output=True, text=True, cwd="/", timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(root)))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"python -m nsa_kernels.bench.{name}" in done.stdout and "--out" in done.stdout
+    source = (root / "nsa_kernels" / "bench" / f"{name}.py").read_text()
+    assert "sys.path" not in source and "E402" not in source
+
+
+def test_cli_writes_json_only_where_asked(tmp_path):
+    from nsa_kernels.bench import cli
+
+    assert cli.write_json(None, "x.json", {"a": 1}) is None
+    path = cli.write_json(tmp_path / "sub", "x.json", {"a": Path("p")}, quiet=True)
+    assert path.read_text().replace(" ", "").replace("\n", "") == '{"a":"p"}'
+    assert [cli.verdict(v) for v in (True, False, None)] == ["PASS", "FAIL", "NOT MEASURED"]
