@@ -194,25 +194,26 @@ def _varlen_lengths(point, draw):
     return seq, draw(1, point.next_n), seq
 
 
-def _kwargs(point, inputs, outputs):
-    return dict(common_kwargs(point, inputs, outputs), extend_seq_lens=inputs.extend_seq_lens,
-                seqlens_expanded=outputs["seqlens_expanded"], total_len=inputs.total_len,
-                max_seqlen_k=point.width, max_extend_len=point.next_n,
-                max_total_len=point.bs * point.next_n + point.partial,
-                static_extend_len=point.workload == STATIC_SPEC_NAME)
+def _calls(static):
+    """SGLang's keyword arguments and the oracle of one path (static or varlen)."""
+    def kwargs(point, inputs, outputs):
+        return dict(common_kwargs(point, inputs, outputs),
+                    extend_seq_lens=inputs.extend_seq_lens,
+                    seqlens_expanded=outputs["seqlens_expanded"], total_len=inputs.total_len,
+                    max_seqlen_k=point.width, max_extend_len=point.next_n,
+                    max_total_len=point.bs * point.next_n + point.partial,
+                    static_extend_len=static)
+
+    def oracle(point, inputs):
+        return draft_extend_reference(inputs.seq_lens, inputs.extend_seq_lens,
+                                      inputs.req_pool_indices, inputs.req_to_token, point.bs,
+                                      inputs.total_len, point.width, point.topk,
+                                      point.page_size, point.next_n, static)
+    return kwargs, oracle
 
 
-def _oracle(point, inputs):
-    return draft_extend_reference(inputs.seq_lens, inputs.extend_seq_lens,
-                                  inputs.req_pool_indices, inputs.req_to_token, point.bs,
-                                  inputs.total_len, point.width, point.topk, point.page_size,
-                                  point.next_n, point.workload == STATIC_SPEC_NAME)
-
-
-STATIC_SPEC_NAME = "draft_extend_static"
-
-
-def _spec(name, lengths, config):
+def _spec(name, lengths, config, static):
+    kwargs, oracle = _calls(static)
     return ModeSpec(
         name=name,
         ours="nsa_kernels.compat.sglang:fused_dsa_draft_extend_metadata",
@@ -222,8 +223,8 @@ def _spec(name, lengths, config):
         lengths=lengths,
         context=lambda point, seq: seq,
         expanded=lambda point, seq, ext, offset: (seq - ext + offset + 1).clamp_min(0),
-        kwargs=_kwargs,
-        oracle=_oracle,
+        kwargs=kwargs,
+        oracle=oracle,
         bytes_moved=graph_bytes,
         reads_extend_lens=True,
         vllm="nsa_kernels.peers.vllm:decode_metadata_call",
@@ -233,11 +234,11 @@ def _spec(name, lengths, config):
 #: The two paths of one kernel, measured as two workloads: SGLang's draft_extend v2 graph replay
 #: (every request extends by num_draft_tokens) and the per-request path (accept lengths
 #: 1..next_n) that SGLang's graph replay does not use.
-STATIC_SPEC = _spec(STATIC_SPEC_NAME, _static_lengths, (Variant(
+STATIC_SPEC = _spec("draft_extend_static", _static_lengths, (Variant(
     "", "SGLang 0.5.23 CUDA-graph replay (draft_extend v2): fused_dsa_draft_extend_metadata, "
     "static_extend_len=True, max_seqlen_k = width, extend = num_draft_tokens per request",
-    next_ns=(2, 4)),))
+    next_ns=(2, 4)),), static=True)
 VARLEN_SPEC = _spec("draft_extend_varlen", _varlen_lengths, (Variant(
     "", "SGLang 0.5.23 fused_dsa_draft_extend_metadata per-request path: "
     "static_extend_len=False, accept lengths 1..next_n, max_seqlen_k = width "
-    "(not used by SGLang's graph replay)", next_ns=(4,)),))
+    "(not used by SGLang's graph replay)", next_ns=(4,)),), static=False)
