@@ -177,3 +177,26 @@ def test_seed_journey_stacks_validation_on_the_seed_work():
     assert [p.get_y() for p in stacked] == [r["seed_us"] for r in rows]
     assert [p.get_height() for p in stacked] == [30.0] * 3
     matplotlib.pyplot.close(fig)
+
+
+def test_mode_figure_is_one_figure_per_mode_with_a_legend_outside_and_real_ticks():
+    from nsa_kernels.bench import modes
+    from nsa_kernels.modes import spec
+
+    records = []
+    for bs, ours, sglang in ((1, 3.0, 4.0), (4, 3.5, 5.0), (16, 6.0, 9.0), (64, 20.0, 41.0)):
+        point = spec.Point("decode", bs, 8192, 1, "real_only")
+        recs = [dict(modes.record(point, stage, {"graph_us": t, "eager_us": t}, "", 0),
+                     interpreter=False)
+                for stage, t in (("nsa_decode", ours), ("sglang_decode", sglang),
+                                 ("empty_kernel", 2.0), ("bandwidth_floor", bs / 8))]
+        records += modes.finish_point(recs)
+    fig = plots.mode_figure(records, ("decode", 1, "real_only"))
+    fig.canvas.draw()
+    ax_time, ax_ratio = fig.axes
+    assert ax_time.get_legend() is None and ax_ratio.get_legend() is None and fig.legends
+    assert [t.get_text() for t in ax_time.get_xticklabels()] == ["1", "4", "16", "64"]
+    assert fig.get_size_inches()[0] >= 12
+    legend_box = fig.legends[0].get_window_extent()
+    assert legend_box.x0 >= ax_ratio.get_window_extent().x1  # outside the data
+    matplotlib.pyplot.close(fig)

@@ -123,3 +123,24 @@ def test_compare_stages_divides_by_the_cheapest_empty_launch_of_the_row():
     rows = display.compare_stages(records, "new", "old")
     assert [row[-1] for row in rows] == [1.5, 2.0]
     assert [row[-2] for row in rows] == [40.0 / 15.0, 40.0 / 60.0]
+
+
+def _notebook_code(name):
+    nb = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    return "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("name", ["06_full_pipeline", "09_decode_verify", "11_modes_vs_peers"])
+def test_notebooks_take_the_one_floor_model(name):
+    """06, 09 and 11 measure the copy bandwidth and count bytes through ``bench.floors`` only,
+    so the same point gets the same floor in every notebook."""
+    code = _notebook_code(name)
+    assert "floors.copy_bandwidth()" in code
+    assert "def copy_bandwidth" not in code and "moved = 4 *" not in code
+    assert "inputs.bytes_moved" not in code and "modes.copy_bandwidth" not in code
+
+
+def test_the_floor_is_the_larger_of_the_empty_kernel_and_the_bandwidth():
+    assert floors.point_floor(3.0, floors.bandwidth_floor_us(8000, 2000.0)) == 4.0
+    assert floors.point_floor(5.0, floors.bandwidth_floor_us(8000, 2000.0)) == 5.0
+    assert "max(empty_us, bytes_moved / copy_bandwidth)" in floors.__doc__

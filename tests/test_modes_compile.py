@@ -31,7 +31,7 @@ from nsa_kernels.launcher import LaunchPlan
 from nsa_kernels.modes import inputs, plan_decode, plan_draft_extend, plan_target_verify
 
 PLANS = {"decode": plan_decode, "target_verify": plan_target_verify,
-         "draft_extend": plan_draft_extend}
+         "draft_extend_static": plan_draft_extend, "draft_extend_varlen": plan_draft_extend}
 TYPES = {torch.int32: "*i32", torch.int64: "*i64"}
 
 
@@ -55,10 +55,11 @@ for mode, opts in [("decode", dict(page_size=64, has_pt1=False)),
                    ("draft_extend", dict(page_size=64, has_pt1=False, static=False, draft=3))]:
     for bs, width in ((3, 100), (300, 2048)):
         case = inputs.make_case(mode, bs, width, opts, seed=1)
-        _, args, kwargs = inputs._call(None, case, inputs.allocate_outputs(case))
+        point = case["point"]
+        kwargs = point.spec.kwargs(point, case["inputs"], inputs.allocate_outputs(case))
         if mode == "draft_extend" and not opts["static"]:
             kwargs["status"] = torch.zeros(2, dtype=torch.int64)
-        compile_plan(PLANS[mode](*args, **kwargs))
+        compile_plan(PLANS[point.workload](**kwargs))
 
 ext = torch.ones(3, dtype=torch.int32)
 bufs = PipelineBuffers.allocate(3, 8, 600, 64)

@@ -106,3 +106,22 @@ def test_quick_profile_runs_every_notebook(tmp_path, request):
     assert not wrong, f"records whose interpreter flag is not {interpreter}: {wrong[:10]}"
     show(f"quick profile: {len(NOTEBOOKS)} notebooks, {len(results['records'])} records, "
          f"{elapsed:.0f}s")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_alone_in_the_quick_profile(notebook, tmp_path):
+    """One notebook, headless with papermill in the quick profile, writes its results
+    fragment with records: ``pytest tests/test_notebooks.py -k 09`` runs notebook 09 alone."""
+    import papermill
+    import torch
+
+    papermill.execute_notebook(str(notebook), str(tmp_path / notebook.name),
+                               parameters={"profile": "quick", "results_dir": str(tmp_path)},
+                               cwd=str(ROOT / "notebooks"), kernel_name="python3",
+                               progress_bar=False, execution_timeout=TIMEOUT_S)
+    fragment = json.loads((tmp_path / f"results_{notebook.stem}.json").read_text())
+    assert fragment["notebook"] == notebook.stem and fragment["records"]
+    interpreter = not torch.cuda.is_available()
+    assert all(r.get("interpreter", interpreter) == interpreter for r in fragment["records"])
+    for figure in fragment["figures"]:
+        assert (tmp_path / figure).is_file(), figure

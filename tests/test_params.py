@@ -177,3 +177,28 @@ def test_papermill_run_with_a_list_parameter_writes_outside_the_notebook_folder(
     printed = "".join(o.get("text", "") for o in out.cells[-1].outputs).strip()
     assert printed == str(INTERACTIVE_DIR)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.ipynb", "probe.ipynb"]
+
+
+@pytest.mark.parametrize("name", OWN_NOTEBOOKS)
+def test_every_parameter_has_a_type_papermill_reads(name):
+    """``papermill --help-notebook`` names each parameter's type (not "Unknown type")."""
+    import papermill
+
+    inspected = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    untyped = [k for k, v in inspected.items() if v["inferred_type_name"] in ("None", "")]
+    assert not untyped, f"{name}: parameters without a type: {untyped}"
+    assert inspected["profile"]["default"] == "None", f"{name}: profile must default to None"
+
+
+def test_default_profile_is_the_devices(monkeypatch):
+    """A notebook run without a profile (Lab, nbconvert) measures the GPU's sizes on a GPU."""
+    monkeypatch.setattr(params, "params_on_gpu", lambda: True)
+    assert notebook_params().profile == "full"
+    monkeypatch.setattr(params, "params_on_gpu", lambda: False)
+    assert notebook_params().profile == "quick"
+
+
+def test_batch_sizes_drive_every_sweep_of_the_profile():
+    settings = notebook_params(profile="full", batch_sizes="[1, 64]").settings
+    assert settings["draft_bs"] == [1, 64] and settings["scaling_bs"] == [1, 64]
+    assert notebook_params(profile="full").settings["scaling_bs"] == PROFILES["full"]["scaling_bs"]

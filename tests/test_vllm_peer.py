@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import nsa_kernels as nk  # noqa: F401  (first: picks the interpreter)
 from nsa_kernels.bench import harness, modes
+from nsa_kernels.modes import spec
 from nsa_kernels.peers import vllm as vllm_peer
 
 import pytest
@@ -115,22 +116,22 @@ def test_no_gpu_is_refused_with_the_reason(isolated):
 WIDTH = 8192 if harness.ON_GPU else 512
 
 
-@pytest.mark.parametrize("point", [modes.Point("decode", 5, WIDTH, 1, "real_only"),
-                                   modes.Point("target_verify", 7, WIDTH, 4),
-                                   modes.Point("draft_extend_static", 3, WIDTH, 2),
-                                   modes.Point("draft_extend_varlen", 9, WIDTH, 4)],
+@pytest.mark.parametrize("point", [spec.Point("decode", 5, WIDTH, 1, "real_only"),
+                                   spec.Point("target_verify", 7, WIDTH, 4),
+                                   spec.Point("draft_extend_static", 3, WIDTH, 2),
+                                   spec.Point("draft_extend_varlen", 9, WIDTH, 4)],
                          ids=lambda p: p.name)
 def test_vllm_outputs_equal_the_reference_on_live_regions(point, interpreter_scalar_masks):
     try:
         peer = vllm_peer.load(require_gpu=harness.ON_GPU)
     except vllm_peer.PeerUnavailable as exc:
         pytest.skip(str(exc))
-    inputs = modes.make_inputs(point)
+    inputs = spec.make_inputs(point)
     view = modes.vllm_inputs(point, inputs)
     out = modes.vllm_buffers(point, capacity=None if harness.ON_GPU else 300)
     vllm_peer.decode_metadata_call(peer, view.query_start_loc, view.seq_lens, view.block_table,
                                    out, point.bs, inputs.total_len)()
-    counts = modes.check_live(point, modes.reference_outputs(point, inputs),
+    counts = spec.check_outputs(point, spec.live_reference(point, inputs),
                               modes.vllm_outputs(out), "vllm")
     assert set(counts) == {"seqlens_expanded", "real_page_table", "token_to_request"}
     # vLLM zeroes the expanded lengths past the tokens, up to its capacity
@@ -144,14 +145,14 @@ def test_vllm_token_to_request_equals_the_reference(interpreter_scalar_masks):
         peer = vllm_peer.load(require_gpu=harness.ON_GPU)
     except vllm_peer.PeerUnavailable as exc:
         pytest.skip(str(exc))
-    point = modes.Point("draft_extend_varlen", 11, 512, 4)
-    inputs = modes.make_inputs(point)
+    point = spec.Point("draft_extend_varlen", 11, 512, 4)
+    inputs = spec.make_inputs(point)
     view = modes.vllm_inputs(point, inputs)
     out = torch.full(
         (inputs.total_len + 300,), -1, dtype=torch.int32, device=inputs.seq_lens.device
     )
     n = inputs.total_len + 7
     got = peer.metadata.compute_token_to_req_indices(view.query_start_loc, out, inputs.total_len, n)
-    expected, _ = modes.reference_outputs(point, inputs)["token_to_request"]
-    assert modes.compare_live("vllm token->request", got, expected) == inputs.total_len
+    expected, _ = spec.live_reference(point, inputs)["token_to_request"]
+    assert spec.compare_live("vllm token->request", got, expected) == inputs.total_len
     assert got[inputs.total_len:].tolist() == [0] * 7 and bool((out[n:] == -1).all())

@@ -110,3 +110,24 @@ def check_pipeline(buffers, workload, req_pool_indices, req_to_token, page_size,
             buffers.real_page_table[t, :pages], want["real_page_table"][t, :pages]
         )
     return bool(ok)
+
+
+def mode_check_rows(points, slack=3):
+    """Ours on each mode point (``nsa_kernels.modes.spec``): poisoned outputs with ``slack``
+    spare entries and rows, every written entry equal to the reference, the poison intact
+    everywhere else. Table rows; raises AssertionError naming the point on a mismatch."""
+    from ..modes import spec
+
+    rows = []
+    for point in points:
+        inputs = spec.make_inputs(point)
+        outputs = spec.allocate_outputs(point, slack=slack)
+        spec.bind(point.spec.ours_function(), point, inputs, outputs)()
+        counts = spec.check_outputs(point, spec.live_reference(point, inputs), outputs,
+                                    poison=spec.POISON)
+        tables = ", ".join(name for name in ("page_table_1", "real_page_table",
+                                             "paged_mqa_ctx_lens_2d") if name in counts)
+        rows.append([point.workload, point.variant or "—", point.bs, point.width,
+                     point.page_size, tables, f"{sum(counts.values()):,} entries equal; "
+                     "nothing else written"])
+    return rows

@@ -97,7 +97,12 @@ def show_source(*objects):
 COLUMN_LABELS = {"eager_us": "eager (µs)", "throughput_us": "back-to-back (µs)",
                  "graph_us": "CUDA graph (µs)", "kernel_graph_us": "kernel alone, CUDA graph (µs)",
                  "host_us": "host, no sync (µs)",
-                 "best_graph_us": "CUDA graph (µs; kernel alone where the stage syncs)"}
+                 "best_graph_us": "CUDA graph (µs; kernel alone where the stage syncs)",
+                 # the modes' tables (``modes_report.ratio_rows``)
+                 "ours_us": "ours (µs)", "sglang_us": "SGLang (µs)", "vllm_us": "vLLM (µs)",
+                 "empty_us": "empty kernel (µs)", "bandwidth_us": "bandwidth floor (µs)",
+                 "floor_us": "floor (µs)", "vs_sglang": "SGLang / ours", "vs_vllm": "vLLM / ours",
+                 "vs_floor": "ours / floor"}
 
 
 def column_label(metric):

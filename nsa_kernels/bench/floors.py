@@ -1,4 +1,22 @@
-"""The floors: what launching (almost) nothing costs, five ways, measured with the stages.
+"""The floors: what launching (almost) nothing costs, and what moving the bytes costs.
+
+**The floor of a point** (the one definition every notebook and the report's index use)::
+
+    floor_us = max(empty_us, bytes_moved / copy_bandwidth)
+
+* ``empty_us``: the empty Triton kernel (``empty_kernel``) measured in the same rounds as the
+  point, on the point's metric (CUDA-graph replay per call; eager where the point is eager);
+* ``bytes_moved``: the bytes the fill must read and write, counted once each
+  (``bytes_moved(point, inputs)``: the mode's ``ModeSpec.bytes_moved``; the rules are in
+  ``nsa_kernels.modes.spec.graph_bytes`` and ``extend_spec.extend_bytes``);
+* ``copy_bandwidth``: bytes read plus written per µs of a device-to-device copy measured in
+  the same run (``copy_bandwidth()``); ``bytes_moved / copy_bandwidth`` is the
+  ``bandwidth_floor`` record.
+
+Either term missing (no empty kernel timed, no bandwidth measured) leaves the other; both
+missing, no floor. ``ours / floor`` is then ``vs_floor`` in the records.
+
+**The launch floors**, measured with the stages:
 
 * ``sync_only``: no launch at all, only the synchronize that every eager sample pays.
 * ``torch_op``: a native one-element in-place op (``x.add_(1)``): PyTorch's own dispatch.
@@ -20,7 +38,7 @@ import torch
 
 from .._env import DEVICE
 from ..empty_kernel import bound_empty, launch_empty
-from .harness import measure_group, synchronize
+from .harness import ON_GPU, measure_group, measure_interleaved, summarize, synchronize
 
 FLOORS = ("sync_only", "torch_op", "empty_kernel", "empty_driver", "empty_graph")
 
@@ -60,10 +78,11 @@ def floor_entries():
     return entries, skipped
 
 
-def host_times(entries, rounds=10, calls=50):
+def host_times(entries, rounds=10, calls=50, spread=False):
     """Median host time (µs) of one call of each entry, without a sync: ``calls`` calls back to
     back per round, entries interleaved round by round, a sync before each round (so that a
-    full launch queue never blocks the host)."""
+    full launch queue never blocks the host). ``spread``: ``{name: harness.summarize(...)}``
+    (median, p20, p80 as ``host_us*``) instead of the median alone."""
     samples = {entry["name"]: [] for entry in entries}
     for entry in entries:
         entry["fn"]()
@@ -78,6 +97,8 @@ def host_times(entries, rounds=10, calls=50):
                 fn()
                 out.append(clock() - start)
     synchronize()
+    if spread:
+        return {name: summarize("host_us", v, 1e6) for name, v in samples.items()}
     return {name: statistics.median(v) * 1e6 for name, v in samples.items()}
 
 
@@ -89,13 +110,60 @@ def measure_with_floors(entries, workload, settings, floors=True):
     records = measure_group(group, workload, settings)
     # As many host samples as eager ones, in as many rounds: a quick interpreter run stays quick.
     rounds = min(10, settings["iters"])
-    host = host_times(group, rounds=rounds, calls=max(settings["iters"] // rounds, 1))
+    host = host_times(group, rounds=rounds, calls=max(settings["iters"] // rounds, 1),
+                      spread=True)
     for record in records:
-        record["host_us"] = host[record["stage"]]
+        record.update(host[record["stage"]])
     return records, skipped
 
 
 EMPTY_LAUNCHES = ("empty_kernel", "empty_driver", "empty_graph")
+
+#: Bytes of the copy that measures the bandwidth: 1 GiB on a GPU (far past every cache),
+#: 4 MiB under the interpreter (where the number only has to exist).
+COPY_BYTES = (1 << 30) if ON_GPU else (1 << 22)
+
+
+def copy_bandwidth(n_bytes=COPY_BYTES, rounds=10, device=DEVICE):
+    """Device-to-device copy bandwidth of this run in bytes per µs (read + written): an int32
+    copy of ``n_bytes``, captured in a CUDA graph and replayed in ``rounds`` (median; eager
+    call + synchronize under the interpreter)."""
+    src = torch.empty(n_bytes // 4, dtype=torch.int32, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    times = measure_interleaved({"copy": lambda: dst.copy_(src)}, rounds, 2, eager=3)["copy"]
+    return 2 * n_bytes / (times["graph_us"] or times["eager_us"])
+
+
+def bytes_moved(point, inputs):
+    """Bytes that must move for a mode's point (``point.spec.bytes_moved``)."""
+    return point.spec.bytes_moved(point, inputs)
+
+
+def pipeline_bytes(workload, width, page_size):
+    """Bytes that must move for the full draft-extend pipeline (stage 6) on ``workload``: the
+    same count as the varlen draft-extend mode with both page tables."""
+    from ..modes import spec
+    ext = workload.extend_seq_lens.to(torch.int64).cpu()
+    kv = workload.seq_lens.to(torch.int64).cpu()
+    point = spec.Point("draft_extend_varlen", workload.bs, width, max(int(ext.max()), 1)
+                       if ext.numel() else 1, page_size=page_size, page_table_1=True)
+    inputs = spec.Inputs(seq_lens=kv, req_pool_indices=kv, req_to_token=None,
+                         extend_seq_lens=ext, kv_lens=kv, total_len=int(ext.sum()))
+    return bytes_moved(point, inputs)
+
+
+def bandwidth_floor_us(n_bytes, bandwidth):
+    """``n_bytes`` over ``bandwidth`` (bytes per µs), or None where either is unknown."""
+    if n_bytes is None or not bandwidth:
+        return None
+    return n_bytes / bandwidth
+
+
+def point_floor(empty_us, bandwidth_us):
+    """The floor of a point: the larger of the empty launch and the bandwidth floor (either
+    may be None)."""
+    known = [v for v in (empty_us, bandwidth_us) if v is not None]
+    return max(known) if known else None
 
 
 def skip_notes(skipped):

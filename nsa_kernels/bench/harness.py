@@ -13,6 +13,10 @@ the floor of one point of a sweep) the way a CUDA-graph runner calls them: each 
 in its own graph, replays alternating between them round by round, plus a few eager samples
 (call then synchronize). It is the cheaper sibling of ``measure_group`` for large sweeps.
 
+Every figure is stored with its spread over rounds: ``<metric>`` is the median and
+``<metric>_p20`` / ``<metric>_p80`` the 20th and 80th percentiles (linear interpolation, as
+``triton.testing.do_bench`` gives quantiles), so a move inside the noise reads as such.
+
 Under the Triton interpreter (no GPU) the same code times the CPU with ``perf_counter``:
 those numbers are interpreter timings and say nothing about GPU speed; records carry the
 ``interpreter`` flag and graph times are ``None``.
@@ -26,6 +30,31 @@ import torch
 from .._env import INTERPRET
 
 ON_GPU = torch.cuda.is_available() and not INTERPRET
+
+
+#: The quantiles stored beside every median.
+QUANTILES = (0.2, 0.8)
+
+
+def quantile(values, q):
+    """The ``q`` quantile of ``values``, interpolated linearly between the two nearest ranks
+    (``torch.quantile``'s default, the one ``do_bench`` reports)."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summarize(metric, samples, scale=1.0):
+    """``{metric: median, metric_p20: .., metric_p80: ..}`` of ``samples`` times ``scale``, or
+    ``None`` for each when there are no samples."""
+    if not samples:
+        return {metric: None, **{f"{metric}_p{round(q * 100)}": None for q in QUANTILES}}
+    out = {metric: statistics.median(samples) * scale}
+    for q in QUANTILES:
+        out[f"{metric}_p{round(q * 100)}"] = quantile(samples, q) * scale
+    return out
 
 
 def synchronize():
@@ -70,7 +99,7 @@ def time_graph(fn, iters, warmup, graph_calls=16):
         return None, note
     for _ in range(warmup):
         graph.replay()
-    return _graph_samples({0: graph}, iters, graph_calls)[0], None
+    return statistics.median(_graph_samples({0: graph}, iters, graph_calls)[0]), None
 
 
 def count_syncs(fn):
@@ -94,7 +123,8 @@ def count_syncs(fn):
 
 
 def _graph_samples(graphs, iters, graph_calls):
-    """Per-call replay times of several graphs, sampled round-robin (same noise for each)."""
+    """Per-call replay times (µs) of several graphs, sampled round-robin (same noise for
+    each): ``{key: [samples]}``."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     samples = {key: [] for key in graphs}
     for _ in range(max(iters // 4, 5)):
@@ -104,7 +134,7 @@ def _graph_samples(graphs, iters, graph_calls):
             end.record()
             end.synchronize()
             samples[key].append(start.elapsed_time(end) * 1e3 / graph_calls)
-    return {key: statistics.median(v) for key, v in samples.items()}
+    return samples
 
 
 def measure_group(entries, workload, settings):
@@ -164,13 +194,14 @@ def measure_group(entries, workload, settings):
         record = {
             "stage": entry["name"], "workload": workload.kind if workload else "none",
             "bs": workload.bs if workload else 0, "tokens": workload.n_tokens if workload else 0,
-            "eager_us": statistics.median(eager[i]) * 1e6,
-            "throughput_us": statistics.median(throughput[i]) * 1e6,
-            "graph_us": graph_us.get((i, "graph")), "graph_note": notes.get((i, "graph")),
+            **summarize("eager_us", eager[i], 1e6),
+            **summarize("throughput_us", throughput[i], 1e6),
+            **summarize("graph_us", graph_us.get((i, "graph"))),
+            "graph_note": notes.get((i, "graph")),
             "interpreter": not ON_GPU,
         }
         if entry.get("kernel_fn") is not None:
-            record["kernel_graph_us"] = graph_us.get((i, "kernel"))
+            record.update(summarize("kernel_graph_us", graph_us.get((i, "kernel"))))
         records.append(record)
     return records
 
@@ -188,17 +219,23 @@ def compiled_variants(kernel):
 
 def eager_us(fn, samples):
     """Median of ``samples`` calls of ``fn``, each followed by a synchronize (µs, host clock)."""
+    return statistics.median(eager_samples(fn, samples))
+
+
+def eager_samples(fn, samples):
+    """``samples`` times (µs, host clock) of one call of ``fn`` followed by a synchronize."""
     times = []
     for _ in range(samples):
         start = time.perf_counter()
         fn()
         synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
+        times.append((time.perf_counter() - start) * 1e6)
+    return times
 
 
 def measure_interleaved(entries, rounds, graph_calls, eager=5, graph=True):
-    """``{name: {"graph_us", "eager_us", "note"}}`` for ``entries`` (name -> zero-arg callable).
+    """``{name: {"graph_us", "eager_us", their p20/p80, "note"}}`` for ``entries`` (name ->
+    zero-arg callable).
 
     Every callable is warmed up (compiled), then timed eagerly in interleaved rounds, then, when
     ``graph`` and on a GPU, captured alone in a graph of ``graph_calls`` calls and replayed in
@@ -211,12 +248,11 @@ def measure_interleaved(entries, rounds, graph_calls, eager=5, graph=True):
             fn()
             synchronize()
             live[name] = fn
-            out[name] = {"graph_us": None, "eager_us": None, "note": None}
+            out[name] = {**summarize("graph_us", []), **summarize("eager_us", []), "note": None}
         except Exception as exc:  # recorded, so one broken entry does not stop the sweep
             synchronize()
             out[name] = {
-                "graph_us": None,
-                "eager_us": None,
+                **summarize("graph_us", []), **summarize("eager_us", []),
                 "note": f"raised {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:160] if str(exc) else ''}",
             }
@@ -227,7 +263,7 @@ def measure_interleaved(entries, rounds, graph_calls, eager=5, graph=True):
             # (a peer that allocates and launches hundreds of kernels) runs on cold host caches.
             samples[name].append(eager_us(fn, 3))
     for name in live:
-        out[name]["eager_us"] = statistics.median(samples[name])
+        out[name].update(summarize("eager_us", samples[name]))
     if not graph:
         return out
     graphs = {}
@@ -241,7 +277,7 @@ def measure_interleaved(entries, rounds, graph_calls, eager=5, graph=True):
         for captured in graphs.values():
             captured.replay()
         synchronize()
-        for name, value in _graph_samples(graphs, 4 * rounds, graph_calls).items():
-            out[name]["graph_us"] = value
+        for name, values in _graph_samples(graphs, 4 * rounds, graph_calls).items():
+            out[name].update(summarize("graph_us", values))
     del graphs
     return out

@@ -1,5 +1,6 @@
-"""Reading the modes benchmark (``bench.modes`` records): targets, tables, where the time goes,
-plots. Every statement is computed from the records of one run; nothing is hard-coded.
+"""Reading the modes benchmark (``bench.modes`` records): targets, tables, where the time goes;
+the per-mode figures are ``plots.mode_figure``. Every statement is computed from the records
+of one run; nothing is hard-coded.
 
 Times are CUDA-graph replay per call (``graph_us``) except for ``extend`` (eager, call +
 synchronize, ``eager_us``). Under the interpreter there is no graph time: the targets are then
@@ -7,15 +8,17 @@ reported as not measured.
 """
 from collections import defaultdict
 
-TIME_KEY = {"extend": "eager_us"}
+from ..modes import SPECS
+from .floors import point_floor
 
 
 def time_of(record):
-    """Graph time (eager for extend); under the interpreter, where there is no graph, the
-    eager interpreter time (tables and plots say so; the targets are then not evaluated)."""
-    if record.get("interpreter"):
+    """Graph time (eager for a mode that runs eagerly); under the interpreter, where there is
+    no graph, the eager interpreter time (tables and plots say so; the targets are then not
+    evaluated)."""
+    if record.get("interpreter") or not SPECS[record["workload"]].graph:
         return record.get("eager_us")
-    return record.get(TIME_KEY.get(record["workload"], "graph_us"))
+    return record.get("graph_us")
 
 
 def config_key(record):
@@ -26,9 +29,8 @@ def config_key(record):
 def label(key):
     workload, next_n, variant = key
     extra = f" {variant}" if variant else ""
-    return f"{workload}{extra}" + (
-        f" next_n={next_n}" if workload not in ("decode", "extend") else ""
-    )
+    return f"{workload}{extra}" + (f" next_n={next_n}" if next_n and SPECS[workload].expands
+                                   and SPECS[workload].graph else "")
 
 
 TARGETS = ("ours faster than SGLang's production call (every mode, bs, width)",
@@ -88,7 +90,7 @@ def explain(key, stages):
 def targets(records):
     """``[(target, ok or None (not measured), summary, [explanations of misses])]``."""
     points = group_points(records)
-    graph = {k: v for k, v in points.items() if k[0] != "extend"}
+    graph = {k: v for k, v in points.items() if SPECS[k[0]].graph}
     out = []
     if any(r.get("interpreter") for r in records):
         return [(name, None, "interpreter run: its timings say nothing about GPU speed", [])
@@ -164,6 +166,8 @@ def ratio_rows(records):
                      "ours_us": t(ours), "sglang_us": t(sglang), "vllm_us": t(vllm),
                      "empty_us": t(stages.get("empty_kernel")),
                      "bandwidth_us": t(stages.get("bandwidth_floor")),
+                     "floor_us": point_floor(t(stages.get("empty_kernel")),
+                                             t(stages.get("bandwidth_floor"))),
                      "vs_sglang": ours.get("vs_sglang") if ours else None,
                      "vs_vllm": t(vllm) / t(ours) if t(vllm) and t(ours) else None,
                      "vs_floor": ours.get("vs_floor") if ours else None,
@@ -189,45 +193,6 @@ def where_time_goes(records):
         out[bs] = {"launch": entry["launch"], "bandwidth": entry["bandwidth"],
                    "median_vs_floor": values[len(values) // 2] if values else None}
     return out
-
-
-def plot_mode(records, key, ax_time, ax_ratio):
-    """Time vs bs per width (ours solid, SGLang dashed, vLLM dotted, floor grey) and ours'
-    speedup over SGLang / vLLM."""
-    rows = [r for r in ratio_rows(records) if r["mode"] == label(key)]
-    widths = sorted({r["width"] for r in rows})
-    for i, width in enumerate(widths):
-        sel = sorted((r for r in rows if r["width"] == width), key=lambda r: r["bs"])
-        color = f"C{i}"
-        for field, style, who in (("ours_us", "-", "ours"), ("sglang_us", "--", "SGLang"),
-                                  ("vllm_us", ":", "vLLM")):
-            pts = [(r["bs"], r[field]) for r in sel if r[field]]
-            if pts:
-                ax_time.plot(*zip(*pts), style, color=color, marker="o", ms=3,
-                             label=f"{who} w={width}")
-        floor = [(r["bs"], max(r["empty_us"] or 0, r["bandwidth_us"] or 0)) for r in sel
-                 if r["empty_us"] or r["bandwidth_us"]]
-        if floor:
-            ax_time.plot(*zip(*floor), "-", color="grey", alpha=0.4 + 0.2 * i, lw=1,
-                         label=f"floor w={width}")
-        for field, style in (("vs_sglang", "-"), ("vs_vllm", ":")):
-            pts = [(r["bs"], r[field]) for r in sel if r[field]]
-            if pts:
-                ax_ratio.plot(*zip(*pts), style, color=color, marker="o", ms=3,
-                              label=f"{field.replace('vs_', 'vs ')} w={width}")
-    for ax in (ax_time, ax_ratio):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.grid(alpha=0.3)
-    ax_time.set_yscale("log")
-    ax_time.set_ylabel("µs per call")
-    ax_time.set_title(label(key))
-    ax_ratio.axhline(1.0, color="black", lw=0.8)
-    ax_ratio.axhline(2.0, color="green", lw=0.6, ls="--")
-    ax_ratio.set_ylabel("peer time / ours (> 1: ours faster)")
-    for ax in (ax_time, ax_ratio):
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=6, ncol=2)
 
 
 def report_targets(records):

@@ -71,12 +71,18 @@ def _whole_number(name, value, minimum, what, raw=None):
 
 
 def check_profile(profile):
-    """``'quick'`` or ``'full'``; ``None`` picks ``full`` on a GPU and ``quick`` otherwise."""
+    """``'quick'`` or ``'full'``; ``None`` (every notebook's default, so that a notebook opened
+    in Lab on a GPU measures the GPU's sizes) picks ``full`` on a GPU and ``quick`` otherwise."""
     if profile is None:
-        return "full" if ON_GPU else "quick"
+        return "full" if params_on_gpu() else "quick"
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {sorted(PROFILES)} or None, got {profile!r}")
     return profile
+
+
+def params_on_gpu():
+    """Whether kernels run on a GPU (not the interpreter): what ``profile=None`` resolves by."""
+    return ON_GPU
 
 
 def check_batch_sizes(batch_sizes, minimum=1):
@@ -118,17 +124,20 @@ def check_results_dir(results_dir):
     return path
 
 
-def notebook_params(profile="quick", batch_sizes=None, iters=None, seed=0, results_dir=None,
+def notebook_params(profile=None, batch_sizes=None, iters=None, seed=0, results_dir=None,
                     min_batch_size=1, **extra):
     """Check every parameter and return them resolved, with the profile's settings.
 
-    ``min_batch_size=0`` lets a notebook accept empty batches. ``extra`` parameters (a
-    notebook's own) are parsed as literals when given as text and returned in ``.extra``.
+    ``batch_sizes`` replaces every batch-size list of the profile (``draft_bs`` and the
+    scaling sweep's ``scaling_bs``). ``min_batch_size=0`` lets a notebook accept empty
+    batches. ``extra`` parameters (a notebook's own) are parsed as literals when given as
+    text and returned in ``.extra``.
     """
     profile = check_profile(profile)
     batch_sizes = check_batch_sizes(batch_sizes, min_batch_size)
     iters = check_iters(iters)
-    settings = profile_settings(profile, draft_bs=batch_sizes, iters=iters)
+    settings = profile_settings(profile, draft_bs=batch_sizes, scaling_bs=batch_sizes,
+                                iters=iters)
     return NotebookParams(profile=profile, batch_sizes=batch_sizes, iters=iters,
                           seed=check_seed(seed), results_dir=check_results_dir(results_dir),
                           settings=settings,

@@ -125,6 +125,69 @@ def scaling(records, stages, x_key="bs", metric="eager_us", title=None, marks=()
     return fig
 
 
+def _bs_axis(axis, sizes):
+    """A log2 batch-size axis labelled with the measured sizes themselves (1, 4, 16, 64, ...),
+    thinned so that at most 11 labels show."""
+    ticks = sorted(sizes)
+    step = max(1, -(-len(ticks) // 11))
+    axis.set_major_locator(FixedLocator(ticks[::step]))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def mode_figure(records, key, timing=None):
+    """One mode's figure: time per call against bs for each width (ours solid, SGLang dashed,
+    vLLM dotted, the floor grey) and the peers' time over ours, with one legend for both
+    panels outside the data. ``records``: ``bench.modes`` records; ``key``: (workload,
+    next_n, variant) as ``modes_report.config_key``."""
+    from .modes_report import label, ratio_rows
+    rows = [r for r in ratio_rows(records) if r["mode"] == label(key)]
+    widths = sorted({r["width"] for r in rows})
+    fig, (ax_time, ax_ratio) = plt.subplots(1, 2, figsize=(13, 4.8))
+    for i, width in enumerate(widths):
+        sel = sorted((r for r in rows if r["width"] == width), key=lambda r: r["bs"])
+        color = f"C{i}"
+        for field, style, who in (("ours_us", "-", "ours"), ("sglang_us", "--", "SGLang"),
+                                  ("vllm_us", ":", "vLLM")):
+            pts = [(r["bs"], r[field]) for r in sel if r[field]]
+            if pts:
+                ax_time.plot(*zip(*pts), style, color=color, marker="o", ms=4,
+                             label=f"{who}, width {width:,}")
+        floor = [(r["bs"], r["floor_us"]) for r in sel if r["floor_us"]]
+        if floor:
+            ax_time.plot(*zip(*floor), "-", color="grey", alpha=0.35 + 0.2 * i, lw=1.5,
+                         label=f"floor, width {width:,}")
+        for field, style, who in (("vs_sglang", "--", "SGLang"), ("vs_vllm", ":", "vLLM")):
+            pts = [(r["bs"], r[field]) for r in sel if r[field]]
+            if pts:
+                ax_ratio.plot(*zip(*pts), style, color=color, marker="o", ms=4,
+                              label=f"{who} / ours, width {width:,}")
+    sizes = {r["bs"] for r in rows} or {1}
+    for ax in (ax_time, ax_ratio):
+        ax.set_xscale("log", base=2)
+        _bs_axis(ax.xaxis, sizes)
+        ax.set_xlabel(X_LABELS["bs"])
+        ax.grid(True, which="major", alpha=0.3)
+    ax_time.set_yscale("log")
+    _plain_log_axis(ax_time.yaxis)
+    ax_time.set_ylabel(f"µs per call [{timing or TIMING}]")
+    ax_ratio.axhline(1.0, color="black", lw=0.8)
+    ax_ratio.axhline(2.0, color="green", lw=0.6, ls="--")
+    ax_ratio.set_ylabel("peer time / ours (> 1: ours faster)")
+    fig.suptitle(_title(label(key)))
+    handles, labels = {}, []
+    for ax in (ax_time, ax_ratio):
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            if text not in handles:
+                handles[text] = handle
+                labels.append(text)
+    if labels:
+        fig.legend([handles[t] for t in labels], labels, loc="upper left",
+                   bbox_to_anchor=(1.0, 0.92), borderaxespad=0, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def stacked_breakdown(rows, title):
     """``rows``: [(stage, {part: µs})], drawn as one stacked horizontal bar per stage."""
     fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 2))

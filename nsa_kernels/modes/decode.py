@@ -9,12 +9,14 @@ one); ``physical_page_size == 1`` means the real table is ``page_table_1``.
 
 One launch, no host sync, no allocation; see ``tiles`` for the program layout.
 """
+import torch
 import triton
 import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import decode_reference
+from .spec import ModeSpec, Variant, common_kwargs, graph_bytes
 from .tiles import (
     flat_blocks,
     grid_size,
@@ -104,3 +106,46 @@ class DecodeFill(PlannedFill):
     """Bound once to a graph runner's static buffers; each call is one direct launch."""
 
     planner = staticmethod(plan_decode)
+
+
+# --------------------------------------------------------------------------- the spec
+
+def _lengths(point, draw):
+    seq = draw(1, point.width)
+    return seq, torch.ones_like(seq), seq
+
+
+def _kwargs(point, inputs, outputs):
+    return dict(common_kwargs(point, inputs, outputs), max_len=point.width)
+
+
+def _oracle(point, inputs):
+    return decode_reference(inputs.seq_lens, inputs.req_pool_indices, inputs.req_to_token,
+                            point.bs, point.width, point.topk, point.page_size)
+
+
+#: SGLang 0.5.23's decode graph replay (``dsa_backend.py``, ``_apply_cuda_graph_metadata``):
+#: ``max_len`` = the graph page table's width; ``page_table_1`` is that wide table, or None
+#: when ``dsa_drop_wide_page_table`` holds (no speculative decoding, fused top-k v2).
+SPEC = ModeSpec(
+    name="decode",
+    ours="nsa_kernels.compat.sglang:fused_dsa_decode_metadata",
+    sglang="fused_dsa_decode_metadata",
+    fill="nsa_kernels.modes.decode:DecodeFill",
+    variants=(
+        Variant("page_table_1", "SGLang 0.5.23 CUDA-graph replay (decode): "
+                "fused_dsa_decode_metadata, page_table_1 = graph page table [bs, width], "
+                "max_len = width", vllm=False),
+        Variant("real_only", "SGLang 0.5.23 CUDA-graph replay (decode, "
+                "dsa_drop_wide_page_table): fused_dsa_decode_metadata, page_table_1=None, "
+                "max_len = req_to_token width", page_table_1=False),
+    ),
+    lengths=_lengths,
+    context=lambda point, seq: seq,
+    expanded=lambda point, seq, ext, offset: seq,
+    kwargs=_kwargs,
+    oracle=_oracle,
+    bytes_moved=graph_bytes,
+    expands=False,
+    vllm="nsa_kernels.peers.vllm:decode_metadata_call",
+)

@@ -24,6 +24,7 @@ import triton.language as tl
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import draft_extend_reference
+from .spec import ModeSpec, Variant, common_kwargs, graph_bytes
 from .tiles import (
     flat_blocks,
     grid_size,
@@ -179,3 +180,65 @@ class DraftExtendFill(PlannedFill):
     """Bound once to a graph runner's static buffers; each call is one direct launch."""
 
     planner = staticmethod(plan_draft_extend)
+
+
+# --------------------------------------------------------------------------- the specs
+
+def _static_lengths(point, draw):
+    seq = draw(point.next_n, point.width)
+    return seq, seq.new_full(seq.shape, point.next_n), seq
+
+
+def _varlen_lengths(point, draw):
+    seq = draw(point.next_n, point.width)
+    return seq, draw(1, point.next_n), seq
+
+
+def _calls(static):
+    """SGLang's keyword arguments and the oracle of one path (static or varlen)."""
+    def kwargs(point, inputs, outputs):
+        return dict(common_kwargs(point, inputs, outputs),
+                    extend_seq_lens=inputs.extend_seq_lens,
+                    seqlens_expanded=outputs["seqlens_expanded"], total_len=inputs.total_len,
+                    max_seqlen_k=point.width, max_extend_len=point.next_n,
+                    max_total_len=point.bs * point.next_n + point.partial,
+                    static_extend_len=static)
+
+    def oracle(point, inputs):
+        return draft_extend_reference(inputs.seq_lens, inputs.extend_seq_lens,
+                                      inputs.req_pool_indices, inputs.req_to_token, point.bs,
+                                      inputs.total_len, point.width, point.topk,
+                                      point.page_size, point.next_n, static)
+    return kwargs, oracle
+
+
+def _spec(name, lengths, config, static):
+    kwargs, oracle = _calls(static)
+    return ModeSpec(
+        name=name,
+        ours="nsa_kernels.compat.sglang:fused_dsa_draft_extend_metadata",
+        sglang="fused_dsa_draft_extend_metadata",
+        fill="nsa_kernels.modes.draft_extend:DraftExtendFill",
+        variants=config,
+        lengths=lengths,
+        context=lambda point, seq: seq,
+        expanded=lambda point, seq, ext, offset: (seq - ext + offset + 1).clamp_min(0),
+        kwargs=kwargs,
+        oracle=oracle,
+        bytes_moved=graph_bytes,
+        reads_extend_lens=True,
+        vllm="nsa_kernels.peers.vllm:decode_metadata_call",
+    )
+
+
+#: The two paths of one kernel, measured as two workloads: SGLang's draft_extend v2 graph replay
+#: (every request extends by num_draft_tokens) and the per-request path (accept lengths
+#: 1..next_n) that SGLang's graph replay does not use.
+STATIC_SPEC = _spec("draft_extend_static", _static_lengths, (Variant(
+    "", "SGLang 0.5.23 CUDA-graph replay (draft_extend v2): fused_dsa_draft_extend_metadata, "
+    "static_extend_len=True, max_seqlen_k = width, extend = num_draft_tokens per request",
+    next_ns=(2, 4)),), static=True)
+VARLEN_SPEC = _spec("draft_extend_varlen", _varlen_lengths, (Variant(
+    "", "SGLang 0.5.23 fused_dsa_draft_extend_metadata per-request path: "
+    "static_extend_len=False, accept lengths 1..next_n, max_seqlen_k = width "
+    "(not used by SGLang's graph replay)", next_ns=(4,)),), static=False)

@@ -11,12 +11,14 @@ One launch, no host sync, no allocation. A page tile reads a ``req_to_token`` se
 stores it to the request's ``next_n`` rows; on small grids each row gets its own program
 (``SPLIT_ROWS``; see ``tiles``).
 """
+import torch
 import triton
 import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import target_verify_reference
+from .spec import ModeSpec, Variant, common_kwargs, graph_bytes
 from .tiles import (
     flat_blocks,
     grid_size,
@@ -135,3 +137,49 @@ class TargetVerifyFill(PlannedFill):
     """Bound once to a graph runner's static buffers; each call is one direct launch."""
 
     planner = staticmethod(plan_target_verify)
+
+
+# --------------------------------------------------------------------------- the spec
+
+def _lengths(point, draw):
+    seq = draw(1, point.width - point.next_n)
+    return seq, torch.full_like(seq, point.next_n), seq + point.next_n
+
+
+def _kwargs(point, inputs, outputs):
+    return dict(common_kwargs(point, inputs, outputs), seqlens_expanded=outputs["seqlens_expanded"],
+                max_seqlen_k=point.width, next_n=point.next_n,
+                paged_mqa_ctx_lens_2d=outputs["paged_mqa_ctx_lens_2d"])
+
+
+def _oracle(point, inputs):
+    return target_verify_reference(inputs.seq_lens, inputs.req_pool_indices, inputs.req_to_token,
+                                   point.bs, point.width, point.topk, point.page_size,
+                                   point.next_n)
+
+
+_VERIFY_CALL = ("fused_dsa_target_verify_metadata, max_seqlen_k = width, "
+                "next_n = num_draft_tokens, ")
+
+#: SGLang 0.5.23's target-verify graph replay passes ``paged_mqa_ctx_lens_2d`` only on SM100
+#: (the larger job, the default variant); on Hopper it passes None.
+SPEC = ModeSpec(
+    name="target_verify",
+    ours="nsa_kernels.compat.sglang:fused_dsa_target_verify_metadata",
+    sglang="fused_dsa_target_verify_metadata",
+    fill="nsa_kernels.modes.target_verify:TargetVerifyFill",
+    variants=(
+        Variant("", "SGLang 0.5.23 CUDA-graph replay (target_verify, SM100): " + _VERIFY_CALL
+                + "paged_mqa_ctx_lens_2d [bs, next_n]", next_ns=(2, 4), ctx_lens_2d=True),
+        Variant("hopper", "SGLang 0.5.23 CUDA-graph replay (target_verify, Hopper): "
+                + _VERIFY_CALL + "paged_mqa_ctx_lens_2d=None (SGLang builds it only on SM100)",
+                next_ns=(2, 4)),
+    ),
+    lengths=_lengths,
+    context=lambda point, seq: seq + point.next_n,
+    expanded=lambda point, seq, ext, offset: seq + offset + 1,
+    kwargs=_kwargs,
+    oracle=_oracle,
+    bytes_moved=graph_bytes,
+    vllm="nsa_kernels.peers.vllm:decode_metadata_call",
+)

@@ -12,24 +12,22 @@ returning, no sync) of
 * the per-call entry point ``launch_zero_sync`` (plan cache hit; with and without a status
   buffer), the uncached plan + ``kernel[grid]``, and the cache key alone;
 
-then the issue's targets as MET / MISS with their ratios. GPU only; writes
-``$OUT/launch_cost.json`` when ``OUT`` is set.
+then the launch-path targets as MET / MISS with their ratios. GPU only; writes
+``launch_cost.json`` under ``--out`` (default ``$OUT``) when set.
+
+    python -m nsa_kernels.bench.launch_cost [--bs 32] [--iters 400]
 """
 import ctypes
-import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import nsa_kernels as nk  # first: picks Triton's mode
 
-import nsa_kernels as nk  # noqa: E402  (first: picks Triton's mode)
-from nsa_kernels import launcher  # noqa: E402
-from nsa_kernels import stage5_zero_sync as s5  # noqa: E402
-from nsa_kernels.bench import floors, workloads  # noqa: E402
-from nsa_kernels.empty_kernel import empty_kernel  # noqa: E402
+import torch
+import triton
 
-import torch  # noqa: E402
-import triton  # noqa: E402
+from .. import launcher
+from .. import stage5_zero_sync as s5
+from ..empty_kernel import empty_kernel
+from . import cli, floors, workloads
 
 
 class CtypesLaunch:
@@ -130,11 +128,17 @@ def main(bs=32, iters=400):
             "timing": records, "targets": targets, "skipped": skipped}
 
 
-if __name__ == "__main__":
+def cli_main(argv=None):
+    ap = cli.parser(__doc__, "nsa_kernels.bench.launch_cost")
+    ap.add_argument("--bs", type=int, default=32, help="draft-extend batch size")
+    ap.add_argument("--iters", type=int, default=400, help="timed calls per entry")
+    args = ap.parse_args(argv)
     if not torch.cuda.is_available() or nk.INTERPRET:
         print("SKIP: launch costs need a CUDA GPU")
-        sys.exit(0)
-    result = main()
-    if os.environ.get("OUT"):
-        with open(os.path.join(os.environ["OUT"], "launch_cost.json"), "w") as f:
-            json.dump(result, f, indent=1, default=str)
+        return 0
+    cli.write_json(args.out, "launch_cost.json", main(args.bs, args.iters))
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(cli_main)

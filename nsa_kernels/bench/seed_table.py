@@ -1,6 +1,6 @@
 """The seed's table, measured fairly, on the GPU: a PASS/FAIL table for the lead to run.
 
-    python scripts/seed_table.py [--bs 32 --bs 128] [--iters 200] [--rounds 3]
+    python -m nsa_kernels.bench.seed_table [--bs 32 --bs 128] [--iters 200] [--rounds 3]
 
 1. Correctness: each seed-side fill (``nsa_kernels.peers.seed``) passes the fill contract
    against ``reference`` on the edge and random cases the notebooks use.
@@ -10,30 +10,26 @@
    ours = seed's work + validation within 10%.
 
 Every case runs even if another fails; exceptions are printed with the case name. Results go
-to ``$OUT/seed_table.json`` when ``$OUT`` is set. Exit status 1 if any check failed.
+to ``seed_table.json`` under ``--out`` (default ``$OUT``) when set. Exit status 1 if any check
+failed.
 """
 import nsa_kernels  # noqa: F401, I001  (first: picks the interpreter on CPU-only machines)
 
-import argparse
-import json
-import os
-import sys
 import traceback
-from pathlib import Path
 
-from nsa_kernels.bench import checks, suite, workloads
-from nsa_kernels.bench.display import fmt_ratio, fmt_us
-from nsa_kernels.bench.harness import ON_GPU
-from nsa_kernels.bench.results import environment
-from nsa_kernels.peers import seed as seed_peers
+from ..peers import seed as seed_peers
+from . import checks, cli, suite, workloads
+from .display import fmt_ratio, fmt_us
+from .harness import ON_GPU
+from .results import environment
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = cli.parser(__doc__, "nsa_kernels.bench.seed_table")
     parser.add_argument("--bs", type=int, action="append", help="batch sizes (default 8, 32, 128)")
     parser.add_argument("--iters", type=int, default=200 if ON_GPU else 5)
     parser.add_argument("--rounds", type=int, default=3, help="independent measurements per bs")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sizes = args.bs or [8, 32, 128]
     settings = workloads.profile_settings("full" if ON_GPU else "quick", iters=args.iters)
     report = {"environment": environment("full" if ON_GPU else "quick"), "checks": [], "rounds": []}
@@ -98,14 +94,9 @@ def main():
             )
 
     print(f"\n{'ALL PASS' if not failed else f'{failed} FAILED'}")
-    out = os.environ.get("OUT")
-    if out:
-        path = Path(out) / "seed_table.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=1, default=str))
-        print(f"wrote {path}")
+    cli.write_json(args.out, "seed_table.json", report)
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -1,69 +1,49 @@
-#!/usr/bin/env python
-"""The modes benchmark (notebook 11) as a script, for a quick GPU pass.
+"""The modes benchmark (notebook 11) from the command line, for a quick GPU pass.
 
 Every mode of the DSA metadata, ours against SGLang 0.5.23's production calls and vLLM 0.33's
 indexer kernel, with the empty-kernel and bandwidth floors of the same run. Each point's
 outputs are checked on their live regions against the plain reference before it is timed
 (CUDA-graph replay per call; eager for extend). Prints one line per point and the targets
-with PASS/FAIL; writes ``bench_modes.json`` under ``$OUT`` (or ``--out``) when set.
+with PASS/FAIL; writes ``bench_modes.json`` under ``--out`` (default ``$OUT``) when set.
 
-    python scripts/gpu_bench_modes.py                       # the full profile (~4 min on H100)
-    python scripts/gpu_bench_modes.py --bs 1 32 512 --widths 131072 --workloads decode
-    python scripts/gpu_bench_modes.py --sglang .peers/sglang-*.whl --vllm .peers/vllm-*.whl
+    python -m nsa_kernels.bench.bench_modes                 # the full profile (~4 min on H100)
+    python -m nsa_kernels.bench.bench_modes --bs 1 32 512 --widths 131072 --workloads decode
+    python -m nsa_kernels.bench.bench_modes --sglang .peers/sglang-*.whl --vllm .peers/vllm-*.whl
 
 Under the interpreter (no GPU) it runs the quick profile: checks only, no GPU timings.
 """
-import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import nsa_kernels  # noqa: F401  (first: picks the interpreter on CPU-only machines)
-from nsa_kernels.bench import harness, modes, results
-from nsa_kernels.bench import modes_report as report
+
+from . import cli, floors, harness, modes, results
+from . import modes_report as report
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+def parse_args(argv=None):
+    ap = cli.parser(__doc__, "nsa_kernels.bench.bench_modes")
     ap.add_argument("--profile", choices=("quick", "full"), default=None,
                     help="default: full on a GPU, quick under the interpreter")
-    ap.add_argument(
-        "--workloads", nargs="+", choices=modes.WORKLOADS, default=list(modes.WORKLOADS)
-    )
-    ap.add_argument(
-        "--bs", nargs="+", type=int, default=None, help="batch sizes (default: the profile's)"
-    )
+    ap.add_argument("--workloads", nargs="+", choices=modes.WORKLOADS,
+                    default=list(modes.WORKLOADS))
+    ap.add_argument("--bs", nargs="+", type=int, default=None,
+                    help="batch sizes (default: the profile's)")
     ap.add_argument("--widths", nargs="+", type=int, default=None, help="page-table widths")
     ap.add_argument("--rounds", type=int, default=None, help="interleaved replay rounds per point")
     ap.add_argument("--graph-calls", type=int, default=None, help="calls captured per graph")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sglang", help="SGLang wheel or folder (sets NSA_SGLANG_PATH)")
     ap.add_argument("--vllm", help="vLLM wheel or folder (sets NSA_VLLM_PATH)")
-    ap.add_argument(
-        "--out", default=os.environ.get("OUT"), help="folder for bench_modes.json (default $OUT)"
-    )
-    return ap.parse_args()
-
-
-def bandwidth_bytes_per_us(timing):
-    """Device-to-device copy bandwidth of this run (bytes read + written per µs)."""
-    def measure_us(fn):
-        t = harness.measure_interleaved({"copy": fn}, timing["rounds"], 2, timing["eager"])["copy"]
-        return t["graph_us"] or t["eager_us"]
-    n_bytes = (1 << 30) if harness.ON_GPU else (1 << 22)
-    return modes.copy_bandwidth(measure_us, n_bytes)
+    return ap.parse_args(argv)
 
 
 def fmt(value, digits=2):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def main():
-    args = parse_args()
+def main(argv=None):
+    args = parse_args(argv)
     if args.sglang:
         os.environ["NSA_SGLANG_PATH"] = args.sglang
     if args.vllm:
@@ -90,7 +70,7 @@ def main():
         )
     start = time.perf_counter()
     try:
-        bandwidth = bandwidth_bytes_per_us(timing)
+        bandwidth = floors.copy_bandwidth()
         print(f"copy bandwidth (read + written): {bandwidth / 1e3:.1f} GB/s")
     except Exception as exc:  # the floors then rest on the empty kernel alone; said in the output
         bandwidth = None
@@ -98,18 +78,13 @@ def main():
             f"copy bandwidth NOT MEASURED ({type(exc).__name__}: {exc}): "
             "no bandwidth floor this run"
         )
-    out_path = None
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        out_path = Path(args.out) / "bench_modes.json"
 
     def save(status):
         # rewritten after every point, so a run cut short still leaves its measured points
-        if out_path is not None:
-            out_path.write_text(json.dumps({
-                "environment": env, "status": status, "bandwidth_bytes_per_us": bandwidth,
-                "settings": timing, "elapsed_s": time.perf_counter() - start,
-                "records": records_so_far, "checks": all_checks}, indent=1, default=str))
+        cli.write_json(args.out, "bench_modes.json", {
+            "environment": env, "status": status, "bandwidth_bytes_per_us": bandwidth,
+            "settings": timing, "elapsed_s": time.perf_counter() - start,
+            "records": records_so_far, "checks": all_checks}, quiet=True)
     pts = modes.points(profile, args.bs, args.widths, tuple(args.workloads), args.seed)
     print(f"{len(pts)} points; rounds {timing['rounds']}, {timing['graph_calls']} calls per graph")
     header = (f"{'mode':34s} {'bs':>5s} {'width':>7s} {'ours':>8s} {'sglang':>8s} {'vllm':>8s} "
@@ -121,7 +96,7 @@ def main():
                 and r["width"] == point.width and r["mode"] == report.label(
                     (point.workload, point.next_n, point.variant))]
         for r in rows:
-            floor = max(r["empty_us"] or 0, r["bandwidth_us"] or 0) or None
+            floor = r["floor_us"]
             flag = (
                 "ok"
                 if r["note"] is None or "no GPU" in (r["note"] or "")
@@ -150,7 +125,7 @@ def main():
     print(f"\nsweep: {elapsed:.0f} s")
     print("\nTARGETS (CUDA-graph replay per call; extend eager)")
     for name, ok, summary, misses in report.targets(records_so_far):
-        verdict = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[ok]
+        verdict = cli.verdict(ok)
         print(f"{verdict:13s} {name}: {summary}")
         for miss in misses[:8]:
             print(f"              {miss}")
@@ -185,10 +160,8 @@ def main():
             f"median ours/floor {fmt(entry['median_vs_floor'])}"
         )
     save("complete")
-    if out_path is not None:
-        print(f"wrote {out_path}")
     return 1 if wrong else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

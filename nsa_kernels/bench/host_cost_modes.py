@@ -7,7 +7,7 @@ host work around a launch only: on this CPU the kernels run under Triton's inter
 time says nothing about a GPU. A GPU launch adds its own host cost on top (~6 us through the
 driver path, ~15 us + ~1 us per pointer through ``kernel[grid](...)``).
 
-    python scripts/host_cost_modes.py [--bs 32] [--calls 2000] [--launch]
+    python -m nsa_kernels.bench.host_cost_modes [--bs 32] [--calls 2000] [--launch]
 
 ``--launch`` (GPU only) keeps the real launches in both columns ("before" then launches through
 ``kernel[grid](...)`` as the entry points used to), synchronising once per repeat: per-call
@@ -16,28 +16,23 @@ time is then the host cost including the launch, as long as the GPU keeps up.
 First it checks, with real launches, that the cached paths still compute the reference on
 this machine (on a GPU that exercises the driver path's per-call re-pointing, which the CPU
 tests cannot reach): a PASS/FAIL line per check. Then one line per entry point (us per call,
-best of 5 repeats); ``host_cost_modes.json`` goes under ``$OUT`` when set. Exit status 1 on
-any failure.
+best of 5 repeats); ``host_cost_modes.json`` goes under ``--out`` (default ``$OUT``) when
+set. Exit status 1 on any failure.
 """
-import argparse
-import json
-import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import nsa_kernels  # noqa: F401, I001  (first: it picks Triton's interpreter on CPU-only machines)
 
-import nsa_kernels  # noqa: E402,F401  (first: it picks Triton's interpreter on CPU-only machines)
-from nsa_kernels import launcher  # noqa: E402
-from nsa_kernels.compat import sglang as compat  # noqa: E402
-from nsa_kernels.modes import extend as ex  # noqa: E402
-from nsa_kernels.modes.decode import plan_decode  # noqa: E402
-from nsa_kernels.modes.draft_extend import plan_draft_extend  # noqa: E402
-from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference  # noqa: E402
-from nsa_kernels.modes.target_verify import plan_target_verify  # noqa: E402
+import torch
 
-import torch  # noqa: E402
+from .. import launcher
+from ..compat import sglang as compat
+from ..modes import extend as ex
+from ..modes.decode import plan_decode
+from ..modes.draft_extend import plan_draft_extend
+from ..modes.extend_reference import EXTEND_KEYS, extend_reference
+from ..modes.target_verify import plan_target_verify
+from . import cli
 
 
 def per_call_us(fn, calls, repeats=5):
@@ -153,12 +148,12 @@ def check_cached_paths(device):
     return results
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None):
+    parser = cli.parser(__doc__, "nsa_kernels.bench.host_cost_modes")
     parser.add_argument("--bs", type=int, default=32)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--launch", action="store_true", help="keep the launches (GPU only)")
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if opts.launch and device == "cpu":
         parser.error("--launch needs a GPU: on CPU the interpreter would run every kernel")
@@ -204,13 +199,10 @@ def main():
             continue
         results.append(dict(entry_point=name, before_us=b, after_us=a))
         print(f"{name:45s} {b:9.1f} {a:9.1f} {b / a:6.1f}x")
-    out = os.environ.get("OUT")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "host_cost_modes.json").write_text(json.dumps(
-            dict(bs=opts.bs, device=device, launch=opts.launch, results=results), indent=2))
+    cli.write_json(opts.out, "host_cost_modes.json",
+                   dict(bs=opts.bs, device=device, launch=opts.launch, results=results))
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)
