@@ -445,7 +445,8 @@ def test_the_banner_of_a_merge_says_what_was_run_and_carried(previous_report):
     assert proc.returncode == 0, explain(proc)
     index = (dest / "index.html").read_text()
     assert "All 3 notebooks of this run completed" not in index
-    assert "All 3 notebooks of this report completed: 1 run now, 2 carried from an earlier run" in index
+    assert ("All 3 notebooks of this report completed: 1 run now, 2 carried from an earlier run"
+            in index)
     assert "1 of 1 notebooks of this run ok; 2 carried from the earlier report" in proc.stdout
 
 
