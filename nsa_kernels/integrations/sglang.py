@@ -25,8 +25,8 @@ replay            where SGLang's fused call writes it: SM100)
 draft_extend_v2   ``DraftExtendFill``, static path: SGLang's per-step   the same, plus the
 replay            ``torch.full(extend_seq_lens)`` is gone (never read)  ``paged_mqa_ctx_lens_2d``
                                                                         ``copy_``
-MTP draft decode  one bound ``DecodeFill`` per draft backend, no        per draft backend: the
-(multi-step)      precompute table, no whole-width copy                 schedule and the plan
+MTP draft decode  one ``MTPCopyFill`` for all draft backends, no         per draft backend: the
+(multi-step)      precompute table, no whole-width copy (sglang_mtp)     schedule and the plan
 eager decode /    one launch into fresh tensors (``sglang_eager``)      the same as replay
 verify / draft
 extend (prefill)  ``sglang_prefill``: see there                         FlashMLA metadata, top-k
@@ -53,6 +53,7 @@ import sys
 import types
 
 from .sglang_eager import eager_metadata, eager_unsupported
+from .sglang_mtp import multi_step_out_graph
 from .sglang_replay import apply_cuda_graph_metadata, bind_replay, replay_mode
 
 __all__ = ["install", "installation", "uninstall"]
@@ -239,29 +240,14 @@ def out_graph_in_graph_mode(self, forward_batch, in_capture=False):
 
 class MultiStepInstallation(_Patch):
     """The workbook installed on a ``DeepseekSparseAttnMultiStepBackend`` (each of its draft
-    backends is installed too)."""
+    backends is installed too); see ``sglang_mtp``."""
+
+    def __init__(self, backend, in_graph):
+        super().__init__(backend, in_graph)
+        self.replays = {}
 
     def methods(self):
         return dict(init_forward_metadata_out_graph=multi_step_out_graph)
-
-
-def multi_step_out_graph(self, forward_batch, in_capture=False):
-    """MTP draft decode replay: each draft backend's bound decode fill writes its own static
-    buffers over their live prefixes, in place of SGLang's precompute into a temporary
-    ``[bs, max_len]`` table and its whole-width copy into every backend."""
-    if in_capture:
-        return self._nsa_installation.original("init_forward_metadata_out_graph")(
-            forward_batch, in_capture=True)
-    installation = self._nsa_installation
-    decode = installation.sglang.ForwardMode.DECODE
-    bs = forward_batch.batch_size
-    for inner in self.attn_backends[: self.speculative_num_steps - 1]:
-        if installation.in_graph:
-            inner.init_forward_metadata_out_graph(forward_batch)
-        else:
-            inner._apply_cuda_graph_metadata(bs, forward_batch.req_pool_indices,
-                                             forward_batch.seq_lens,
-                                             forward_batch.seq_lens_cpu, decode, None)
 
 
 if __name__ == "__main__":

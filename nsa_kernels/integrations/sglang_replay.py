@@ -94,11 +94,13 @@ def bind_replay(backend, sglang, metadata, bs, mode, seq_lens, req_pool_indices)
         dsa_lens = metadata.dsa_cache_seqlens_int32[:rows]
     else:
         raise ValueError(f"no replay fill for forward mode {mode!r}")
-    tail = _tail(backend, sglang, metadata, bs, mode, rows, schedule_lens, dsa_lens, ctx_written)
+    tail = replay_tail(backend, sglang, metadata, bs, mode, rows, schedule_lens, dsa_lens,
+                       ctx_written)
     return ReplayStep(metadata, fill, tail, mode)
 
 
-def _tail(backend, sglang, metadata, bs, mode, rows, schedule_lens, dsa_lens, ctx_written):
+def replay_tail(backend, sglang, metadata, bs, mode, rows, schedule_lens, dsa_lens,
+                ctx_written):
     """What stays SGLang's after the fill, as ``_apply_cuda_graph_metadata`` runs it."""
     parts = []
     if sglang.is_cuda():
