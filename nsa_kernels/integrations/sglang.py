@@ -142,6 +142,11 @@ class _Patch:
         self._saved[name] = (name in self.backend.__dict__, self.backend.__dict__.get(name))
         setattr(self.backend, name, types.MethodType(function, self.backend))
 
+    @property
+    def replaced(self):
+        """The names of the methods replaced on the backend instance."""
+        return tuple(self._saved)
+
     def apply(self):
         for name, function in self.methods().items():
             self._set(name, function)
