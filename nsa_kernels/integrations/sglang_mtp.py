@@ -40,7 +40,7 @@ def bind_multi_step(sglang, backends, bs, seq_lens, req_pool_indices):
     width = metadata[0].page_table_1.shape[1]  # SGLang's precompute: backend 0's table width
     fill = MTPCopyFill(seq_lens, req_pool_indices, first.req_to_token,
                        [BackendBuffers.from_sglang(m) for m in metadata], bs, width,
-                       first.dsa_index_topk, first.physical_page_size)
+                       first.dsa_index_topk, first.physical_page_size).launch
     tails = [replay_tail(b, sglang, m, bs, DECODE, bs, m.cache_seqlens_int32,
                    m.dsa_cache_seqlens_int32, False) for b, m in zip(backends, metadata)]
     return MultiStepReplay(backends, metadata, fill, tails)

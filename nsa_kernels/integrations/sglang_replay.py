@@ -33,8 +33,8 @@ def replay_mode(forward_mode):
 
 
 class ReplayStep:
-    """One bound replay: ``fill()`` writes the static buffers, ``tail()`` runs what stays
-    SGLang's."""
+    """One bound replay: ``fill()`` writes the static buffers (the bound launch itself, which
+    holds the tensors it was bound to), ``tail()`` runs what stays SGLang's."""
 
     __slots__ = ("metadata", "fill", "tail", "mode")
 
@@ -65,7 +65,7 @@ def bind_replay(backend, sglang, metadata, bs, mode, seq_lens, req_pool_indices)
                   physical_page_size=backend.physical_page_size)
     ctx_written = False
     if mode == DECODE:
-        fill = DecodeFill(seq_lens, req_pool_indices, max_len=width, **common)
+        fill = DecodeFill(seq_lens, req_pool_indices, max_len=width, **common).launch
         rows = bs
         schedule_lens = metadata.cache_seqlens_int32
         dsa_lens = metadata.dsa_cache_seqlens_int32
@@ -76,7 +76,8 @@ def bind_replay(backend, sglang, metadata, bs, mode, seq_lens, req_pool_indices)
         fill = TargetVerifyFill(seq_lens, req_pool_indices,
                                 seqlens_expanded=metadata.dsa_seqlens_expanded,
                                 max_seqlen_k=width, next_n=next_n,
-                                paged_mqa_ctx_lens_2d=ctx if native else None, **common)
+                                paged_mqa_ctx_lens_2d=ctx if native else None,
+                                **common).launch
         ctx_written = native
         rows = bs * next_n
         schedule_lens = metadata.dsa_seqlens_expanded[:rows]
@@ -88,8 +89,7 @@ def bind_replay(backend, sglang, metadata, bs, mode, seq_lens, req_pool_indices)
         fill = DraftExtendFill(seq_lens, extend_seq_lens, req_pool_indices,
                                seqlens_expanded=metadata.dsa_seqlens_expanded, total_len=rows,
                                max_seqlen_k=width, max_extend_len=next_n, max_total_len=rows,
-                               static_extend_len=True, **common)
-        fill.extend_seq_lens = extend_seq_lens  # the bound launch holds its address
+                               static_extend_len=True, **common).launch
         schedule_lens = metadata.dsa_seqlens_expanded
         dsa_lens = metadata.dsa_cache_seqlens_int32[:rows]
     else:
