@@ -8,33 +8,31 @@ project, one launch per step and mode; it returns the backend. Installing twice 
 a backend configuration these fills do not reproduce (pooled index K, ``dsa_index_kpool > 1``,
 or the experimental kpool metadata fusion) with a ``ValueError`` naming the attribute.
 
-What is replaced, and what remains of SGLang's per-step launches (everything it names stays
+What is replaced, and what remains of SGLang's per-step launches (each named item stays
 SGLang's and is called as before):
 
-================  ===================================================  ==========================
-mode              the workbook's one launch                             still SGLang's, per step
-================  ===================================================  ==========================
-decode replay     ``DecodeFill`` bound once per (bs, inputs):           DeepGEMM's schedule
-                  ``cache_seqlens``, ``cu_seqlens_k``, both page        (``get_paged_mqa_logits_
-                  tables over their live prefix, DSA lengths + prefix   metadata`` + ``copy_``),
-                                                                        top-k v2 plan + ``copy_``
-                                                                        (when enabled), FlashMLA
-                                                                        metadata (``flashmla_kv``)
-target_verify     ``TargetVerifyFill`` (also ``paged_mqa_ctx_lens_2d``  the same
-replay            where SGLang's fused call writes it: SM100)
-draft_extend_v2   ``DraftExtendFill``, static path: SGLang's per-step   the same, plus the
-replay            ``torch.full(extend_seq_lens)`` is gone (never read)  ``paged_mqa_ctx_lens_2d``
-                                                                        ``copy_``
-MTP draft decode  one ``MTPCopyFill`` for all draft backends, no         per draft backend: the
-(multi-step)      precompute table, no whole-width copy (sglang_mtp)     schedule and the plan
-eager decode /    one launch into fresh tensors (``sglang_eager``)      the same as replay
-verify / draft
-extend (prefill)  ``sglang_prefill``: see there                         FlashMLA metadata, top-k
-                                                                        v2 plan
-================  ===================================================  ==========================
+* **decode / target_verify / draft_extend_v2 replay** (``_apply_cuda_graph_metadata``, which
+  ``init_forward_metadata_out_graph`` calls before every ``graph.replay()``): one bound fill
+  (``DecodeFill`` / ``TargetVerifyFill`` / ``DraftExtendFill`` static), bound once per
+  (mode, bs, input buffers) on SGLang's static buffers, checks at bind time (``sglang_replay``).
+  draft_extend_v2's per-step ``torch.full(extend_seq_lens)`` is gone (its static path never
+  reads it). Remains, on CUDA: DeepGEMM's ``get_paged_mqa_logits_metadata`` + its ``copy_``,
+  the top-k v2 plan + ``copy_`` (when enabled); FlashMLA's metadata with ``flashmla_kv``.
+  ``paged_mqa_ctx_lens_2d.copy_`` is dropped where that buffer already is the view the schedule
+  reads (every mode on Hopper: a copy of a view onto itself, which torch skips too).
+* **MTP draft decode** (the multi-step backend's ``init_forward_metadata_out_graph``): one
+  ``MTPCopyFill`` launch writes every draft backend's buffers over their live prefixes, no
+  temporary table, no whole-width copies (``sglang_mtp``). Remains, per draft backend: the
+  schedule and the plan (FlashMLA's metadata with ``flashmla_kv``).
+* **eager decode / verify / draft_extend_v2** (``init_forward_metadata``, batches above the
+  largest graph): one launch into fresh tensors (``sglang_eager``). Remains: the schedule, the
+  plan, FlashMLA's metadata.
+* **prefill** (``init_forward_metadata``, EXTEND): the PAGED set, and RAGGED's extras when that
+  transform is selected, in one launch, no host sync (``sglang_prefill``). Remains: the top-k v2
+  plan, FlashMLA's metadata.
 
-``paged_mqa_ctx_lens_2d.copy_`` is skipped where the buffer already is the view the schedule
-reads (decode: a view of ``cache_seqlens_int32``; the copy is then a no-op in torch too).
+Batches a path does not serve (context / data parallel padding, a sharded KV pool, speculative
+extend modes, ...; each module's ``*_unsupported`` says which) run SGLang's own method.
 
 **In-graph** (``install(backend, in_graph=True)``): SGLang's graph runner calls
 ``init_forward_metadata_in_graph`` inside ``graph.capture()`` for backends that implement it
