@@ -131,6 +131,14 @@ def test_replay_binds_once_and_allocates_nothing_per_step(sglang, monkeypatch):
     assert len(binds) == 1
 
 
+def test_in_graph_methods_equal_sglang_without_the_graph(sglang):
+    # Everything of the in-graph mode but the capture: its in-graph method run where a replay
+    # would run it, then the out-of-graph re-pointing, against SGLang's shipped replay.
+    from nsa_kernels.integrations.sglang_in_graph import check_in_graph
+    rows = check_in_graph(sizes=(1, 3), replays=3, width=320, graphs=False)
+    assert [r["equal"] for r in rows] == [3] * 8
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not ON_GPU, reason="the in-graph mode captures CUDA graphs: GPU only")
 def test_in_graph_mode_equals_sglang(sglang):

@@ -51,7 +51,7 @@ import sys
 import types
 
 from .sglang_eager import eager_metadata, eager_unsupported
-from .sglang_mtp import multi_step_out_graph
+from .sglang_mtp import multi_step_in_graph, multi_step_out_graph
 from .sglang_replay import apply_cuda_graph_metadata, bind_replay, replay_mode
 
 __all__ = ["install", "installation", "uninstall"]
@@ -250,7 +250,10 @@ class MultiStepInstallation(_Patch):
         self.replays = {}
 
     def methods(self):
-        return dict(init_forward_metadata_out_graph=multi_step_out_graph)
+        methods = dict(init_forward_metadata_out_graph=multi_step_out_graph)
+        if self.in_graph:
+            methods.update(init_forward_metadata_in_graph=multi_step_in_graph)
+        return methods
 
 
 if __name__ == "__main__":

@@ -142,7 +142,7 @@ class MultiStepPair:
     SGLang builds one per draft step), one of them installed; the draft backends of a side
     share one ``req_to_token`` as a server's do."""
 
-    def __init__(self, sb, config, steps):
+    def __init__(self, sb, config, steps, in_graph=False):
         module = sb.load().backend_module
         self.sb, self.steps, self.sides = sb, steps, []
         for installed in (False, True):
@@ -155,7 +155,7 @@ class MultiStepPair:
             multi._sink_pad_cache = {}
             multi.attn_backends = [h.backend for h in harnesses]
             if installed:
-                integration.install(multi)
+                integration.install(multi, in_graph=in_graph)
             self.sides.append(SimpleNamespace(multi=multi, harnesses=harnesses, captured=set()))
 
     def step(self, side, seq, pool, bs):

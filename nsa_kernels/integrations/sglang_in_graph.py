@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import torch
 
 from . import sglang as integration
-from .sglang_conformance import Case, lengths_for
+from .sglang_conformance import Case, MultiStepPair, lengths_for
 
 IN_GRAPH_MODES = ("decode", "target_verify", "draft_extend")
 
@@ -25,7 +25,7 @@ def _view(fm, bs, seq, pool):
                            actual_forward_mode=fm)
 
 
-def check_mode(sb, mode, bs, width=8192, next_n=3, replays=3):
+def check_mode(sb, mode, bs, width=8192, next_n=3, replays=3, graphs=True):
     """Capture ``mode`` at ``bs`` in in-graph mode, replay ``replays`` input sets (the last two
     padded, raw_bs < bs, when bs > 1); returns how many replays were equal."""
     case = Case(mode, bs, bs, width, next_n=next_n)
@@ -36,21 +36,13 @@ def check_mode(sb, mode, bs, width=8192, next_n=3, replays=3):
     fm = {"decode": fms.DECODE, "target_verify": fms.TARGET_VERIFY,
           "draft_extend": fms.DRAFT_EXTEND_V2}[mode]
     device = captured.device
-    fill = backend.get_cuda_graph_seq_len_fill_value()
-    static_seq = torch.full((bs,), fill, dtype=torch.int64, device=device)
+    static_seq = torch.full((bs,), backend.get_cuda_graph_seq_len_fill_value(),
+                            dtype=torch.int64, device=device)
     static_pool = torch.zeros(bs, dtype=torch.int64, device=device)
     view = _view(fm, bs, static_seq, static_pool)
     backend.init_forward_metadata_out_graph(_view(fm, bs, static_seq.clone(),
                                                   static_pool.clone()), in_capture=True)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(2):  # compile and bind before capture, as the runner's warm-up does
-            backend.init_forward_metadata_in_graph(view)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=stream):
-        backend.init_forward_metadata_in_graph(view)
+    replay = _capture(lambda: backend.init_forward_metadata_in_graph(view), graphs)
     equal = 0
     extra = next_n if mode == "target_verify" else 0
     for k in range(replays):
@@ -59,13 +51,15 @@ def check_mode(sb, mode, bs, width=8192, next_n=3, replays=3):
                                        extra))
         pool = torch.randperm(bs)[:raw_bs]
         expected = getattr(shipped, mode)(seq, pool, graph_bs=bs)
-        static_seq.fill_(fill)
+        # the runner's static buffers hold what SGLang's side saw: padding rows included
+        rows = expected.case.row_lengths
+        static_seq.copy_(rows[::rows.numel() // bs].to(device) - extra)
         static_pool.zero_()
-        static_seq[:raw_bs] = seq.to(device)
         static_pool[:raw_bs] = pool.to(device)
-        graph.replay()
+        replay()
         backend.init_forward_metadata_out_graph(view)
-        torch.cuda.synchronize()
+        if graphs:
+            torch.cuda.synchronize()
         got = sb.MetadataResult(tensors=sb.metadata_tensors(backend.forward_metadata),
                                 case=expected.case)
         sb.compare_metadata(expected, got)
@@ -73,11 +67,80 @@ def check_mode(sb, mode, bs, width=8192, next_n=3, replays=3):
     return equal
 
 
-def check_in_graph(sizes=(1, 8, 32, 128), modes=IN_GRAPH_MODES, replays=3):
-    """Rows ``{"mode", "bs", "replays", "equal"}``; raises on a mismatch (it names the tensor)."""
+def _capture(run, graphs):
+    """Warm ``run`` up on a side stream (compile, bind) and capture it there, as the runner
+    does; returns what replays it. ``graphs=False`` (a CPU) returns ``run`` itself: the same
+    methods and buffers, executed where a replay would execute them, without the graph."""
+    if not graphs:
+        run()
+        return run
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        run()
+    return graph.replay
+
+
+def check_mtp(sb, bs, steps=4, width=8192, replays=3, graphs=True):
+    """MTP draft decode in in-graph mode: every draft backend's metadata in one captured graph,
+    replayed on new inputs, against SGLang's multi-step replay; returns the equal replays."""
+    case = Case("mtp_decode", bs, bs, width, steps=steps)
+    pair = MultiStepPair(sb, case.config(sb), steps, in_graph=True)
+    shipped, installed = pair.sides
+    fm = sb.load().forward_mode.DECODE
+    device = installed.harnesses[0].device
+    static_seq = torch.ones(bs, dtype=torch.int64, device=device)
+    static_pool = torch.zeros(bs, dtype=torch.int64, device=device)
+    view = SimpleNamespace(batch_size=bs, forward_mode=fm, seq_lens=static_seq,
+                           seq_lens_cpu=None, seq_lens_sum=None, req_pool_indices=static_pool,
+                           spec_info=None)
+    installed.multi.init_forward_metadata_out_graph(
+        SimpleNamespace(**{**vars(view), "seq_lens": static_seq.clone(),
+                           "req_pool_indices": static_pool.clone()}), in_capture=True)
+    installed.captured.add(bs)
+    replay = _capture(lambda: installed.multi.init_forward_metadata_in_graph(view), graphs)
+    equal = 0
+    for k in range(replays):
+        raw_bs = bs if k == 0 or bs == 1 else max(1, bs - k)
+        seq = torch.tensor(lengths_for(Case("mtp_decode", bs, raw_bs, width, seed=k), 0))
+        pool = torch.randperm(bs)[:raw_bs]
+        expected = pair.step(shipped, seq, pool, bs)
+        static_seq.fill_(1)
+        static_pool.zero_()
+        static_seq[:raw_bs] = seq.to(device)
+        static_pool[:raw_bs] = pool.to(device)
+        replay()
+        installed.multi.init_forward_metadata_out_graph(view)
+        if graphs:
+            torch.cuda.synchronize()
+        for j, (backend, want) in enumerate(zip(installed.multi.attn_backends, expected)):
+            got = sb.MetadataResult(tensors=sb.metadata_tensors(backend.forward_metadata),
+                                    case=want.case)
+            try:
+                sb.compare_metadata(want, got)
+            except AssertionError as exc:
+                raise AssertionError(f"draft backend {j}, replay {k}: {exc}") from None
+        equal += 1
+    return equal
+
+
+def check_in_graph(sizes=(1, 8, 32, 128), modes=IN_GRAPH_MODES, replays=3, width=8192,
+                   graphs=True):
+    """Rows ``{"mode", "bs", "replays", "equal"}``; raises on a mismatch (it names the tensor).
+    ``graphs=False`` runs the in-graph methods without capturing them (a CPU's check of
+    everything but the capture)."""
     from nsa_kernels.peers import sglang_backend as sb
-    if not torch.cuda.is_available():
+    if graphs and not torch.cuda.is_available():
         raise RuntimeError("the in-graph mode needs a GPU: CUDA graphs capture device launches")
-    return [dict(mode=mode, bs=bs, replays=replays, equal=check_mode(sb, mode, bs,
-                                                                     replays=replays))
+    rows = [dict(mode=mode, bs=bs, replays=replays,
+                 equal=check_mode(sb, mode, bs, width, replays=replays, graphs=graphs))
             for mode in modes for bs in sizes]
+    rows += [dict(mode="mtp_decode", bs=bs, replays=replays,
+                  equal=check_mtp(sb, bs, width=width, replays=replays, graphs=graphs))
+             for bs in sizes]
+    return rows

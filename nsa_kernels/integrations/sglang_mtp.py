@@ -13,6 +13,8 @@ One difference, deliberate: SGLang's multi-backend copy (``speculative_num_steps
 refresh the first three backends' DeepGEMM schedule (SGLang's own comment elsewhere: a stale
 schedule can deadlock DeepGEMM's paged MQA); here every backend's is refreshed.
 """
+from types import SimpleNamespace
+
 from ..modes.mtp_copy import BackendBuffers, MTPCopyFill
 from .sglang_replay import DECODE, replay_tail
 
@@ -73,3 +75,14 @@ def multi_step_out_graph(self, forward_batch, in_capture=False):
 
 
 
+
+
+def multi_step_in_graph(self, forward_batch):
+    """In-graph mode: each draft backend's decode fill and tail recorded into the graph, with
+    the forward mode pinned to DECODE as SGLang's capture pins it (``build_inner_fb_view``)."""
+    decode = self._nsa_installation.sglang.ForwardMode.DECODE
+    view = SimpleNamespace(batch_size=forward_batch.batch_size, forward_mode=decode,
+                           seq_lens=forward_batch.seq_lens,
+                           req_pool_indices=forward_batch.req_pool_indices)
+    for backend in self.attn_backends[: self.speculative_num_steps - 1]:
+        backend.init_forward_metadata_in_graph(view)
