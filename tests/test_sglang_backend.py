@@ -7,12 +7,11 @@ inputs, not ours. On a CPU SGLang takes its torch fallback under Triton's interp
 its fused path. SGLang's ~690 files are imported once per session (the module fixtures).
 """
 import nsa_kernels  # noqa: F401  (first: it switches Triton to its interpreter on CPU)
-from nsa_kernels.modes import reference as ref
+from nsa_kernels.peers import sglang_backend as sb
+from nsa_kernels.peers.sglang_backend_check import GPU_ONLY, expected_metadata
 
 import pytest
 import torch
-
-sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 WIDTH = 1024
@@ -41,46 +40,6 @@ def decode_harness(sglang):
     return harness(sglang)
 
 
-def _int32(values):
-    return {k: v.to(torch.int32) for k, v in values.items()}
-
-
-def _arange(n):
-    return torch.arange(n, dtype=torch.int32)
-
-
-def expected_graph(h, mode, seq, req, bs):
-    """The reference's tensors under SGLang's names, for a replay of the graph of ``bs``."""
-    cfg, raw_bs = h.config, seq.numel()
-    fill = 1 if mode != "draft_extend" else max(1, cfg.next_n)
-    seq = torch.cat([seq, torch.full((bs - raw_bs,), fill, dtype=torch.int64)])
-    req = torch.cat([req, torch.zeros(bs - raw_bs, dtype=torch.int64)])
-    table = h.req_to_token.cpu()
-    if mode == "decode":
-        out = ref.decode_reference(seq, req, table, bs, cfg.width, cfg.topk, cfg.page_size)
-        out["seqlens_expanded"] = out["cache_seqlens"]
-        rows = bs
-    elif mode == "target_verify":
-        out = ref.target_verify_reference(seq, req, table, bs, cfg.width, cfg.topk,
-                                          cfg.page_size, cfg.next_n)
-        out.pop("paged_mqa_ctx_lens_2d")  # DeepGEMM's input, built on the GPU path only
-        rows = bs * cfg.next_n
-    else:
-        qo = torch.full((bs,), cfg.next_n, dtype=torch.int64)
-        out = ref.draft_extend_reference(seq, qo, req, table, bs, bs * cfg.next_n, cfg.width,
-                                         cfg.topk, cfg.page_size, cfg.next_n,
-                                         static_extend_len=True)
-        rows = bs * cfg.next_n
-    q_rows = bs if mode == "decode" else rows
-    return _int32({
-        "cache_seqlens_int32": out["cache_seqlens"], "cu_seqlens_k": out["cu_seqlens_k"],
-        "cu_seqlens_q": _arange(q_rows + 1), "page_table_1": out["page_table_1"],
-        "real_page_table": out["real_page_table"],
-        "dsa_cache_seqlens_int32": out["dsa_cache_seqlens"],
-        "dsa_cu_seqlens_k": out["dsa_cu_seqlens_k"], "dsa_cu_seqlens_q": _arange(rows + 1),
-        "dsa_seqlens_expanded": out["seqlens_expanded"]})
-
-
 def random_batch(bs, low, high, rows, seed):
     g = torch.Generator().manual_seed(seed)
     seq = torch.randint(low, high + 1, (bs,), generator=g)
@@ -88,10 +47,12 @@ def random_batch(bs, low, high, rows, seed):
     return seq, req
 
 
+def expected(h, result):
+    return expected_metadata(h.config, h.req_to_token, result.case)
+
+
 def assert_equal(result, expected):
-    on_device = {k: v.cpu() for k, v in result.tensors.items()}
-    # tensors SGLang computes only on the GPU path (DeepGEMM's 2-D context lengths)
-    on_device.pop("paged_mqa_ctx_lens_2d", None)
+    on_device = {k: v.cpu() for k, v in result.tensors.items() if k not in GPU_ONLY}
     sb.compare_metadata(on_device, expected, result.case)
 
 
@@ -103,15 +64,15 @@ def test_decode_replay_equals_reference(decode_harness, bs, graph_bs):
         seq[0] = (63, 64, 65)[seed % 3] if bs > 1 else seq[0]
         got = h.decode(seq, req, graph_bs=graph_bs)
         assert got.case.bs == graph_bs and got.case.raw_bs == bs
-        assert_equal(got, expected_graph(h, "decode", seq, req, graph_bs))
+        assert_equal(got, expected(h, got))
 
 
 def test_decode_boundary_lengths(decode_harness):
     seq = torch.tensor([1, 63, 64, 65, 2047, 1024, 2, 129])
     seq = seq.clamp(max=WIDTH)
     req = torch.arange(8).flip(0)
-    assert_equal(decode_harness.decode(seq, req), expected_graph(decode_harness, "decode", seq,
-                                                                 req, 8))
+    got = decode_harness.decode(seq, req)
+    assert_equal(got, expected(decode_harness, got))
 
 
 def test_decode_without_wide_table_needs_gpu(sglang):
@@ -119,29 +80,27 @@ def test_decode_without_wide_table_needs_gpu(sglang):
     seq, req = random_batch(3, 1, WIDTH, 8, 0)
     got = h.decode(seq, req, graph_bs=8)
     assert "page_table_1" not in got.tensors
-    expected = expected_graph(h, "decode", seq, req, 8)
-    expected.pop("page_table_1")
-    assert_equal(got, expected)
+    assert_equal(got, expected(h, got))
 
 
 def test_compare_names_the_first_difference(decode_harness):
     h = decode_harness
     seq, req = random_batch(3, 100, WIDTH, 8, 5)
     got = h.decode(seq, req)
-    expected = expected_graph(h, "decode", seq, req, 3)
-    sb.compare_metadata(got, expected, got.case)
-    broken = dict(expected, page_table_1=expected["page_table_1"].clone())
+    want = expected(h, got)
+    assert_equal(got, want)
+    broken = dict(want, page_table_1=want["page_table_1"].clone())
     broken["page_table_1"][2, int(seq[2]) - 1] += 1  # the last live entry of row 2
     with pytest.raises(sb.MetadataMismatch) as e:
-        sb.compare_metadata(got, broken, got.case)
+        assert_equal(got, broken)
     assert (e.value.tensor, e.value.row, e.value.column) == ("page_table_1", 2, int(seq[2]) - 1)
-    beyond = dict(expected, page_table_1=expected["page_table_1"].clone())
+    beyond = dict(want, page_table_1=want["page_table_1"].clone())
     beyond["page_table_1"][2, int(seq[2]):] = -7  # past the live prefix: not guaranteed
-    sb.compare_metadata(got, beyond, got.case)
-    flat = dict(expected, cu_seqlens_k=expected["cu_seqlens_k"].clone())
+    assert_equal(got, beyond)
+    flat = dict(want, cu_seqlens_k=want["cu_seqlens_k"].clone())
     flat["cu_seqlens_k"][3] += 1
     with pytest.raises(sb.MetadataMismatch, match=r"cu_seqlens_k\[3\]"):
-        sb.compare_metadata(got, flat, got.case)
+        assert_equal(got, flat)
 
 
 def test_bad_input_names_the_argument(decode_harness):
@@ -156,9 +115,153 @@ def test_bad_input_names_the_argument(decode_harness):
         h.decode(torch.tensor([5, 6]), torch.tensor([0, 1]), graph_bs=1)
 
 
-def test_runtime_context_entered_once(sglang, decode_harness):
-    seq, req = random_batch(2, 1, WIDTH, 8, 1)
+def test_runtime_context_entered_once(sglang, monkeypatch):
+    """SGLang's runtime-context overrides are entered at load, never per harness or step."""
+    from sglang.srt.runtime_context import get_parallel
+    parallel = get_parallel()
+    assert parallel.attn_cp_size == 1 and parallel.dcp_enabled is False
+    entered = []
+    real = type(parallel).override
+
+    def counted(self, **kwargs):
+        entered.append(kwargs)
+        return real(self, **kwargs)
+    monkeypatch.setattr(type(parallel), "override", counted)
+    h = harness(sglang, max_bs=4, next_n=2, width=256)
+    seq, req = random_batch(2, 2, 200, 4, 1)
     for _ in range(3):
-        decode_harness.decode(seq, req)
-    harness(sglang, max_bs=4)
-    assert sglang.context_entries == 1
+        h.target_verify(seq, req)
+        h.eager("draft_extend", seq, req)
+    h.extend(seq, seq, req)
+    assert entered == [] and sglang.context_entries == 1
+
+
+@pytest.fixture(scope="module")
+def spec_harness(sglang):
+    return harness(sglang, next_n=3)
+
+
+@pytest.mark.parametrize("mode", ["target_verify", "draft_extend"])
+@pytest.mark.parametrize("bs, graph_bs", [(1, 1), (3, 8), (8, 8)])
+def test_speculative_replay_equals_reference(spec_harness, mode, bs, graph_bs):
+    h = spec_harness
+    seq, req = random_batch(bs, 3, WIDTH - 3, 8, bs)
+    seq[0] = 3 if mode == "draft_extend" else 1  # the shortest request each mode admits
+    got = getattr(h, mode)(seq, req, graph_bs=graph_bs)
+    assert got.case.bs == graph_bs
+    assert got.tensors["dsa_seqlens_expanded"].numel() == graph_bs * 3
+    assert_equal(got, expected(h, got))
+
+
+@pytest.mark.parametrize("next_n", [2, 4])
+def test_speculative_next_n(sglang, next_n):
+    h = harness(sglang, next_n=next_n, max_bs=4, width=256)
+    seq, req = random_batch(3, next_n, 256 - next_n, 4, next_n)
+    for mode in ("target_verify", "draft_extend"):
+        got = getattr(h, mode)(seq, req, graph_bs=4)
+        assert_equal(got, expected(h, got))
+
+
+@pytest.mark.parametrize("mode", ["decode", "target_verify", "draft_extend"])
+def test_eager_path_equals_reference(sglang, spec_harness, decode_harness, mode):
+    h = decode_harness if mode == "decode" else spec_harness
+    seq, req = random_batch(8, 3, WIDTH - 3, 8, 11)
+    got = h.eager(mode, seq, req)
+    assert got.case.mode == f"eager_{mode}"
+    assert_equal(got, expected(h, got))
+
+
+@pytest.mark.parametrize("kv_dtype", ["bf16", "fp8"])
+@pytest.mark.parametrize("prefix", [False, True])
+def test_extend_equals_reference(sglang, kv_dtype, prefix):
+    h = harness(sglang, kv_dtype=kv_dtype)
+    seq = torch.tensor([1, 63, 64, 65, 700, 129, 2, 1000])
+    ext = torch.tensor([1, 10, 64, 1, 300, 129, 1, 64]) if prefix else seq.clone()
+    req = torch.arange(8).flip(0)
+    got = h.extend(seq, ext, req)
+    # PAGED (bf16) leaves out the RAGGED transform's offsets; the flattened table needs a
+    # cached prefix as well
+    assert ("topk_indices_offset" in got.tensors) == (kv_dtype == "fp8")
+    assert ("page_table_1_flattened" in got.tensors) == (kv_dtype == "fp8" and prefix)
+    assert ("cu_seqlens_q" in got.tensors)
+    assert_equal(got, expected(h, got))
+
+
+def test_extend_bad_lengths_name_the_request(sglang):
+    h = harness(sglang, max_bs=4, width=256)
+    with pytest.raises(ValueError, match=r"extend_seq_lens\[1\]"):
+        h.extend(torch.tensor([5, 6]), torch.tensor([5, 7]), torch.tensor([0, 1]))
+
+
+def test_sglang_method_is_what_runs(sglang, decode_harness, monkeypatch):
+    """The harness calls SGLang's class method, once per replay."""
+    cls = sglang.backend_module.DeepseekSparseAttnBackend
+    real = cls._apply_cuda_graph_metadata
+    seen = []
+
+    def counted(self, *args, **kwargs):
+        seen.append(kwargs["bs"])
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(cls, "_apply_cuda_graph_metadata", counted)
+    seq, req = random_batch(3, 1, WIDTH, 8, 2)
+    decode_harness.decode(seq, req, graph_bs=8)
+    decode_harness.decode(seq, req, graph_bs=8)
+    assert seen == [8, 8]
+    assert cls.__module__ == "sglang.srt.layers.attention.dsa_backend"
+    assert str(sglang.root) in sglang.backend_module.__file__
+
+
+def test_a_standin_changing_a_tensor_is_detected(sglang, spec_harness, monkeypatch):
+    """A stand-in for a piece of SGLang's step that changed a tensor would not go unseen: here
+    the expansion (CPU path) or the fused verify kernel (GPU path) is replaced by one that is
+    off by one on the last row."""
+    h = spec_harness
+    module = sglang.backend_module
+    if h.device.type == "cuda":
+        real = h.backend._fused_verify_metadata
+
+        def off_by_one(**kwargs):
+            real(**kwargs)
+            kwargs["seqlens_expanded"][kwargs["bs"] * 3 - 1] += 1
+        monkeypatch.setattr(h.backend, "_fused_verify_metadata", off_by_one)
+    else:
+        real = module.seqlens_expand_triton
+
+        def off_by_one(*args):
+            out = real(*args)
+            out[-1] += 1
+            return out
+        monkeypatch.setattr(module, "seqlens_expand_triton", off_by_one)
+    seq, req = random_batch(3, 1, WIDTH - 3, 8, 3)
+    got = h.target_verify(seq, req)
+    with pytest.raises(sb.MetadataMismatch) as e:
+        assert_equal(got, expected(h, got))
+    assert e.value.tensor in ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32")
+    assert e.value.row == 8
+
+
+def test_standins_only_for_absent_modules(sglang):
+    import importlib.util
+    import sys
+    for name in sglang.standins:
+        assert getattr(sys.modules[name], "__nsa_standin__", False), name
+    assert "torch" not in sglang.standins and "pydantic" not in sglang.standins
+    assert importlib.util.find_spec("msgspec") is not None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU runs the fused path for real: "
+                    "python -m nsa_kernels.peers.sglang_backend_check --full")
+def test_fused_path_with_the_gpu_machines_packages(sglang):
+    """SGLang's CUDA path (is_cuda() true, fused kernels under the interpreter, DeepGEMM's
+    schedule stand-in, the wide table dropped) with only the GPU machine's packages importable:
+    every mode equals the reference (tests/sglang_gpu_env.py, in a subprocess)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, str(root / "tests" / "sglang_gpu_env.py")],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "FUSED-PATH OK 9" in done.stdout, done.stdout[-3000:]

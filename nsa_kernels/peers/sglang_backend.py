@@ -264,6 +264,10 @@ class MetadataCase:
     next_n: int
     page_size: int
     row_lengths: torch.Tensor  # int64 on the host, one per page-table row
+    # the inputs as SGLang's method saw them (padded to bs), int64 on the host
+    seq_lens: torch.Tensor | None = None
+    req_pool_indices: torch.Tensor | None = None
+    extend_seq_lens: torch.Tensor | None = None
 
 
 @dataclass
@@ -295,7 +299,8 @@ class SGLangHarness:
         self.config = config
         self.sglang = load()
         device = torch.device(config.device)
-        if device.type == "cpu" and not config.wide_table:
+        from sglang.srt.utils import is_cuda
+        if not is_cuda() and not config.wide_table:
             raise HarnessUnavailable(
                 "without the wide page table SGLang has no CPU path: its torch fallback writes "
                 "the wide table; this configuration runs only on a GPU (fused path)")
@@ -411,9 +416,8 @@ class SGLangHarness:
             raise ValueError(f"graph_bs must be an int in [len(seq_lens)={raw_bs}, "
                              f"max_bs={cfg.max_bs}] (raw_bs >= 1), got {graph_bs!r}")
         backend = self.backend
+        # the runners' fill for padding rows (the draft-extend runner's is the same at kpool 1)
         fill = backend.get_cuda_graph_seq_len_fill_value()
-        if mode == "draft_extend":
-            fill = max(fill, cfg.next_n)  # a padded draft row still holds its draft tokens
         # the runner's static input buffers: padding rows keep the fill length and request 0
         static_seq = torch.full((bs,), fill, dtype=torch.int64, device=self.device)
         static_req = torch.zeros(bs, dtype=torch.int64, device=self.device)
@@ -432,8 +436,7 @@ class SGLangHarness:
             seq_lens_cpu=static_seq.cpu(), req_pool_indices=static_req, spec_info=None,
             out_cache_loc=None, actual_forward_mode=forward_mode)
         self._timed(mode, backend.init_forward_metadata_out_graph, view)
-        padded = torch.cat([host_seq, torch.full((bs - raw_bs,), fill, dtype=torch.int64)])
-        return self._result(mode, bs, raw_bs, padded + extra)
+        return self._result(mode, bs, raw_bs, static_seq.cpu(), static_req.cpu(), extra)
 
     def decode(self, seq_lens, req_pool_indices, graph_bs=None):
         """``_apply_cuda_graph_metadata`` for DECODE (a replay of the graph of ``graph_bs``)."""
@@ -468,7 +471,7 @@ class SGLangHarness:
             extend_num_tokens=int(host_ext.sum()), spec_info=None,
             global_num_tokens_cpu=None, attn_cp_metadata=None)
         self._timed("extend", self.backend.init_forward_metadata, batch)
-        return self._result("extend", seq.numel(), seq.numel(), host_seq)
+        return self._result("extend", seq.numel(), seq.numel(), host_seq, req.cpu(), 0, host_ext)
 
     def eager(self, mode, seq_lens, req_pool_indices):
         """``init_forward_metadata`` for decode / target_verify / draft_extend: the path of a
@@ -495,7 +498,7 @@ class SGLangHarness:
             batch.extend_prefix_lens_cpu = (host_seq - cfg.next_n).tolist()
             batch.extend_num_tokens = bs * cfg.next_n
         self._timed(f"eager_{mode}", self.backend.init_forward_metadata, batch)
-        return self._result(f"eager_{mode}", bs, bs, host_seq + extra)
+        return self._result(f"eager_{mode}", bs, bs, host_seq, req.cpu(), extra)
 
     # --- results ---------------------------------------------------------------------------
     def _timed(self, name, method, *args, **kwargs):
@@ -503,12 +506,13 @@ class SGLangHarness:
         method(*args, **kwargs)
         self.calls.setdefault(name, []).append(time.perf_counter() - start)
 
-    def _result(self, mode, bs, raw_bs, lengths):
+    def _result(self, mode, bs, raw_bs, seq_lens, req_pool_indices, extra_kv, ext=None):
         cfg = self.config
         per_request = 1 if mode in ("decode", "extend", "eager_decode") else cfg.next_n
+        lengths = (seq_lens + extra_kv).repeat_interleave(per_request)
         case = MetadataCase(mode=mode, bs=bs, raw_bs=raw_bs, next_n=cfg.next_n,
-                            page_size=cfg.page_size,
-                            row_lengths=lengths.to(torch.int64).repeat_interleave(per_request))
+                            page_size=cfg.page_size, row_lengths=lengths, seq_lens=seq_lens,
+                            req_pool_indices=req_pool_indices, extend_seq_lens=ext)
         return MetadataResult(tensors=metadata_tensors(self.backend.forward_metadata), case=case)
 
 

@@ -12,6 +12,7 @@ machine that has the real package uses it.
 ``install()`` puts the stand-ins into ``sys.modules`` and returns the names it installed.
 """
 import enum
+import importlib.machinery
 import importlib.util
 import pickle
 import sys
@@ -228,6 +229,30 @@ def _table():
         # the schedule of the indexer's logits kernel (GPU path only): see _DeepGEMM
         "deep_gemm": {"get_num_sms": _DeepGEMM.get_num_sms,
                       "get_paged_mqa_logits_metadata": _DeepGEMM.get_paged_mqa_logits_metadata},
+        # modules a CUDA machine's import reaches (is_cuda() true): SGLang's own CUDA binaries
+        # (norms, GEMMs, MoE, GGUF kernels of model layers) and DeepGEMM's layout helper
+        "sgl_kernel": {name: _unused for name in (
+            "fused_add_rmsnorm", "gemma_fused_add_rmsnorm", "gemma_rmsnorm", "int8_scaled_mm",
+            "moe_sum", "moe_sum_reduce", "rmsnorm")},
+        "sgl_kernel.quantization": {name: _unused for name in (
+            "ggml_dequantize", "ggml_moe_a8", "ggml_mul_mat_a8", "ggml_mul_mat_vec_a8")},
+        "deep_gemm.utils": {},
+        "deep_gemm.utils.layout": {"get_mn_major_tma_aligned_tensor": _unused},
+        # present on a developer machine, absent on a bare GPU host: process stats, HTTP,
+        # images, notebooks display and the scheduler's ZeroMQ sockets
+        "psutil": {},
+        "requests": {},
+        "requests.exceptions": {"RequestException": type("RequestException", (OSError,), {})},
+        "PIL": {"ImageOps": _placeholder("ImageOps"),
+                "UnidentifiedImageError": type("UnidentifiedImageError", (OSError,), {})},
+        "PIL.Image": {"Image": _placeholder("Image")},
+        "IPython": {},
+        "IPython.display": {"HTML": _placeholder("HTML"), "display": _unused},
+        "zmq": {"Socket": _placeholder("Socket")},
+        "zmq.asyncio": {},
+        "zmq.auth": {},
+        "zmq.auth.thread": {"ThreadAuthenticator": _placeholder("ThreadAuthenticator")},
+        "tqdm": {"tqdm": _placeholder("tqdm")},
         # TVM's FFI (JIT kernels of other attention backends)
         "tvm_ffi": {"Module": _placeholder("Module"), "Object": _placeholder("Object")},
     }
@@ -256,6 +281,8 @@ def install():
             continue
         module = types.ModuleType(name)
         module.__path__ = []  # a package, so submodule stand-ins can sit under it
+        # a spec, so importlib.util.find_spec(name) answers instead of raising ValueError
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
         module.__dict__.update(table[name])
         module.__nsa_standin__ = True
         sys.modules[name] = module

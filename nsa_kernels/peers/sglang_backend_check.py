@@ -1,0 +1,217 @@
+"""What SGLang's backend must produce, from the plain references; and the harness' self-check.
+
+``expected_metadata(config, req_to_token, case)`` builds every ``forward_metadata`` tensor of a
+``MetadataCase`` (mode, padded inputs) from ``nsa_kernels.modes.reference`` /
+``extend_reference`` under SGLang's field names: computed independently of SGLang, so equality
+with the harness' output proves the harness ran SGLang's method on the intended inputs.
+
+``python -m nsa_kernels.peers.sglang_backend_check`` runs every mode and configuration the
+harness supports on this device, compares each with ``expected_metadata``, and prints the
+import time, which path SGLang took (fused on CUDA, torch fallback elsewhere) and the host
+time per call of each method. Exit status 0 when every case is equal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+from nsa_kernels.modes import reference as ref
+from nsa_kernels.modes.extend_reference import extend_reference
+from nsa_kernels.peers import sglang_backend as sb
+
+import torch
+
+# tensors only SGLang's CUDA path builds (DeepGEMM's schedule input), compared GPU to GPU only
+GPU_ONLY = ("paged_mqa_ctx_lens_2d",)
+
+
+def _prefix(values):
+    return torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(values, 0)])
+
+
+def _arange(n):
+    return torch.arange(n, dtype=torch.int64)
+
+
+def expected_metadata(config, req_to_token, case):
+    """The reference's ``forward_metadata`` tensors for ``case`` (int32, host)."""
+    table = req_to_token.cpu()
+    seq, req, bs, next_n = case.seq_lens, case.req_pool_indices, case.bs, config.next_n
+    topk, page = config.topk, config.page_size
+    mode = case.mode.removeprefix("eager_")
+    eager = case.mode.startswith("eager_")
+    if mode == "extend":
+        return _expected_extend(config, table, case)
+    if mode == "decode":
+        width = int(seq.max()) if eager else config.width
+        out = ref.decode_reference(seq, req, table, bs, width, topk, page)
+        out["seqlens_expanded"] = out["cache_seqlens"]
+        rows = bs
+    elif mode == "target_verify":
+        width = int(seq.max()) + next_n if eager else config.width
+        out = ref.target_verify_reference(seq, req, table, bs, width, topk, page, next_n)
+        out.pop("paged_mqa_ctx_lens_2d")
+        rows = bs * next_n
+    else:
+        width = int(seq.max()) if eager else config.width
+        qo = torch.full((bs,), next_n, dtype=torch.int64)
+        # a padding row (kv = 1 < next_n) expands to max(kv - next_n + 1 + j, 0), as SGLang
+        out = ref.draft_extend_reference(seq, qo, req, table, bs, bs * next_n, width, topk,
+                                         page, next_n, static_extend_len=True)
+        rows = bs * next_n
+    q_rows = bs if mode == "decode" else rows
+    expected = {
+        "cache_seqlens_int32": out["cache_seqlens"], "cu_seqlens_k": out["cu_seqlens_k"],
+        "cu_seqlens_q": _arange(q_rows + 1), "page_table_1": out["page_table_1"],
+        "real_page_table": out["real_page_table"],
+        "dsa_cache_seqlens_int32": out["dsa_cache_seqlens"],
+        "dsa_cu_seqlens_k": out["dsa_cu_seqlens_k"], "dsa_cu_seqlens_q": _arange(rows + 1),
+        "dsa_seqlens_expanded": out["seqlens_expanded"]}
+    if eager:
+        expected["indexer_seq_lens"] = seq
+        expected["indexer_seq_lens_cpu"] = seq
+    if not config.wide_table:
+        expected.pop("page_table_1")
+    return _typed(expected)
+
+
+def _expected_extend(config, table, case):
+    seq, req, ext = case.seq_lens, case.req_pool_indices, case.extend_seq_lens
+    out = extend_reference(seq, ext, req, table, config.topk)
+    width = int(seq.max())
+    pages = ref._page_tables(req, table, torch.arange(seq.numel()), seq, width,
+                             config.page_size)
+    has_prefix = bool((seq > ext).any())
+    expected = {
+        "cache_seqlens_int32": seq, "cu_seqlens_k": out["cu_seqlens_k"],
+        "cu_seqlens_q": _prefix(ext) if has_prefix else out["cu_seqlens_k"],
+        "page_table_1": pages["page_table_1"], "real_page_table": pages["real_page_table"],
+        "dsa_cache_seqlens_int32": out["dsa_cache_seqlens"],
+        "dsa_cu_seqlens_k": out["dsa_cu_seqlens_k"],
+        "dsa_cu_seqlens_q": _arange(out["seqlens_expanded"].numel() + 1),
+        "dsa_seqlens_expanded": out["seqlens_expanded"],
+        "indexer_k_start_end.0": out["topk_indices_offset"],
+        "indexer_k_start_end.1": out["indexer_ke"],
+        "token_to_batch_idx": out["token_to_batch_idx"],
+        "indexer_seq_lens": seq, "indexer_seq_lens_cpu": seq}
+    if config.kv_dtype == "fp8":  # the RAGGED transform's extras
+        expected["topk_indices_offset"] = out["topk_indices_offset"]
+        if has_prefix:
+            expected["page_table_1_flattened"] = out["page_table_1_flattened"]
+    return _typed(expected)
+
+
+def _typed(expected):
+    keep64 = ("indexer_seq_lens", "indexer_seq_lens_cpu")  # SGLang's inputs, passed through
+    return {k: v.to(torch.int64 if k in keep64 else torch.int32) for k, v in expected.items()}
+
+
+def check(harness, result):
+    """Compare a harness result with the reference; ``MetadataMismatch`` on a difference."""
+    got = {k: v.cpu() for k, v in result.tensors.items() if k not in GPU_ONLY}
+    return sb.compare_metadata(got, expected_metadata(harness.config, harness.req_to_token,
+                                                      result.case), result.case)
+
+
+# --- the self-check ------------------------------------------------------------------------
+
+def _batch(bs, low, high, rows, seed):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(low, high + 1, (bs,), generator=g)
+    req = torch.randperm(rows, generator=g)[:bs]
+    return seq, req
+
+
+def cases(quick):
+    """(config kwargs, mode, batch sizes as (raw_bs, graph_bs)) of the self-check."""
+    width = 2048 if quick else 131072
+    max_bs = 8 if quick else 64
+    sizes = [(1, 1), (3, 8), (8, 8)] if quick else [(1, 1), (3, 8), (32, 32), (50, 64)]
+    for wide in (True, False):
+        yield dict(max_bs=max_bs, width=width, wide_table=wide), "decode", sizes
+    for next_n in (2, 4) if quick else (2, 4, 6):
+        for mode in ("target_verify", "draft_extend"):
+            yield dict(max_bs=max_bs, width=width, next_n=next_n), mode, sizes
+            yield dict(max_bs=max_bs, width=width, next_n=next_n), f"eager_{mode}", sizes
+    yield dict(max_bs=max_bs, width=width), "eager_decode", sizes
+    for kv in ("bf16", "fp8"):
+        yield dict(max_bs=max_bs, width=width if quick else 8192, kv_dtype=kv), "extend", sizes
+
+
+def run_case(harness, mode, raw_bs, graph_bs, seed):
+    cfg = harness.config
+    low = max(cfg.next_n, 1)
+    high = cfg.width - (cfg.next_n if mode.endswith("target_verify") else 0)
+    seq, req = _batch(raw_bs, low, high, harness.req_to_token.shape[0], seed)
+    if mode == "extend":
+        g = torch.Generator().manual_seed(seed + 1)
+        seq = seq.clamp(max=2048 if cfg.device == "cpu" else cfg.width)
+        ext = (torch.rand(raw_bs, generator=g) * seq).long().clamp(min=1)
+        if seed % 2:
+            ext = seq.clone()  # no cached prefix
+        return harness.extend(seq, ext, req)
+    if mode.startswith("eager_"):
+        return harness.eager(mode.removeprefix("eager_"), seq, req)
+    return getattr(harness, mode)(seq, req, graph_bs=graph_bs)
+
+
+def selfcheck(quick=True, seeds=2, out=sys.stdout):
+    loaded = sb.load()
+    fused = torch.cuda.is_available()
+    report = {"import_seconds": round(loaded.seconds, 2), "sglang_modules": len(loaded.modules),
+              "standins": loaded.standins, "device": "cuda" if fused else "cpu",
+              "path": "fused (is_cuda)" if fused else "torch fallback", "cases": [],
+              "per_call_us": {}}
+    print(f"SGLang {sb.VERSION} from {loaded.root}: {len(loaded.modules)} modules in "
+          f"{loaded.seconds:.1f} s, {len(loaded.standins)} stand-ins; path: {report['path']}",
+          file=out)
+    equal = total = 0
+    calls = {}
+    for kwargs, mode, sizes in cases(quick):
+        try:
+            harness = sb.SGLangHarness(sb.HarnessConfig(**kwargs))
+        except sb.HarnessUnavailable as e:
+            print(f"SKIP {mode} {kwargs}: {e}", file=out)
+            continue
+        for raw_bs, graph_bs in sizes:
+            for seed in range(seeds):
+                total += 1
+                name = f"{mode} {kwargs} bs={raw_bs}/{graph_bs} seed={seed}"
+                try:
+                    check(harness, run_case(harness, mode, raw_bs, graph_bs, seed))
+                    equal += 1
+                    status = "EQUAL"
+                except sb.MetadataMismatch as e:
+                    status = f"DIFF {e}"
+                report["cases"].append({"case": name, "status": status})
+                if status != "EQUAL":
+                    print(f"{status}: {name}", file=out)
+        for method, seconds in harness.calls.items():
+            calls.setdefault(method, []).extend(seconds[1:] or seconds)  # first call warms up
+    for method, seconds in sorted(calls.items()):
+        report["per_call_us"][method] = round(statistics.median(seconds) * 1e6, 1)
+        print(f"  {method}: {report['per_call_us'][method]} us per call (median of "
+              f"{len(seconds)})", file=out)
+    report["equal"], report["total"] = equal, total
+    print(f"SUMMARY: {equal} EQUAL of {total} cases ({report['path']})", file=out)
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--full", action="store_true",
+                        help="production sizes (widths 131072, bs up to 64): for a GPU")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--json", help="write the report here")
+    args = parser.parse_args(argv)
+    report = selfcheck(quick=not args.full, seeds=args.seeds)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=1)
+    return 0 if report["equal"] == report["total"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

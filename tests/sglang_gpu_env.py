@@ -1,0 +1,102 @@
+"""Run SGLang's backend harness on this CPU as the GPU machine would import it.
+
+The GPU machine (Python 3.12, no network) has torch, triton, numpy, matplotlib, cuda-python,
+CuPy, pytest, hypothesis and jinja2, plus the wheels carried to it (msgspec, pydantic and its
+parts, regex, typing_extensions); nothing else. This script hides every other installed
+package, makes SGLang's ``is_cuda()`` true (torch reports one Hopper device), and then runs
+SGLang's CUDA-path methods on CPU tensors (its fused Triton kernels under the interpreter),
+comparing each with the references. It proves, before a GPU run, that the stand-ins cover what
+the GPU's import reaches and that the fused path's Python runs. Printed last: ``FUSED-PATH OK
+<n>`` or the failure. Run in a subprocess (it patches torch.cuda for the whole process).
+"""
+import importlib.abc
+import importlib.machinery
+import sys
+
+import nsa_kernels  # noqa: F401  (first: Triton's interpreter on this CPU)
+
+import torch
+import torch._dynamo  # noqa: F401  (torch probes optional packages at this import: before the hiding)
+
+GPU_MACHINE = {
+    "torch", "triton", "numpy", "matplotlib", "mpl_toolkits", "contourpy", "cycler", "fontTools",
+    "kiwisolver", "packaging", "pyparsing", "dateutil", "six", "cuda", "cupy", "hypothesis",
+    "pytest", "_pytest", "pluggy", "iniconfig", "attr", "attrs", "sortedcontainers", "jinja2",
+    "markupsafe", "filelock", "fsspec", "networkx", "sympy", "mpmath", "setuptools",
+    "pkg_resources", "functorch", "torchgen",
+    "msgspec", "pydantic", "pydantic_core", "annotated_types", "typing_inspection", "regex",
+    "typing_extensions", "nsa_kernels", "sglang"}
+
+
+class HideOtherPackages(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        root = name.split(".")[0]
+        if root in sys.stdlib_module_names or root in GPU_MACHINE or root.startswith("_"):
+            return None
+        if importlib.machinery.PathFinder.find_spec(root) is None:
+            return None  # absent here too: the import system answers as on the GPU
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+class _Hopper:
+    multi_processor_count, major, minor, name = 132, 9, 0, "NVIDIA H200 (simulated)"
+    total_memory = 140 << 30
+
+
+def pretend_cuda():
+    torch.cuda.is_available = lambda: True
+    torch.version.cuda = "12.8"
+    torch.cuda.get_device_capability = lambda *a, **k: (9, 0)
+    torch.cuda.device_count = lambda: 1
+    torch.cuda.current_device = lambda: 0
+    torch.cuda.get_device_properties = lambda *a, **k: _Hopper()
+    torch.cuda.get_device_name = lambda *a, **k: _Hopper.name
+
+
+def coerce_interpreter_masks():
+    """SGLang's fused kernels use masks Triton's interpreter refuses (the compiler broadcasts
+    them): the CPU cross-check of scripts/gpu_check_modes.py adapts the interpreter once."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check_modes.py"
+    spec = importlib.util.spec_from_file_location("nsa_gpu_check_modes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module._coerce_interpreter_masks()
+
+
+def main():
+    coerce_interpreter_masks()
+    sys.meta_path.insert(0, HideOtherPackages())
+    pretend_cuda()
+    from nsa_kernels.peers import sglang_backend as sb
+    from nsa_kernels.peers.sglang_backend_check import check
+    loaded = sb.load()
+    from sglang.srt.utils import is_cuda
+    assert is_cuda(), "SGLang must see CUDA here"
+    print(f"imported {len(loaded.modules)} SGLang modules, {len(loaded.standins)} stand-ins")
+    seq = torch.tensor([3, 63, 64, 65, 1000])
+    req = torch.tensor([3, 0, 7, 1, 2])
+    runs = [(dict(), "decode"), (dict(wide_table=False), "decode"),
+            (dict(next_n=3), "target_verify"), (dict(next_n=3), "draft_extend"),
+            (dict(next_n=3), "eager_target_verify"), (dict(next_n=3), "eager_draft_extend"),
+            (dict(), "eager_decode"), (dict(), "extend"), (dict(kv_dtype="fp8"), "extend")]
+    equal = 0
+    for kwargs, mode in runs:
+        harness = sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=1024, device="cpu",
+                                                    **kwargs))
+        if mode == "extend":
+            result = harness.extend(seq, seq - 2, req)
+        elif mode.startswith("eager_"):
+            result = harness.eager(mode.removeprefix("eager_"), seq, req)
+        else:
+            result = getattr(harness, mode)(seq, req, graph_bs=8)
+        assert result.tensors.get("paged_mqa_ctx_lens_2d") is not None or mode == "extend", mode
+        check(harness, result)
+        equal += 1
+        print(f"{mode} {kwargs}: equal")
+    print(f"FUSED-PATH OK {equal}")
+
+
+if __name__ == "__main__":
+    main()
