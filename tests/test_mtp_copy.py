@@ -13,7 +13,7 @@ from nsa_kernels.modes.mtp_copy_reference import mtp_copy_reference
 
 import pytest
 import torch
-from nsa_testing import DEVICE, Canary, assert_equal, assert_poisoned
+from nsa_testing import DEVICE, POISON, Canary, assert_equal, assert_poisoned
 
 BOUNDARY_KV = [0, 1, 63, 64, 65, 2047, 2048, 2049]
 
@@ -209,3 +209,165 @@ def test_from_sglang_reads_dsa_metadata_names():
         setattr(m, name, torch.full((i + 1,), i, dtype=torch.int32))
     b = mc.BackendBuffers.from_sglang(m)
     assert [int(getattr(b, name)[0]) for name in mc.TABLE_ROWS] == list(range(6))
+
+
+# --------------------------------------------------------------------------- SGLang's own code
+@pytest.fixture(scope="module")
+def sglang_draft_backends():
+    """Five of SGLang 0.5.23's ``DeepseekSparseAttnBackend`` (the harness, decode graphs of up
+    to 8 requests, page 64, topk 2048): the draft backends of a multi-step backend. Their
+    ``req_to_token`` tables are equal (one seed), as the draft backends share one pool."""
+    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
+    try:
+        return sb, [sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=2100, device=str(DEVICE)))
+                    for _ in range(5)]
+    except sb.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
+def sglang_multi_step(sb, harnesses, bs, seq, req):
+    """SGLang's ``DeepseekSparseAttnMultiStepBackend.init_forward_metadata_out_graph`` over
+    ``len(harnesses)`` draft backends (``speculative_num_steps`` one more), after each
+    backend's capture of the graph of ``bs``: its precompute and its copies (the fused multi-
+    backend copy on a GPU from 3 backends on; SGLang falls back to its per-tensor copies where
+    that kernel cannot be built)."""
+    from types import SimpleNamespace
+    module = harnesses[0].sglang.backend_module
+    decode = harnesses[0].sglang.forward_mode.DECODE
+    multi = object.__new__(module.DeepseekSparseAttnMultiStepBackend)
+    multi.topk, multi.speculative_num_steps = 1, len(harnesses) + 1
+    multi._sink_pad_cache = {}
+    multi.attn_backends = [h.backend for h in harnesses]
+    for h in harnesses:
+        if ("mtp", bs) not in h._graph_ready:
+            capture = SimpleNamespace(
+                batch_size=bs, forward_mode=decode, seq_lens=torch.ones(bs, dtype=torch.int64,
+                                                                       device=DEVICE),
+                seq_lens_cpu=None, req_pool_indices=torch.zeros(bs, dtype=torch.int64,
+                                                                device=DEVICE),
+                spec_info=None, out_cache_loc=None, actual_forward_mode=decode)
+            h.backend.init_forward_metadata_out_graph(capture, in_capture=True)
+            h._graph_ready.add(("mtp", bs))
+    step = SimpleNamespace(batch_size=bs, forward_mode=decode, seq_lens=seq,
+                           seq_lens_cpu=seq.cpu(), req_pool_indices=req, spec_info=None,
+                           out_cache_loc=None, actual_forward_mode=decode)
+    multi.init_forward_metadata_out_graph(step)
+    return [h.backend.decode_cuda_graph_metadata[bs] for h in harnesses]
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("kv", [[70, 1, 2049, 64], [2048, 63, 65, 2047, 130, 5, 1, 2100]])
+def test_equals_sglang_multi_step_copy(sglang_draft_backends, k, kv):
+    """Every backend's buffers after one launch equal what SGLang's multi-step backend leaves
+    in its draft backends' graph buffers: flat arrays whole, page rows over their live prefix
+    (beyond it SGLang copies an uninitialised temporary)."""
+    sb, harnesses = sglang_draft_backends
+    harnesses = harnesses[:k]
+    bs = len(kv)
+    seq = torch.tensor(kv, dtype=torch.int64, device=DEVICE)
+    req = torch.randperm(8, generator=torch.Generator().manual_seed(bs))[:bs].to(DEVICE)
+    theirs = sglang_multi_step(sb, harnesses, bs, seq, req)
+    h0 = harnesses[0]
+    width = theirs[0].page_table_1.shape[1]
+    ours = [Backend(bs, width, h0.config.page_size) for _ in range(k)]
+    mc.MTPCopyFill(seq, req, h0.req_to_token, [b.buffers for b in ours], bs, width,
+                   h0.config.topk, h0.config.page_size)()
+    lengths = torch.tensor(kv).clamp(max=width)
+    case = sb.MetadataCase(mode="decode", bs=bs, raw_bs=bs, next_n=0,
+                           page_size=h0.config.page_size, row_lengths=lengths)
+    for i, (metadata, mine) in enumerate(zip(theirs, ours, strict=True)):
+        names = [n for n in mc.TABLE_ROWS if getattr(metadata, n) is not None]
+        sglang_side = {n: getattr(metadata, n)[:bs + 1 if n.startswith("cu") or
+                                               n.startswith("dsa_cu") else bs] for n in names}
+        our_side = {n: getattr(mine.buffers, n)[:sglang_side[n].shape[0]] for n in names}
+        assert sb.compare_metadata(sglang_side, our_side, case) == len(names), f"backend {i}"
+
+
+# --------------------------------------------------------------------------- GPU only
+def _gib():
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if DEVICE.type == "cuda" \
+        else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gib() < 24, reason="needs a CUDA device with >= 24 GiB to place rows "
+                    "past 2**31 elements")
+def test_row_offsets_past_2_31_elements():
+    """Two backends' page tables whose second rows start 2**31 elements after their first
+    (one shared row stride; the spans kept apart, as the overlap check is conservative for
+    interleaved views): 64-bit row offsets."""
+    width, stride, k = 128, 1 << 30, 2
+    span = 2 * stride + width
+    flat = torch.full((k * span,), -7, dtype=torch.int32, device="cuda")
+    tokens = torch.arange(5000, 5000 + width, dtype=torch.int32, device="cuda")
+    small = lambda n: torch.full((n,), -7, dtype=torch.int32, device="cuda")  # noqa: E731
+    backends = [mc.BackendBuffers(small(2), small(3),
+                                  flat.as_strided((2, width), (2 * stride, 1), i * span),
+                                  small(2), small(3),
+                                  torch.full((2, 2), -7, dtype=torch.int32, device="cuda"))
+                for i in range(k)]
+    seq = torch.tensor([width, width], dtype=torch.int32, device="cuda")
+    mc.launch_mtp_copy(seq, torch.tensor([0, 0], device="cuda"), tokens.reshape(1, width),
+                       backends, 2, width, 2048, 64)
+    torch.cuda.synchronize()
+    for i, b in enumerate(backends):
+        for row in range(2):
+            assert torch.equal(b.page_table_1[row], tokens), f"backend {i} row {row}"
+    del flat, backends
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_bound_fill_is_graph_safe():
+    inputs = make_inputs([10, 200, 65], 256)
+    backends = [Backend(3, 256, 64) for _ in range(3)]
+    fill = mc.MTPCopyFill(inputs["seq_lens"], inputs["req_pool_indices"],
+                          inputs["req_to_token"], [b.buffers for b in backends], 3, 256, 64, 64)
+    fill()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fill()
+    inputs["seq_lens"].copy_(torch.tensor([11, 201, 66], dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    refs = mtp_copy_reference(inputs["seq_lens"], inputs["req_pool_indices"],
+                              inputs["req_to_token"], 3, 3, 256, 64, 64)
+    for b, ref in zip(backends, refs):
+        b.check(ref, 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_bound_fill_is_one_kernel_and_no_sync():
+    from torch.profiler import ProfilerActivity, profile
+    inputs = make_inputs([10, 200, 65], 256)
+    backends = [Backend(3, 256, 64) for _ in range(5)]
+    fill = mc.MTPCopyFill(inputs["seq_lens"], inputs["req_pool_indices"],
+                          inputs["req_to_token"], [b.buffers for b in backends], 3, 256, 64, 64)
+    fill()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fill()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fill()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(names) == 1 and "mtp_copy_kernel" in names[0], names
+
+
+def test_garbage_lengths_stay_inside_the_buffers():
+    """Unchecked lengths (negative, past the width, past int32 as int64) write only inside
+    every backend's buffers: rows are clamped to [0, max_len]."""
+    inputs = make_inputs([5, 6, 7, 8], 128)
+    inputs["seq_lens"] = torch.tensor([-3, 10**9, 2**40, 64], dtype=torch.int64, device=DEVICE)
+    backends = [Backend(4, 128, 64) for _ in range(3)]
+    mc.launch_mtp_copy(inputs["seq_lens"], inputs["req_pool_indices"], inputs["req_to_token"],
+                       [b.buffers for b in backends], 4, 128, 64, 64)
+    for b in backends:
+        for name, c in b.canaries.items():
+            c.assert_margins(name)
+        assert bool((b.canaries["page_table_1"].view[0] == POISON).all())

@@ -180,6 +180,18 @@ def test_allocating_entry_point(requests, ragged):
         assert out["topk_indices_offset"] is None and out["page_table_1_flattened"] is None
 
 
+def test_allocating_mha_fp8_dequant_flattens_without_ragged_offsets():
+    inputs, width = make_inputs(MIXED)
+    out = pp.prefill_paged_metadata(**inputs, dsa_index_topk=64, physical_page_size=64,
+                                    seq_lens_cpu=[k for k, _ in MIXED],
+                                    extend_seq_lens_cpu=[q for _, q in MIXED],
+                                    mha_fp8_dequant=True)
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    assert out["topk_indices_offset"] is None
+    assert_equal(out["page_table_1_flattened"], ref["page_table_1_flattened"], "flat")
+
+
 def test_allocating_page_size_1_real_table_is_page_table_1():
     inputs, _ = make_inputs([(5, 2)])
     out = pp.prefill_paged_metadata(**inputs, dsa_index_topk=4, physical_page_size=1,
@@ -195,6 +207,29 @@ def test_allocating_needs_host_mirrors():
     with pytest.raises(ValueError, match=r"extend_seq_lens_cpu\[0\] = 6"):
         pp.prefill_paged_metadata(**inputs, dsa_index_topk=4, physical_page_size=64,
                                   seq_lens_cpu=[5], extend_seq_lens_cpu=[6])
+
+
+def test_allocating_check_catches_a_stale_mirror():
+    inputs, _ = make_inputs([(5, 2), (9, 9)])
+    with pytest.raises(ValueError, match=r"extend_seq_lens_cpu\[1\] = 8 but the device holds 9"):
+        pp.prefill_paged_metadata(**inputs, dsa_index_topk=4, physical_page_size=64,
+                                  seq_lens_cpu=[5, 9], extend_seq_lens_cpu=[2, 8], check=True)
+
+
+@pytest.mark.parametrize("mirror_n", [10, 13])
+def test_allocating_stale_mirror_shows_in_the_status(mirror_n):
+    """Unchecked, a mirror one step off (N = 10 or 13 where the device says 11): nothing
+    uninitialised is returned and the status carries the device's N and the overflow."""
+    inputs, _ = make_inputs([(5, 2), (9, 9)])
+    out = pp.prefill_paged_metadata(**inputs, dsa_index_topk=4, physical_page_size=64,
+                                    seq_lens_cpu=[5, max(9, mirror_n - 2)],
+                                    extend_seq_lens_cpu=[2, mirror_n - 2])
+    decoded = pp.decode_status(out["status"], has_flattened=False)
+    assert decoded["n_tokens"] == 11
+    assert decoded["tokens_overflow"] == (mirror_n < 11)
+    if mirror_n > 11:
+        for name in ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32", "token_to_batch_idx"):
+            assert out[name][11:].tolist() == [0] * (mirror_n - 11), name
 
 
 # --------------------------------------------------------------------------- bad arguments
@@ -271,6 +306,24 @@ def test_garbage_lengths_stay_inside_the_buffers():
     assert decoded["tokens_overflow"]
     # The bad pool row's page row is not written.
     assert bool((bufs.canaries["page_table_1"].view[3] == POISON).all())
+
+
+@pytest.mark.parametrize("zero_tail", [False, True])
+def test_zero_tail_fills_what_the_device_lengths_leave(zero_tail):
+    """Buffers sized from a mirror promising more tokens and entries than the device lengths:
+    with ``zero_tail`` the rest is 0 (never stale memory), without it untouched."""
+    inputs, width = make_inputs([(70, 6), (66, 2)])
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    bufs = CanaryBuffers(2, 8 + 5, width, 64, n_flat=136 + 9, slack=0)
+    pp.plan_prefill_paged(**inputs, buffers=bufs.buffers, max_seqlen_k=width, dsa_index_topk=64,
+                          physical_page_size=64, zero_tail=zero_tail)()
+    for name in (*TOKEN_KEYS, "dsa_cu_seqlens_k", "page_table_1_flattened"):
+        view = bufs.canaries[name].view
+        n = ref[name].shape[0]
+        assert_equal(view[:n], ref[name], name)
+        expected = torch.full((view.shape[0] - n,), 0 if zero_tail else POISON)
+        assert_equal(view[n:], expected, f"{name} tail")
 
 
 def test_bound_fill_relaunches_on_new_contents():
@@ -351,3 +404,151 @@ def test_prefill_paged_and_mtp_copy_compile_for_sm90():
                           env=env, timeout=600, cwd=ROOT)
     assert done.returncode == 0 and "ALL COMPILED" in done.stdout, (
         done.stdout[-3000:] + done.stderr[-6000:])
+
+
+# --------------------------------------------------------------------------- SGLang's own code
+SGLANG_CASES = {
+    "prefix": [(70, 6), (5, 5), (130, 129), (1, 1)],
+    "no_prefix": [(65, 65), (64, 64), (63, 63)],
+    "bs1": [(1, 1)],
+    "boundaries_2047_2049": [(2047, 3), (2048, 2048), (2049, 1)],
+}
+#: SGLang's names for the entry point's outputs (its ``indexer_k_start_end`` is a tuple).
+SGLANG_NAMES = {"indexer_k_start_end.0": ("indexer_k_start_end", 0),
+                "indexer_k_start_end.1": ("indexer_k_start_end", 1)}
+#: Fields of SGLang's metadata that stay its own (inputs passed through, its cached arange).
+SGLANG_OWN = ("indexer_seq_lens", "indexer_seq_lens_cpu", "dsa_cu_seqlens_q")
+
+
+@pytest.fixture(scope="module", params=["bf16", "fp8"])
+def sglang_extend(request):
+    """SGLang 0.5.23's ``DeepseekSparseAttnBackend`` from its wheel (the harness): bf16 KV
+    takes the PAGED transform, fp8 the RAGGED one."""
+    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
+    try:
+        return sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=2100, kv_dtype=request.param,
+                                                 device=str(DEVICE)))
+    except sb.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.parametrize("name", list(SGLANG_CASES))
+def test_equals_sglang_init_forward_metadata(sglang_extend, name):
+    """Every tensor SGLang's EXTEND ``init_forward_metadata`` builds (but its own
+    pass-throughs) equals the entry point's, page tables on their whole window, names and
+    dtypes included; and the entry point builds no tensor SGLang does not."""
+    h = sglang_extend
+    requests = SGLANG_CASES[name]
+    g = torch.Generator().manual_seed(len(name))
+    seq = torch.tensor([kv for kv, _ in requests], dtype=torch.int64, device=DEVICE)
+    ext = torch.tensor([q for _, q in requests], dtype=torch.int32, device=DEVICE)
+    pool = torch.randperm(h.config.max_bs, generator=g)[:len(requests)].to(DEVICE)
+    theirs = h.extend(seq, ext, pool).tensors
+    fp8 = h.config.kv_dtype == "fp8"
+    ours = pp.prefill_paged_metadata(seq, ext, pool, h.req_to_token, h.config.topk,
+                                     h.config.page_size, seq_lens_cpu=seq.cpu(),
+                                     extend_seq_lens_cpu=ext.tolist(), ragged=fp8)
+    compared = []
+    for key, value in theirs.items():
+        if key in SGLANG_OWN:
+            continue
+        field, half = SGLANG_NAMES.get(key, (key, None))
+        mine = ours[field] if half is None else ours[field][half]
+        assert mine is not None, f"{key}: SGLang builds it, the entry point returned None"
+        assert mine.dtype == value.dtype, key
+        assert_equal(mine, value, key)
+        compared.append(field)
+    built = {k for k, v in ours.items() if isinstance(v, (torch.Tensor, tuple))} - {"status"}
+    assert built == set(compared), sorted(built ^ set(compared))
+    fm = h.backend.forward_metadata
+    assert (ours["max_seqlen_q"], ours["max_seqlen_k"]) == (fm.max_seq_len_q, fm.max_seq_len_k)
+    has_prefix = any(q != kv for kv, q in requests)
+    assert (fm.cu_seqlens_q is fm.cu_seqlens_k) == (not has_prefix)
+    assert (ours["cu_seqlens_q"] is ours["cu_seqlens_k"]) == (not has_prefix)
+
+
+# --------------------------------------------------------------------------- GPU only
+def _gib():
+    return torch.cuda.get_device_properties(0).total_memory / 2**30 if DEVICE.type == "cuda" \
+        else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_gib() < 24, reason="needs a CUDA device with >= 24 GiB to place rows "
+                    "past 2**31 elements")
+@pytest.mark.parametrize("where", ["page_table_1", "req_to_token"])
+def test_row_offsets_past_2_31_elements(where):
+    """Row starts past 2**31 elements (a pool row of a 1M-token table, a page-table row of a
+    wide batch): offsets are 64-bit."""
+    width, stride = 128, 1 << 30
+    flat = torch.full((3 * stride,), -7, dtype=torch.int32, device="cuda")
+    tokens = torch.arange(5000, 5000 + width, dtype=torch.int32, device="cuda")
+    seq = torch.tensor([width, width], dtype=torch.int64, device="cuda")
+    ext = torch.tensor([3, width], dtype=torch.int32, device="cuda")
+    if where == "req_to_token":
+        r2t = flat.as_strided((3, width), (stride, 1))
+        r2t[2] = tokens
+        pool = torch.tensor([2, 2], device="cuda")
+        pt = torch.full((2, width), -7, dtype=torch.int32, device="cuda")
+    else:
+        r2t, pool = tokens.reshape(1, width), torch.tensor([0, 0], device="cuda")
+        pt = flat.as_strided((2, width), (2 * stride, 1))  # row 1 starts at element 2**31
+    b, status = pp.PagedPrefillBuffers.allocate(2, 3 + width, width, 64, device="cuda")
+    b.page_table_1 = pt
+    pp.launch_prefill_paged(seq, ext, pool, r2t, b, width, 2048, 64, status)
+    torch.cuda.synchronize()
+    for row in range(2):
+        assert torch.equal(pt[row], tokens), f"page_table_1 row {row}"
+        assert b.real_page_table[row].tolist() == [5000 // 64, (5000 + 64) // 64]
+    del flat, pt, r2t
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+def test_bound_fill_is_graph_safe_and_sync_free():
+    """A bound fill captured in a CUDA graph follows new lengths and pool rows on replay (no
+    host sync inside: a capture would fail on one)."""
+    inputs, width = make_inputs([(70, 6), (66, 66), (9, 1)])
+    b, status = pp.PagedPrefillBuffers.allocate(3, 73, width, 64, device="cuda")
+    fill = pp.PagedPrefillFill(**inputs, buffers=b, max_seqlen_k=width, dsa_index_topk=64,
+                               physical_page_size=64, status=status)
+    fill()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fill()
+    inputs["req_pool_indices"].copy_(inputs["req_pool_indices"].flip(0))
+    inputs["extend_seq_lens"].copy_(torch.tensor([5, 66, 2], dtype=torch.int32))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    for name in ("page_table_1", "real_page_table", "cu_seqlens_q", *TOKEN_KEYS):
+        got = getattr(b, name)
+        assert_equal(got[:ref[name].shape[0]], ref[name], name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="needs a CUDA device")
+@pytest.mark.parametrize("ragged", [False, True])
+def test_allocating_entry_point_is_one_kernel_and_no_sync(ragged):
+    """One CUDA kernel (no copy, no memset) and no synchronising call (torch's sync debug mode
+    raises on one) per call of the allocating entry point."""
+    from torch.profiler import ProfilerActivity, profile
+    inputs, _ = make_inputs(MIXED)
+    mirrors = dict(seq_lens_cpu=[k for k, _ in MIXED], extend_seq_lens_cpu=[q for _, q in MIXED])
+    call = lambda: pp.prefill_paged_metadata(**inputs, dsa_index_topk=64,  # noqa: E731
+                                             physical_page_size=64, ragged=ragged, **mirrors)
+    call()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        call()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert names and all("prefill_paged_kernel" in n for n in names), names
+    assert len(names) == 1, names

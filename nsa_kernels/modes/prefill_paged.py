@@ -12,19 +12,21 @@ Launchers (all int32 outputs; ``bs``, ``N = sum(extend_seq_lens)``, ``W = max_se
                                            with_cu_seqlens_q=True, n_flat=None, device=...)
     plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
-                       check=False) -> LaunchPlan          # static checks, no sync
+                       check=False, zero_tail=False) -> LaunchPlan   # static checks, no sync
     launch_prefill_paged(...same...) -> status              # check, plan, launch
     PagedPrefillFill(...same...)() -> status                # bound once (launcher.bind_plan)
     prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            dsa_index_topk, physical_page_size, *, seq_lens_cpu,
-                           extend_seq_lens_cpu, ragged=False, check=False) -> dict
+                           extend_seq_lens_cpu, ragged=False, mha_fp8_dequant=False,
+                           check=False) -> dict
 
 ``prefill_paged_metadata`` allocates and returns SGLang's ``DSAMetadata`` fields by name:
 ``page_table_1``, ``real_page_table``, ``cache_seqlens_int32``, ``cu_seqlens_k``,
 ``cu_seqlens_q``, ``dsa_seqlens_expanded``, ``dsa_cache_seqlens_int32``, ``dsa_cu_seqlens_k``,
 ``indexer_k_start_end`` (a tuple ``(ks, ke)``), ``token_to_batch_idx``, ``topk_indices_offset``
-and ``page_table_1_flattened`` (``None`` unless ``ragged``, the latter also ``None`` without a
-cached prefix, as SGLang), and the host ints ``max_seqlen_q``, ``max_seqlen_k``. As in SGLang,
+(``None`` unless ``ragged``) and ``page_table_1_flattened`` (as SGLang: only with a cached
+prefix and ``ragged`` or ``mha_fp8_dequant``, the MHA path dequantizing an FP8 pool), the host
+ints ``max_seqlen_q``, ``max_seqlen_k``, and the device ``status``. As in SGLang,
 ``cu_seqlens_q`` *is* ``cu_seqlens_k`` when no request has a cached prefix (``seq_lens ==
 extend_seq_lens``), ``real_page_table`` *is* ``page_table_1`` at page size 1, and
 ``topk_indices_offset`` holds ``ks``'s values: here it is the same tensor (SGLang builds the two
@@ -58,7 +60,12 @@ from ..validation import extend as extend_checks
 from ..validation import modes as checks
 from . import extend as ext
 from .prefill_paged_reference import prefill_paged_reference
-from .tiles import load_requests, pick_blocks, write_page_rows
+from .tiles import MAX_PAGE_SIZE, load_requests, pick_blocks, write_page_rows
+
+#: Whether ``modes.extend``'s kernel takes the sizes the host expects (``expected_tokens``,
+#: ``expected_flat``) and flags device totals that differ in its status; the call below passes
+#: them where it does.
+EXTEND_JUDGES_SIZES = "expected_tokens" in ext.extend_metadata_kernel.arg_names
 
 
 @triton.jit(do_not_specialize=["seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr", "r2t_stride",
@@ -67,21 +74,31 @@ from .tiles import load_requests, pick_blocks, write_page_rows
                                "status_ptr", "batch_size", "token_capacity", "flat_capacity",
                                "dsa_index_topk", "cache_ptr", "cu_q_ptr", "pt_ptr", "pt_stride",
                                "rpt_ptr", "rpt_stride", "max_seqlen_k", "n_col_blocks",
-                               "n_page_tiles"])
+                               "n_page_tiles", "expected_tokens", "expected_flat"])
 def prefill_paged_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
                          expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, ks_ptr, ke_ptr,
                          batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
                          flat_capacity, dsa_index_topk, cache_ptr, cu_q_ptr, pt_ptr, pt_stride,
                          rpt_ptr, rpt_stride, max_seqlen_k, n_col_blocks, n_page_tiles,
-                         HAS_CU_Q: tl.constexpr, HAS_PAGE_TABLE_1: tl.constexpr,
+                         expected_tokens, expected_flat, EXTEND_JUDGES_SIZES: tl.constexpr,
+                         HAS_CU_Q: tl.constexpr, ZERO_TAIL: tl.constexpr,
+                         HAS_PAGE_TABLE_1: tl.constexpr,
                          PAGE_SIZE: tl.constexpr, BLOCK_R: tl.constexpr,
                          BLOCK_SCAN: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr,
                          BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr):
-    ext.extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
-                               expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, ks_ptr, ke_ptr,
-                               batch_idx_ptr, flat_ptr, status_ptr, batch_size, token_capacity,
-                               flat_capacity, dsa_index_topk, BLOCK_R, BLOCK_SCAN, BLOCK_T,
-                               BLOCK_F)
+    if EXTEND_JUDGES_SIZES:  # it flags device totals that differ from the expected sizes
+        ext.extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows,
+                                   width, expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr,
+                                   ks_ptr, ke_ptr, batch_idx_ptr, flat_ptr, status_ptr,
+                                   batch_size, token_capacity, flat_capacity, dsa_index_topk,
+                                   expected_tokens, expected_flat, BLOCK_R, BLOCK_SCAN, BLOCK_T,
+                                   BLOCK_F)
+    else:
+        ext.extend_metadata_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows,
+                                   width, expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr,
+                                   ks_ptr, ke_ptr, batch_idx_ptr, flat_ptr, status_ptr,
+                                   batch_size, token_capacity, flat_capacity, dsa_index_topk,
+                                   BLOCK_R, BLOCK_SCAN, BLOCK_T, BLOCK_F)
     program = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
     n_programs = tl.num_programs(0) * tl.num_programs(1)
     if program == 0:
@@ -90,16 +107,26 @@ def prefill_paged_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_r
         if HAS_CU_Q:
             tl.store(cu_q_ptr, 0)
         q_before = tl.full((), 0, tl.int64)
+        tokens = tl.full((), 0, tl.int64)
+        entries = tl.full((), 0, tl.int64)
         for b0 in range(0, batch_size, BLOCK_SCAN):
             request = b0 + tl.arange(0, BLOCK_SCAN)
             live = request < batch_size
             kv = tl.load(seq_ptr + request, mask=live, other=0)
             tl.store(cache_ptr + request, kv.to(tl.int32), mask=live)
-            if HAS_CU_Q:
+            if HAS_CU_Q or ZERO_TAIL:
                 qo = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
-                tl.store(cu_q_ptr + 1 + request, (q_before + tl.cumsum(qo, 0)).to(tl.int32),
-                         mask=live)
-                q_before += tl.sum(qo, 0)
+                if HAS_CU_Q:
+                    tl.store(cu_q_ptr + 1 + request,
+                             (q_before + tl.cumsum(qo, 0)).to(tl.int32), mask=live)
+                    q_before += tl.sum(qo, 0)
+                # What the extend kernel counts: lengths clipped to [0, 2**31].
+                tokens += tl.sum(tl.minimum(tl.maximum(qo, 0), 2147483648), 0)
+                entries += tl.sum(tl.minimum(tl.maximum(kv.to(tl.int64), 0), 2147483648), 0)
+        if ZERO_TAIL:
+            _zero_tails(tokens, entries, expanded_ptr, dsa_cache_ptr, dsa_cu_ptr, ks_ptr,
+                        ke_ptr, batch_idx_ptr, flat_ptr, token_capacity, flat_capacity,
+                        BLOCK_SCAN)
     # The whole [bs, max_seqlen_k] window of each request's req_to_token row, as SGLang's
     # dense gather; tiles strided over every program of the grid.
     for tile in range(program, n_page_tiles, n_programs):
@@ -112,6 +139,27 @@ def prefill_paged_kernel(seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_r
         write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_stride, live,
                         requests.to(tl.int64), 1, 1, batch_size, col0, HAS_PAGE_TABLE_1,
                         PAGE_SIZE, BLOCK_N)
+
+
+@triton.jit
+def _zero_tails(tokens, entries, expanded_ptr, dsa_cache_ptr, dsa_cu_ptr, ks_ptr, ke_ptr,
+                batch_idx_ptr, flat_ptr, token_capacity, flat_capacity, BLOCK: tl.constexpr):
+    """Zeros past what the device lengths fill: buffers sized from host mirrors that promise
+    more than the device holds then hold no uninitialised entries (the status says by how much
+    they differ)."""
+    for t0 in range(tl.minimum(tokens, token_capacity), token_capacity, BLOCK):
+        row = t0 + tl.arange(0, BLOCK)
+        mask = row < token_capacity
+        zero = tl.zeros((BLOCK,), tl.int32)
+        tl.store(expanded_ptr + row, zero, mask=mask)
+        tl.store(dsa_cache_ptr + row, zero, mask=mask)
+        tl.store(dsa_cu_ptr + 1 + row, zero, mask=mask)
+        tl.store(ks_ptr + row, zero, mask=mask)
+        tl.store(ke_ptr + row, zero, mask=mask)
+        tl.store(batch_idx_ptr + row, zero, mask=mask)
+    for f0 in range(tl.minimum(entries, flat_capacity), flat_capacity, BLOCK):
+        entry = f0 + tl.arange(0, BLOCK)
+        tl.store(flat_ptr + entry, tl.zeros((BLOCK,), tl.int32), mask=entry < flat_capacity)
 
 
 @dataclass
@@ -167,16 +215,17 @@ class PagedPrefillBuffers:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
-                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
-                        check=False):
-    """Every static check (and the data checks with ``check=True``: one copy of the inputs to
-    the host); raises before anything is written. Returns ``(topk, page_size, status, pt, rpt,
-    has_pt1, token_capacity, flat)``."""
+TOKEN_BUFFERS = ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32", "indexer_k_start",
+                 "indexer_k_end", "token_to_batch_idx")
+
+
+def check_prefill_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                         max_seqlen_k, dsa_index_topk, physical_page_size):
+    """The inputs' static checks (metadata only); returns ``(bs, max_seqlen_k, topk,
+    page_size)``."""
     topk = extend_checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
     width = checks.as_int("max_seqlen_k", max_seqlen_k)
-    if not isinstance(buffers, PagedPrefillBuffers):
-        raise TypeError(f"buffers must be a PagedPrefillBuffers, got {type(buffers).__name__}")
+    page_size = checks.as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
     bs = checks.input_vector("seq_lens", seq_lens, None, 0).shape[0]
     device = seq_lens.device
     checks.input_vector("extend_seq_lens", extend_seq_lens, device, bs)
@@ -186,21 +235,32 @@ def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_toke
                          f"per request, got {bs}, {extend_seq_lens.shape[0]} and "
                          f"{req_pool_indices.shape[0]}")
     checks.req_to_token_table(req_to_token, device, width, bs)
-    b = buffers
+    return bs, width, topk, page_size
+
+
+def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
+                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
+                        check=False):
+    """Every static check (and the data checks with ``check=True``: one copy of the inputs to
+    the host); raises before anything is written. Returns what ``_plan`` takes."""
+    bs, width, topk, page_size = check_prefill_inputs(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, max_seqlen_k,
+        dsa_index_topk, physical_page_size)
+    if not isinstance(buffers, PagedPrefillBuffers):
+        raise TypeError(f"buffers must be a PagedPrefillBuffers, got {type(buffers).__name__}")
+    device, b = seq_lens.device, buffers
     pt, rpt, has_pt1, page_size = checks.page_tables(b.page_table_1, b.real_page_table,
-                                                     physical_page_size, bs, width, device)
+                                                     page_size, bs, width, device)
     if not has_pt1:
         raise ValueError("page_table_1 is required: the PAGED transform reads it")
     checks.output_vector("cache_seqlens_int32", b.cache_seqlens_int32, device, bs)
     checks.output_vector("cu_seqlens_k", b.cu_seqlens_k, device, bs + 1)
     if b.cu_seqlens_q is not None:
         checks.output_vector("cu_seqlens_q", b.cu_seqlens_q, device, bs + 1)
-    token_names = ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32", "indexer_k_start",
-                   "indexer_k_end", "token_to_batch_idx")
-    for name in token_names:
+    for name in TOKEN_BUFFERS:
         checks.output_vector(name, getattr(b, name), device, 0)
     checks.output_vector("dsa_cu_seqlens_k", b.dsa_cu_seqlens_k, device, 1)
-    token_capacity = min([getattr(b, n).shape[0] for n in token_names]
+    token_capacity = min([getattr(b, n).shape[0] for n in TOKEN_BUFFERS]
                          + [b.dsa_cu_seqlens_k.shape[0] - 1])
     flat = b.page_table_1_flattened
     if flat is not None:
@@ -227,22 +287,32 @@ def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_toke
         if flat is not None and n_flat > flat.shape[0]:
             raise ValueError(f"page_table_1_flattened holds {flat.shape[0]} entries but "
                              f"sum(seq_lens) = {n_flat} are needed")
-    return topk, page_size, status, pt, rpt, has_pt1, token_capacity, flat
+    return width, topk, page_size, status, pt, rpt, has_pt1, token_capacity
 
 
 def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers,
                        max_seqlen_k, dsa_index_topk, physical_page_size, status=None,
-                       check=False) -> LaunchPlan:
-    """The one launch, from tensor metadata and host ints only (no sync unless ``check``)."""
-    topk, page_size, status, pt, rpt, has_pt1, token_capacity, flat = check_prefill_paged(
-        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, max_seqlen_k,
-        dsa_index_topk, physical_page_size, status, check)
-    bs, width, b = seq_lens.shape[0], int(max_seqlen_k), buffers
-    splits = ext.pick_splits(bs)
-    grid = (max(triton.cdiv(bs, ext.BLOCK_R), 1), splits)
+                       check=False, zero_tail=False) -> LaunchPlan:
+    """The one launch, from tensor metadata and host ints only (no sync unless ``check``).
+
+    ``zero_tail``: per-token and flattened entries past what the device lengths fill are set
+    to 0 (for buffers sized from host mirrors; a bound fill over larger static buffers leaves
+    them untouched)."""
+    checked = check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                  buffers, max_seqlen_k, dsa_index_topk, physical_page_size,
+                                  status, check)
+    return _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, *checked,
+                 zero_tail)
+
+
+def _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, b, width, topk, page_size,
+          status, pt, rpt, has_pt1, token_capacity, zero_tail, expected=(-1, -1)):
+    bs = seq_lens.shape[0]
+    grid = (max(triton.cdiv(bs, ext.BLOCK_R), 1), ext.pick_splits(bs))
     block_b, block_n = pick_blocks(width, page_size, has_pt1, bs)
     col_blocks = triton.cdiv(width, block_n)
     page_tiles = triton.cdiv(bs, block_b) * col_blocks
+    flat = b.page_table_1_flattened
     # Without the flattened table its capacity is 0: the extend kernel then writes none of it.
     flat_buffer = flat if flat is not None else b.indexer_k_start
     cu_q = b.cu_seqlens_q if b.cu_seqlens_q is not None else b.cu_seqlens_k
@@ -251,11 +321,12 @@ def plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
             b.dsa_cache_seqlens_int32, b.cu_seqlens_k, b.dsa_cu_seqlens_k, b.indexer_k_start,
             b.indexer_k_end, b.token_to_batch_idx, flat_buffer, status, bs, token_capacity,
             flat.shape[0] if flat is not None else 0, topk, b.cache_seqlens_int32, cu_q, pt,
-            pt.stride(0), rpt, rpt.stride(0), width, col_blocks, page_tiles)
-    kwargs = dict(HAS_CU_Q=b.cu_seqlens_q is not None, HAS_PAGE_TABLE_1=has_pt1,
-                  PAGE_SIZE=page_size, BLOCK_R=ext.BLOCK_R, BLOCK_SCAN=ext.BLOCK_SCAN,
-                  BLOCK_T=ext.BLOCK_T, BLOCK_F=ext.BLOCK_F, BLOCK_B=block_b, BLOCK_N=block_n,
-                  num_warps=ext.NUM_WARPS)
+            pt.stride(0), rpt, rpt.stride(0), width, col_blocks, page_tiles, *expected)
+    kwargs = dict(EXTEND_JUDGES_SIZES=EXTEND_JUDGES_SIZES,
+                  HAS_CU_Q=b.cu_seqlens_q is not None, ZERO_TAIL=bool(zero_tail),
+                  HAS_PAGE_TABLE_1=has_pt1, PAGE_SIZE=page_size, BLOCK_R=ext.BLOCK_R,
+                  BLOCK_SCAN=ext.BLOCK_SCAN, BLOCK_T=ext.BLOCK_T, BLOCK_F=ext.BLOCK_F,
+                  BLOCK_B=block_b, BLOCK_N=block_n, num_warps=ext.NUM_WARPS)
     return LaunchPlan(prefill_paged_kernel, grid, args, kwargs)
 
 
@@ -292,18 +363,44 @@ def _host_list(name, values, bs):
         if values.device.type != "cpu":
             raise ValueError(f"{name} must be a host mirror (a CPU tensor or a list), "
                              f"got a tensor on {values.device}")
+        if values.dtype.is_floating_point or values.dtype == torch.bool or values.dim() != 1:
+            raise TypeError(f"{name} must hold one int per request, got {values.dtype} "
+                            f"{tuple(values.shape)}")
         values = values.tolist()
-    values = [checks.as_int(f"{name}[{i}]", v, minimum=None) for i, v in enumerate(values)]
+    elif not all(type(v) is int for v in values):  # numpy ints and the like: parsed one by one
+        values = [checks.as_int(f"{name}[{i}]", v, minimum=None) for i, v in enumerate(values)]
     if len(values) != bs:
         raise ValueError(f"{name} has {len(values)} entries but bs = {bs}")
     return values
 
 
+def _mirrors_agree(seq_lens, extend_seq_lens, kv, qo):
+    for name, device_values, mirror in (("seq_lens_cpu", seq_lens, kv),
+                                        ("extend_seq_lens_cpu", extend_seq_lens, qo)):
+        values = device_values.tolist()
+        bad = next((i for i, (v, m) in enumerate(zip(values, mirror)) if v != m), None)
+        if bad is not None:
+            raise ValueError(f"{name}[{bad}] = {mirror[bad]} but the device holds "
+                             f"{values[bad]} (request {bad}): the host mirror is stale")
+
+
 def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
                            dsa_index_topk, physical_page_size, *, seq_lens_cpu,
-                           extend_seq_lens_cpu, ragged=False, check=False):
+                           extend_seq_lens_cpu, ragged=False, mha_fp8_dequant=False,
+                           check=False):
     """SGLang's PAGED prefill fields (RAGGED's extras with ``ragged=True``) in fresh tensors,
-    sized from the host mirrors, filled in one launch; see the module docstring."""
+    sized from the host mirrors, filled in one launch; see the module docstring.
+
+    ``ragged``: SGLang's ``get_topk_transform_method`` returned RAGGED (FP8 KV on the
+    flashmla_sparse / triton_sparse_mla prefill); ``mha_fp8_dequant``: its
+    ``use_mha and token_to_kv_pool.dtype == float8_e4m3fn``. Nothing syncs: the sizes come from
+    ``seq_lens_cpu`` / ``extend_seq_lens_cpu`` (lists or CPU tensors), which must agree with
+    the device lengths (``check=True`` verifies the device data, one copy to the host). A
+    mirror that disagrees is not trusted blindly either: entries past what the device lengths
+    fill are zeros, never uninitialised memory, and ``status`` (``decode_status``) holds the
+    device's N and sum(kv), with ``tokens_overflow`` / ``flat_overflow`` set where the mirror
+    promised fewer than the device holds (and, where ``modes.extend``'s kernel judges sizes,
+    its mismatch flags on any difference): a server reads it when it next syncs."""
     checks.input_vector("seq_lens", seq_lens, None, 0)
     bs = seq_lens.shape[0]
     kv = _host_list("seq_lens_cpu", seq_lens_cpu, bs)
@@ -315,14 +412,22 @@ def prefill_paged_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_t
     width = max(kv, default=0)
     n_tokens = sum(qo)
     has_prefix = any(q != k for q, k in zip(qo, kv))
-    n_flat = sum(kv) if ragged and has_prefix else None
-    buffers, status = PagedPrefillBuffers.allocate(
-        bs, n_tokens, width, checks.as_power_of_two("physical_page_size", physical_page_size,
-                                                    1 << 20),
-        with_cu_seqlens_q=has_prefix, n_flat=n_flat, device=seq_lens.device)
-    plan_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, buffers, width,
-                       dsa_index_topk, physical_page_size, status, check)()
-    b = buffers
+    n_flat = sum(kv) if has_prefix and (ragged or mha_fp8_dequant) else None
+    bs, width, topk, page_size = check_prefill_inputs(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, width, dsa_index_topk,
+        physical_page_size)
+    if check:
+        prefill_paged_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                width, topk, page_size)
+        _mirrors_agree(seq_lens, extend_seq_lens, kv, qo)
+    b, status = PagedPrefillBuffers.allocate(bs, n_tokens, width, page_size,
+                                             with_cu_seqlens_q=has_prefix, n_flat=n_flat,
+                                             device=seq_lens.device)
+    # Our own fresh buffers, of the sizes the kernel is told: no output check is needed.
+    pt = b.page_table_1
+    rpt = b.real_page_table if page_size > 1 else pt
+    _plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, b, width, topk, page_size,
+          status, pt, rpt, True, n_tokens, True, (n_tokens, -1 if n_flat is None else n_flat))()
     return {
         "page_table_1": b.page_table_1,
         "real_page_table": b.real_page_table if b.real_page_table is not None else b.page_table_1,
