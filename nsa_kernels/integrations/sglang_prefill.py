@@ -5,8 +5,9 @@ expanded lengths, ``full`` + ``arange`` per request for the indexer's ``ks`` / `
 ``token_to_batch_idx``, the ``req_to_token`` gather and its strided copy, clamps and prefix
 sums). ``modes.prefill_paged`` writes the same fields in one launch, sized from the host
 mirrors the forward batch already holds (``seq_lens_cpu``, ``extend_seq_lens_cpu``): the PAGED
-set (Hopper's default with bf16 KV) and, when the top-k transform is RAGGED (FP8 KV) or MHA's
-FP8 dequantisation needs it, ``page_table_1_flattened`` and ``topk_indices_offset`` too.
+set (Hopper's default with bf16 KV); ``topk_indices_offset`` when the top-k transform is RAGGED
+(FP8 KV); ``page_table_1_flattened`` when a request has a cached prefix and the transform is
+RAGGED or MHA's FP8 dequantisation reads it (SGLang's rule).
 
 What stays SGLang's: ``set_dsa_prefill_impl`` and ``get_topk_transform_method`` (host
 decisions), ``dsa_cu_seqlens_q`` (a view of its cached arange), the top-k v2 plan, FlashMLA's
@@ -52,7 +53,7 @@ def prefill_metadata(backend, sglang, forward_batch):
     fields = prefill_paged_metadata(
         fb.seq_lens, fb.extend_seq_lens, fb.req_pool_indices, backend.req_to_token,
         backend.dsa_index_topk, backend.physical_page_size, seq_lens_cpu=fb.seq_lens_cpu,
-        extend_seq_lens_cpu=fb.extend_seq_lens_cpu, ragged=ragged or dequantize)
+        extend_seq_lens_cpu=fb.extend_seq_lens_cpu, ragged=ragged, mha_fp8_dequant=dequantize)
     flattened = fields["page_table_1_flattened"]
     if flattened is not None:
         capacity = backend.token_to_kv_pool.size + backend.token_to_kv_pool.page_size
@@ -78,7 +79,7 @@ def prefill_metadata(backend, sglang, forward_batch):
         dsa_cu_seqlens_k=dsa_cu, dsa_seqlens_expanded=expanded,
         dsa_extend_seq_lens_list=fb.extend_seq_lens_cpu,
         real_page_table=fields["real_page_table"], dsa_max_seqlen_q=1,
-        topk_indices_offset=fields["topk_indices_offset"] if ragged else None,
+        topk_indices_offset=fields["topk_indices_offset"],
         indexer_k_start_end=fields["indexer_k_start_end"], indexer_logical_page_table=None,
         indexer_seq_lens_cpu=fb.seq_lens_cpu, indexer_seq_lens=fb.seq_lens,
         token_to_batch_idx=fields["token_to_batch_idx"],
