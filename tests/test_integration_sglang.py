@@ -156,3 +156,43 @@ def test_host_cost_probe_measures_both_sides(sglang):
     assert {("decode", "sglang_step"), ("decode", "nsa_installed"), ("decode", "nsa_in_graph"),
             ("extend", "sglang_step"), ("extend", "nsa_installed")} <= stages
     assert all(r["host_us"] > 0 for r in records)
+
+
+SIMULATED_CUDA = """
+import sys
+sys.path.insert(0, {tests!r})
+import sglang_gpu_env as env
+env.coerce_interpreter_masks()
+sys.meta_path.insert(0, env.HideOtherPackages())
+env.pretend_cuda()
+from nsa_kernels.integrations import sglang_conformance as sc
+from nsa_kernels.integrations.sglang_in_graph import check_in_graph
+from nsa_kernels.peers import sglang_backend as sb
+sb.load()
+from sglang.srt.utils import is_cuda
+assert is_cuda(), "SGLang must see CUDA here"
+rows, failures, skipped = sc.run(sc.cases(False))
+assert not failures and not skipped, (failures, skipped)
+graph = check_in_graph(sizes=(1, 3), width=320, graphs=False)
+assert all(r["equal"] == r["replays"] for r in graph), graph
+print("CUDA-PATH OK", sum(r["equal"] for r in rows), "cases,", len(rows), "modes")
+"""
+
+
+def test_conformance_on_sglangs_cuda_path_with_the_gpu_machines_packages(sglang):
+    # SGLang's is_cuda() true (its fused kernels under the interpreter, DeepGEMM's schedule
+    # stand-in, the wide table dropped for decode_narrow, paged_mqa_ctx_lens_2d compared), with
+    # only the GPU machine's packages importable (tests/sglang_gpu_env.py), in a subprocess: the
+    # installed tail's CUDA branch and every mode, before a GPU run.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), TRITON_INTERPRET="1")
+    code = SIMULATED_CUDA.format(tests=str(root / "tests"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=900, cwd=root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    expected = f"CUDA-PATH OK {len(sc.cases(False))} cases, {len(sc.MODES)} modes"
+    assert expected in done.stdout, done.stdout[-3000:]

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import torch
 
+from .._env import DEVICE
 from . import sglang as integration
 
 GRAPH_MODES = ("decode", "decode_narrow", "target_verify", "draft_extend")
@@ -56,7 +57,8 @@ class Case:
                                               "eager_target_verify", "eager_draft_extend") else 0
         return harness_module.HarnessConfig(max_bs=max(self.bs, 1), width=self.width,
                                             next_n=next_n, kv_dtype=kv,
-                                            wide_table=self.mode != "decode_narrow")
+                                            wide_table=self.mode != "decode_narrow",
+                                            device=DEVICE)
 
 
 def lengths_for(case, extra):
