@@ -50,12 +50,15 @@ class Case:
     steps: int = 0
     prefix: bool = True
     seed: int = 0
+    #: Graph sizes the backend is built for (0: ``bs``); a server's graphs of every bs share
+    #: one set of static buffers, and so do a pair's.
+    max_bs: int = 0
 
     def config(self, harness_module):
         kv = "fp8" if self.mode == "extend_ragged" else "bf16"
         next_n = self.next_n if self.mode in ("target_verify", "draft_extend",
                                               "eager_target_verify", "eager_draft_extend") else 0
-        return harness_module.HarnessConfig(max_bs=max(self.bs, 1), width=self.width,
+        return harness_module.HarnessConfig(max_bs=max(self.max_bs, self.bs, 1), width=self.width,
                                             next_n=next_n, kv_dtype=kv,
                                             wide_table=self.mode != "decode_narrow",
                                             device=DEVICE)
@@ -112,7 +115,7 @@ def run_case(sb, pair, case):
     """Run ``case`` on both sides and compare; returns the number of tensors compared. Raises
     ``AssertionError`` (``MetadataMismatch``) on a difference."""
     g = torch.Generator().manual_seed(case.seed)
-    pool = torch.randperm(max(case.bs, 1), generator=g)[:case.raw_bs]
+    pool = torch.randperm(max(case.max_bs, case.bs, 1), generator=g)[:case.raw_bs]
     extra = case.next_n if case.mode in ("target_verify", "eager_target_verify") else 0
     seq = torch.tensor(lengths_for(case, extra), dtype=torch.int64)
     qo = [int(torch.randint(1, kv + 1, (), generator=g)) if case.prefix else kv
@@ -189,7 +192,7 @@ class MultiStepPair:
 
 def run_mtp_case(sb, pair, case):
     g = torch.Generator().manual_seed(case.seed)
-    pool = torch.randperm(max(case.bs, 1), generator=g)[:case.raw_bs]
+    pool = torch.randperm(max(case.max_bs, case.bs, 1), generator=g)[:case.raw_bs]
     seq = torch.tensor(lengths_for(case, 0), dtype=torch.int64)
     shipped, installed = (pair.step(side, seq, pool, case.bs) for side in pair.sides)
     compared = 0
@@ -220,12 +223,12 @@ def cases(full=False, modes=MODES):
     else:
         sizes, widths, next_ns = (1, 3), (320,), (2,)
         eager_sizes, extend_sizes, mtp_steps = (3,), (3,), (3,)
-    out = []
+    out, top = [], max(sizes)
     for width in widths:
         for mode in ("decode", "decode_narrow"):
-            out += [Case(mode, bs, raw, width) for bs, raw in _graph_sizes(sizes)]
+            out += [Case(mode, bs, raw, width, max_bs=top) for bs, raw in _graph_sizes(sizes)]
         for mode in ("target_verify", "draft_extend"):
-            out += [Case(mode, bs, raw, width, n) for n in next_ns
+            out += [Case(mode, bs, raw, width, n, max_bs=top) for n in next_ns
                     for bs, raw in _graph_sizes(sizes)]
         out += [Case("eager_decode", bs, bs, width) for bs in eager_sizes]
         for mode in ("eager_target_verify", "eager_draft_extend"):
@@ -233,8 +236,8 @@ def cases(full=False, modes=MODES):
         for mode in EXTEND_MODES:
             out += [Case(mode, bs, bs, width, prefix=p) for bs in extend_sizes
                     for p in (True, False)]
-        out += [Case("mtp_decode", bs, raw, width, steps=s) for s in mtp_steps
-                for bs, raw in _graph_sizes(sizes[:6])]
+        out += [Case("mtp_decode", bs, raw, width, steps=s, max_bs=max(sizes[:6]))
+                for s in mtp_steps for bs, raw in _graph_sizes(sizes[:6])]
     return [c for c in out if c.mode in modes]
 
 
