@@ -266,3 +266,32 @@ def test_fused_path_with_the_gpu_machines_packages(sglang):
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "FUSED-PATH OK 39" in done.stdout, done.stdout[-3000:]
+
+
+def test_conformance_of_an_install_that_changes_nothing(sglang):
+    """Shipped against installed, with an install that returns the backend as it is: every
+    case equal (the sweep itself, at CPU sizes)."""
+    from nsa_kernels.peers.sglang_backend_check import conformance
+    report = conformance(lambda backend: backend, quick=True, width=256)
+    assert report["total"] > 0 and report["equal"] == report["total"], report
+    assert all("no CPU path" in s for s in report["skipped"]), report["skipped"]
+
+
+def test_conformance_names_what_an_install_breaks(sglang):
+    """An install whose decode step writes one live page-table entry wrong is caught, named."""
+    from nsa_kernels.peers.sglang_backend_check import conformance
+
+    def broken(backend):
+        real = backend.init_forward_metadata_out_graph
+
+        def step(batch, in_capture=False):
+            real(batch, in_capture=in_capture)
+            if not in_capture and batch.batch_size > 1:
+                backend.forward_metadata.page_table_1[1, 0] += 1
+        backend.init_forward_metadata_out_graph = step
+        return backend
+    report = conformance(broken, quick=True, width=256)
+    decode = [c for c in report["cases"] if c["case"].startswith("decode ")]
+    failed = [c for c in decode if c["status"] != "EQUAL"]
+    assert failed and all("page_table_1[1, 0]" in c["status"] for c in failed), decode
+    assert any(c["status"] == "EQUAL" for c in decode)  # bs 1 has no row 1

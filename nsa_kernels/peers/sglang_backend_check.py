@@ -254,6 +254,116 @@ def selfcheck(quick=True, seeds=2, budget_s=None, device=None, width=None, out=s
     return report
 
 
+# --- conformance: SGLang as shipped against SGLang with an install applied -----------------
+
+BOUNDARY = (1, 63, 64, 65, 2047, 2048, 2049, 65530, 65531, 65535, 65536, 65537, 65539, 100001)
+
+
+def boundary_lengths(bs, width, low, seed):
+    """``bs`` lengths in [low, width]: the boundary values that fit, then random ones."""
+    fits = [n for n in BOUNDARY if low <= n <= width] + [width]
+    g = torch.Generator().manual_seed(seed)
+    picked = [fits[(i + seed) % len(fits)] for i in range(min(bs, len(fits)))]
+    rest = torch.randint(low, width + 1, (bs - len(picked),), generator=g).tolist()
+    return torch.tensor(picked + rest, dtype=torch.int64)
+
+
+def conformance_cases(quick, width=None):
+    """(config kwargs, mode, (raw_bs, graph_bs) sizes) for the shipped-vs-installed sweep."""
+    width = width or (2048 if quick else 131072)
+    max_bs = 8 if quick else 512
+    sizes = ([(1, 1), (3, 8), (8, 8)] if quick else
+             [(1, 1), (2, 2), (3, 4), (7, 8), (31, 32), (32, 32), (100, 128), (256, 256),
+              (500, 512), (512, 512)])
+    next_ns = (2, 4) if quick else (2, 3, 4, 5, 6)
+    for wide in (True, False):
+        yield dict(max_bs=max_bs, width=width, wide_table=wide), "decode", sizes
+    for next_n in next_ns:
+        for mode in ("target_verify", "draft_extend", "eager_target_verify",
+                     "eager_draft_extend"):
+            yield dict(max_bs=max_bs, width=width, next_n=next_n), mode, sizes
+    yield dict(max_bs=max_bs, width=width), "eager_decode", sizes
+    extend_sizes = sizes if quick else [(1, 1), (3, 3), (32, 32), (128, 128)]
+    for kv in ("bf16", "fp8"):
+        yield (dict(max_bs=max(s for s, _ in extend_sizes), width=min(width, 8192), kv_dtype=kv),
+               "extend", extend_sizes)
+
+
+def _conformance_inputs(harness, mode, raw_bs, seed):
+    cfg = harness.config
+    low = max(cfg.next_n, 1)
+    high = cfg.width - (cfg.next_n if mode.endswith("target_verify") else 0)
+    seq = boundary_lengths(raw_bs, high, low, seed)
+    g = torch.Generator().manual_seed(seed)
+    req = torch.randperm(harness.req_to_token.shape[0], generator=g)[:raw_bs]
+    ext = None
+    if mode == "extend":
+        ext = seq.clone() if seed % 2 else (torch.rand(raw_bs, generator=g) * seq).long().clamp(
+            min=1)
+    return seq, req, ext
+
+
+def _step(harness, mode, seq, req, ext, graph_bs):
+    if mode == "extend":
+        return harness.extend(seq, ext, req)
+    if mode.startswith("eager_"):
+        return harness.eager(mode.removeprefix("eager_"), seq, req)
+    return getattr(harness, mode)(seq, req, graph_bs=graph_bs)
+
+
+def conformance(install, quick=True, seeds=1, budget_s=None, device=None, width=None,
+                out=sys.stdout):
+    """Every case run by two harnesses of one configuration (same ``req_to_token``): SGLang as
+    shipped, and with ``install(backend)`` applied; every ``forward_metadata`` tensor compared
+    (``compare_metadata``: flat arrays whole, page rows over their live prefix). Returns a
+    report dict with ``equal`` / ``total`` and the first difference of each failing case."""
+    report = {"cases": [], "skipped": [], "equal": 0, "total": 0}
+    start = time.perf_counter()
+    for kwargs, mode, sizes in conformance_cases(quick, width):
+        label = f"{mode} {kwargs}"
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            report["skipped"].append(f"{label}: time budget ({budget_s} s) spent")
+            continue
+        config = sb.HarnessConfig(**kwargs, **({"device": device} if device else {}))
+        try:
+            shipped, installed = sb.SGLangHarness(config), sb.SGLangHarness(config)
+        except sb.HarnessUnavailable as e:
+            report["skipped"].append(f"{label}: {e}")
+            continue
+        installed.install(install)
+        counts = [0, 0]
+        for raw_bs, graph_bs in sizes:
+            if graph_bs > config.max_bs:
+                continue
+            for seed in range(seeds):
+                seq, req, ext = _conformance_inputs(shipped, mode, raw_bs, seed)
+                name = f"{label} bs={raw_bs}/{graph_bs} seed={seed}"
+                a = _step(shipped, mode, seq, req, ext, graph_bs)
+                try:
+                    b = _step(installed, mode, seq, req, ext, graph_bs)
+                    sb.compare_metadata(a, b, a.case)
+                    status = "EQUAL"
+                except (sb.MetadataMismatch, RuntimeError, ValueError, TypeError) as e:
+                    status = f"DIFF {type(e).__name__}: {e}"
+                counts[0] += status == "EQUAL"
+                counts[1] += 1
+                report["cases"].append({"case": name, "status": status})
+                if status != "EQUAL":
+                    print(f"{status}: {name}", file=out, flush=True)
+        print(f"{label}: {counts[0]}/{counts[1]} equal", file=out, flush=True)
+        report["equal"] += counts[0]
+        report["total"] += counts[1]
+    print(f"CONFORMANCE: {report['equal']} EQUAL of {report['total']} cases, "
+          f"{len(report['skipped'])} configurations skipped", file=out, flush=True)
+    return report
+
+
+def _load_install(spec):
+    module, _, name = spec.partition(":")
+    import importlib
+    return getattr(importlib.import_module(module), name or "install")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true",
@@ -262,8 +372,16 @@ def main(argv=None):
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no new configuration after this many seconds")
     parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--conformance", nargs="?", const="nsa_kernels.integrations.sglang:install",
+                        metavar="MODULE:FUNC", help="instead, run every case as shipped and "
+                        "with this install applied (default: the workbook's install)")
     args = parser.parse_args(argv)
-    report = selfcheck(quick=not args.full, seeds=args.seeds, budget_s=args.budget_s)
+    if args.conformance:
+        sb.load()
+        report = conformance(_load_install(args.conformance), quick=not args.full,
+                             seeds=args.seeds, budget_s=args.budget_s)
+    else:
+        report = selfcheck(quick=not args.full, seeds=args.seeds, budget_s=args.budget_s)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
