@@ -22,8 +22,11 @@ API::
     out.case      # MetadataCase: mode, bs, raw_bs, live lengths per row
     sb.compare_metadata(out_a, out_b)      # raises MetadataMismatch(tensor, row, column)
 
-``harness.backend`` is the live ``DeepseekSparseAttnBackend``; a caller may replace methods or
-``_fused_*`` attributes on it (the install path) and call the same harness methods again.
+``harness.backend`` is the live ``DeepseekSparseAttnBackend``; ``harness.install(fn)`` applies
+``fn(backend) -> backend`` to it (the install path: methods or ``_fused_*`` attributes replaced on
+the instance), after which the same harness calls run through what was installed.
+``sglang_backend_check.conformance(install)`` runs every case twice, as shipped and installed,
+and compares every tensor (``python -m nsa_kernels.peers.sglang_backend_check --conformance``).
 ``harness.req_to_token`` is the request -> token-slot table (``[max_bs, width]`` int32, random
 distinct slots) the page-table rows are gathered from.
 
@@ -311,6 +314,16 @@ class SGLangHarness:
         self._graph_ready = set()
         self.calls = {}
 
+    def install(self, install):
+        """Apply ``install(backend) -> backend`` (e.g. ``nsa_kernels.integrations.sglang.install``)
+        to the live backend, as a user would after the server started: the graph state exists,
+        the graphs of the batch sizes already stepped are captured. Returns the backend."""
+        backend = install(self.backend)
+        if backend is None:
+            raise TypeError("install(backend) must return the backend")
+        self.backend = backend
+        return backend
+
     # the attributes the metadata methods read, as dsa_metadata_kit.make_backend sets them
     def _build_backend(self):
         cfg, sgl = self.config, self.sglang
@@ -542,9 +555,12 @@ PAGE_ROWS = {"page_table_1": 1, "real_page_table": PAGE_SIZE}
 
 def compare_metadata(a, b, case=None):
     """Raise ``MetadataMismatch`` naming the first differing tensor, row and column; return the
-    number of tensors compared. Flat arrays are compared whole (shape, dtype, values); rows of
-    ``page_table_1`` over ``[0, length)`` and of ``real_page_table`` over the pages holding
-    ``[0, length)``, with ``length`` from ``case.row_lengths``."""
+    number of tensors compared. ``a`` / ``b``: ``MetadataResult`` or ``{name: tensor}``; ``case``
+    defaults to ``b``'s (then ``a``'s). Flat arrays are compared whole (shape, dtype, values);
+    rows of ``page_table_1`` over ``[0, length)`` and of ``real_page_table`` over the pages
+    holding ``[0, length)``, ``length`` from ``case.row_lengths``: SGLang's contract (its
+    ``dsa_metadata_kit.assert_metadata_equal`` compares the same; entries past a row's live
+    prefix are stale from earlier steps). The work runs on ``a``'s device."""
     case = case or getattr(b, "case", None) or a.case
     ta = a.tensors if isinstance(a, MetadataResult) else a
     tb = b.tensors if isinstance(b, MetadataResult) else b
@@ -555,35 +571,38 @@ def compare_metadata(a, b, case=None):
         x, y = ta[name], tb[name]
         if x.dtype != y.dtype:
             raise MetadataMismatch(name, detail=f"dtype {x.dtype} vs {y.dtype}")
+        y = y.to(x.device)
         step = PAGE_ROWS.get(name)
         if step is None:
             if x.shape != y.shape:
                 raise MetadataMismatch(name, detail=f"shape {tuple(x.shape)} vs {tuple(y.shape)}")
+            if x.numel() == 0:
+                continue
+            flat = x.dim() <= 1
             _first_difference(name, x.reshape(x.shape[0] if x.dim() else 1, -1),
-                              y.reshape(y.shape[0] if y.dim() else 1, -1), x.dim() <= 1)
+                              y.reshape(y.shape[0] if y.dim() else 1, -1), flat)
             continue
-        lengths = case.row_lengths
+        lengths = case.row_lengths.to(x.device)
         rows = lengths.numel()
-        if x.shape[0] < rows or y.shape[0] < rows:
-            raise MetadataMismatch(name, detail=f"{x.shape[0]} / {y.shape[0]} rows, "
-                                                f"{rows} live")
+        if x.dim() != 2 or y.dim() != 2 or x.shape[0] < rows or y.shape[0] < rows:
+            raise MetadataMismatch(name, detail=f"shapes {tuple(x.shape)} / {tuple(y.shape)}, "
+                                                f"{rows} live rows")
         cols = -(-int(lengths.max()) // step) if rows else 0
         if x.shape[1] < cols or y.shape[1] < cols:
             raise MetadataMismatch(name, detail=f"{x.shape[1]} / {y.shape[1]} columns, "
                                                 f"{cols} live")
-        xs, ys = x[:rows, :cols].cpu(), y[:rows, :cols].cpu()
-        live = torch.arange(cols)[None, :] * step < lengths[:, None]
-        _first_difference(name, torch.where(live, xs, 0), torch.where(live, ys, 0), False)
+        xs, ys = x[:rows, :cols], y[:rows, :cols]
+        live = torch.arange(cols, device=x.device)[None, :] * step < lengths[:, None]
+        _first_difference(name, xs.masked_fill(~live, 0), ys.masked_fill(~live, 0), False)
     return len(ta)
 
 
 def _first_difference(name, x, y, flat):
-    differs = (x.cpu() != y.cpu())
-    if differs.any():
+    differs = x != y
+    if bool(differs.any()):
         row, column = (int(v) for v in differs.nonzero()[0])
         if flat:
-            index = row
-            raise MetadataMismatch(name, index, detail=f"{x.reshape(-1)[index].item()} vs "
-                                                       f"{y.reshape(-1)[index].item()}")
+            raise MetadataMismatch(name, row, detail=f"{x[row, 0].item()} vs "
+                                                     f"{y[row, 0].item()}")
         raise MetadataMismatch(name, row, column, detail=f"{x[row, column].item()} vs "
                                                          f"{y[row, column].item()}")
