@@ -18,6 +18,8 @@ from nsa_kernels.modes.prefill_paged_reference import prefill_paged_reference
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from nsa_testing import DEVICE, POISON, Canary, assert_equal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +132,26 @@ def test_random_batches(seed):
              flattened=seed == 1, r2t_dtype=(torch.int32, torch.int64)[seed % 2])
 
 
+@st.composite
+def batches(draw):
+    """Up to 12 requests: lengths often at page and topk boundaries, prefixes from none to all
+    but zero or one token."""
+    near = st.sampled_from([0, 1, 63, 64, 65, 127, 128, 129, 255, 256, 257])
+    kv = draw(st.lists(st.one_of(near, st.integers(0, 700)), min_size=0, max_size=12))
+    requests = []
+    for k in kv:
+        qo = draw(st.one_of(st.just(k), st.just(0), st.just(min(k, 1)), st.integers(0, k)))
+        requests.append((k, qo))
+    return requests, draw(st.sampled_from([1, 2, 64, 128, 2048])), draw(st.sampled_from([1, 64]))
+
+
+@given(batches(), st.booleans(), st.integers(0, 2**16))
+def test_property_matches_oracle(batch, flattened, seed):
+    requests, topk, page_size = batch
+    run_case(requests, topk=topk, page_size=page_size, flattened=flattened, seed=seed,
+             cu_q=bool(seed & 1))
+
+
 def test_ragged_extras_with_prefix():
     bufs, ref = run_case(MIXED, flattened=True)
     assert ref["has_prefix"]
@@ -139,6 +161,27 @@ def test_cu_seqlens_q_not_asked_is_not_written():
     bufs, _ = run_case([(65, 65), (3, 3)], cu_q=False)
     assert bufs.canaries["cu_seqlens_q"] is None
     assert bufs.buffers.cu_seqlens_q is None
+
+
+def test_static_buffers_larger_than_the_batch():
+    """A graph-style buffer set (more rows, more columns, more tokens than this batch): only
+    rows [:bs], columns [:max_seqlen_k] and entries [:N] are written."""
+    requests = [(70, 6), (66, 2)]
+    inputs, width = make_inputs(requests)
+    ref = prefill_paged_reference(**inputs, max_seqlen_k=width, dsa_index_topk=64,
+                                  physical_page_size=64)
+    big = CanaryBuffers(5, 30, width + 70, 64)
+    pp.launch_prefill_paged(**inputs, buffers=big.buffers, max_seqlen_k=width, dsa_index_topk=64,
+                            physical_page_size=64)
+    for name, cols in (("page_table_1", width), ("real_page_table", -(-width // 64))):
+        c = big.canaries[name]
+        c.assert_margins(name)
+        assert_equal(c.view[:2, :cols], ref[name], name)
+        assert bool((c.view[:, cols:] == POISON).all()), f"{name}: columns past the window"
+        c.assert_poisoned_from(2, name)
+    for name in TOKEN_KEYS:
+        assert_equal(big.canaries[name].view[:8], ref[name], name)
+        big.canaries[name].assert_poisoned_from(8, name)
 
 
 def test_width_131072():
@@ -371,14 +414,16 @@ def compile_plan(plan, gpu_constexprs):
 
 
 i32 = dict(dtype=torch.int32)
-for bs, width, page, cu_q, flat in ((3, 100, 64, True, True), (300, 8192, 64, False, False),
-                                    (2, 50, 1, True, False)):
+for bs, width, page, cu_q, flat, zero_tail in ((3, 100, 64, True, True, False),
+                                               (300, 8192, 64, False, False, False),
+                                               (2, 50, 1, True, False, True),
+                                               (5, 700, 64, True, True, True)):
     n = 2 * bs
     b, status = pp.PagedPrefillBuffers.allocate(bs, n, width, page, with_cu_seqlens_q=cu_q,
                                                 n_flat=width * bs if flat else None)
     plan = pp.plan_prefill_paged(torch.full((bs,), width, **i32), torch.full((bs,), 2, **i32),
                                  torch.arange(bs), torch.zeros(bs, width, **i32), b, width, 64,
-                                 page, status)
+                                 page, status, zero_tail=zero_tail)
     compile_plan(plan, pp.ext.GPU_CONSTEXPRS)
 for k, page in ((1, 64), (3, 64), (5, 1)):
     bs, width = 4, 300
@@ -420,16 +465,39 @@ SGLANG_NAMES = {"indexer_k_start_end.0": ("indexer_k_start_end", 0),
 SGLANG_OWN = ("indexer_seq_lens", "indexer_seq_lens_cpu", "dsa_cu_seqlens_q")
 
 
+def _random_requests(seed, bs, max_kv):
+    g = torch.Generator().manual_seed(seed)
+    kv = torch.randint(1, max_kv + 1, (bs,), generator=g)
+    qo = (kv * torch.rand(bs, generator=g)).long().clamp(min=1)
+    return list(zip(kv.tolist(), qo.tolist()))
+
+
+SGLANG_CASES["random_bs40"] = _random_requests(1, 40, 2100)
+SGLANG_CASES["random_bs17_no_prefix"] = [(k, k) for k, _ in _random_requests(2, 17, 300)]
+#: On the wide backend only (its table is 100001 columns).
+SGLANG_WIDE_CASES = {"65530_65539": [(65530, 7), (65535, 1), (65539, 65539)],
+                     "100001": [(100001, 3), (1, 1)]}
+
+
+def _sglang_harness(width, kv_dtype, max_bs):
+    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
+    try:
+        return sb.SGLangHarness(sb.HarnessConfig(max_bs=max_bs, width=width, kv_dtype=kv_dtype,
+                                                 device=str(DEVICE)))
+    except sb.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
 @pytest.fixture(scope="module", params=["bf16", "fp8"])
 def sglang_extend(request):
     """SGLang 0.5.23's ``DeepseekSparseAttnBackend`` from its wheel (the harness): bf16 KV
     takes the PAGED transform, fp8 the RAGGED one."""
-    sb = pytest.importorskip("nsa_kernels.peers.sglang_backend")
-    try:
-        return sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=2100, kv_dtype=request.param,
-                                                 device=str(DEVICE)))
-    except sb.PeerUnavailable as e:
-        pytest.skip(str(e))
+    return _sglang_harness(2100, request.param, 64)
+
+
+@pytest.fixture(scope="module")
+def sglang_extend_wide():
+    return _sglang_harness(100001, "bf16", 4)
 
 
 @pytest.mark.parametrize("name", list(SGLANG_CASES))
@@ -437,9 +505,16 @@ def test_equals_sglang_init_forward_metadata(sglang_extend, name):
     """Every tensor SGLang's EXTEND ``init_forward_metadata`` builds (but its own
     pass-throughs) equals the entry point's, page tables on their whole window, names and
     dtypes included; and the entry point builds no tensor SGLang does not."""
-    h = sglang_extend
-    requests = SGLANG_CASES[name]
-    g = torch.Generator().manual_seed(len(name))
+    compare_with_sglang(sglang_extend, SGLANG_CASES[name], seed=len(name))
+
+
+@pytest.mark.parametrize("name", list(SGLANG_WIDE_CASES))
+def test_equals_sglang_long_contexts(sglang_extend_wide, name):
+    compare_with_sglang(sglang_extend_wide, SGLANG_WIDE_CASES[name], seed=len(name))
+
+
+def compare_with_sglang(h, requests, seed):
+    g = torch.Generator().manual_seed(seed)
     seq = torch.tensor([kv for kv, _ in requests], dtype=torch.int64, device=DEVICE)
     ext = torch.tensor([q for _, q in requests], dtype=torch.int32, device=DEVICE)
     pool = torch.randperm(h.config.max_bs, generator=g)[:len(requests)].to(DEVICE)

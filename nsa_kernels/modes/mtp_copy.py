@@ -6,8 +6,9 @@ SGLang 0.5.23 (``DeepseekSparseAttnMultiStepBackend.init_forward_metadata_out_gr
 fresh ``torch.empty`` temporaries (a ``[bs, max_len]`` page table among them), then copies them
 whole, full width, into each backend's graph buffers: ``fused_metadata_copy_multi_cuda`` for
 the first three backends, ``fused_metadata_copy_cuda`` once per further backend (the one-backend
-copy for every backend when ``speculative_num_steps <= 3``). That is ``1 + ceil`` copy launches
-and ``bs x max_len`` entries written per backend whatever the lengths.
+copy for every backend when ``speculative_num_steps <= 3``). That is 1 decode launch plus K
+copy launches for K <= 2 draft backends, 1 + 1 + (K - 3) from K = 3 on, and ``bs x max_len``
+entries read from the temporary and written per backend whatever the lengths.
 
 Here one launch computes the decode metadata (``modes.decode``'s contract and tiles) and stores
 it into the K backends' buffers::
@@ -21,12 +22,13 @@ it into the K backends' buffers::
 Per backend: ``cache_seqlens_int32[:bs]``, ``cu_seqlens_k[:bs + 1]``, ``dsa_cache_seqlens_int32
 [:bs]``, ``dsa_cu_seqlens_k[:bs + 1]``, and page-table row b over its live prefix only:
 ``page_table_1[b, :min(kv, max_len)]`` and ``real_page_table[b, :ceil(min(kv, max_len) /
-page)]``. Entries of a row beyond its live prefix are **not written** (SGLang writes them: with
-the contents of an uninitialised temporary on its fused path, stale ``req_to_token`` entries on
-its torch path). No reader of SGLang's can depend on them: its attention and indexer kernels read
-a row only below the request's length (``cache_seqlens`` / ``dsa_cache_seqlens``), and the
-values there were never defined. ``cu_seqlens_k[0]`` and ``dsa_cu_seqlens_k[0]`` are written (0),
-where SGLang's copy leaves the 0 its capture wrote. FlashMLA metadata, DeepGEMM's schedule and the
+page)]``. Entries of a row beyond its live prefix are **not written**. SGLang writes them,
+with the contents of an uninitialised temporary on its fused path (stale ``req_to_token``
+entries on its torch path), so no reader can depend on them; its fused decode kernel documents
+the same contract ("each page-table row is written only over its live prefix ([:cache_seqlens])
+... consumers must bound reads by cache_seqlens", ``kpool_metadata/decode.py``).
+``cu_seqlens_k[0]`` and ``dsa_cu_seqlens_k[0]`` are written (0), where SGLang's copy leaves the
+0 its capture wrote. FlashMLA metadata, DeepGEMM's schedule and the
 top-k plan stay SGLang's, per backend.
 
 Pointers: each output kind's K base addresses are packed once, at plan time, into one int64
@@ -35,12 +37,14 @@ launches with parameters packed once (``launcher``'s driver path). The tensors m
 as long as the fill (it holds them). Every backend's page tables must share one row stride (a
 graph runner's per-bs views of same-shaped buffers do).
 
-Predicted cost at bs = 32, max_len = 8192, page 64, K = 3, live lengths L (mean): one launch
-(SGLang: 1 fused decode + 1 or ``K - 2`` copies, and a ``[bs, max_len]`` temporary): reads the
-live ``req_to_token`` prefixes once from DRAM (4 x bs x L bytes; re-loaded per backend from
-L1/L2) and writes them K times (4 x K x bs x L, plus 1/64 for the real table) where SGLang reads
-and writes ``4 x bs x max_len`` per backend (1 MiB each, 6 MiB at K = 3, whatever L). At L =
-2048: 0.25 MiB read + 0.75 MiB written, against SGLang's 1 MiB + 6 MiB.
+Predicted cost at bs = 32, max_len = 8192, page 64, K = 3, mean live length L: one launch
+(SGLang: two, the fused decode and the multi-backend copy, plus a ``[bs, max_len]``
+temporary). It reads the live ``req_to_token`` prefixes once from DRAM (4 x bs x L bytes;
+re-loaded per backend from L1/L2) and writes them K times (4 x K x bs x L, plus 1/64 for the
+real table). SGLang's decode writes the temporary's live prefixes (4 x bs x L), then its copy
+reads the whole temporary (4 x bs x max_len = 1 MiB) and writes it to every backend (3 MiB at
+K = 3), whatever L. At L = 2048: 0.25 MiB read + 0.75 MiB written, against SGLang's 1.25 MiB
+read + 3.25 MiB written and one more launch.
 """
 from dataclasses import dataclass
 

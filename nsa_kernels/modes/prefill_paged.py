@@ -47,7 +47,8 @@ capacity is 0 and the ``FLAT_OVERFLOW`` flag means nothing (``decode_status`` dr
 Predicted cost (one launch; bytes at bs = 32, W = 8192, page 64, N = 32 x 512, int32): reads
 ``req_to_token``'s window once (1 MiB) plus 3 x 4 x bs for the lengths; writes ``page_table_1``
 (1 MiB), ``real_page_table`` (16 KiB) and 6 per-token arrays (6 x 64 KiB): ~2.4 MiB, a few µs
-at H200 bandwidth, against SGLang's ~5·bs + 17 = 177 launches and host syncs per step.
+at H200 bandwidth, against SGLang's ~5·bs + 17 = 177 launches per step (its RAGGED branch adds
+a host sync: ``repeat_interleave`` over device repeats for ``topk_indices_offset``).
 """
 from dataclasses import dataclass, fields
 
