@@ -17,7 +17,6 @@ with padded replays, widths 8192 and 131072, next_n 2..6, boundary lengths), els
 interpreter runs in a few minutes.
 """
 import dataclasses
-import random
 import zlib
 from collections import Counter, defaultdict
 from types import SimpleNamespace
@@ -35,8 +34,6 @@ MODES = GRAPH_MODES + EAGER_MODES + EXTEND_MODES + ("mtp_decode",)
 #: optional field too).
 HOST_FIELDS = ("page_size", "max_seq_len_q", "max_seq_len_k", "dsa_extend_seq_lens_list",
                "dsa_max_seqlen_q", "seq_lens_sum", "pooled_index_kpool")
-BOUNDARY_LENGTHS = (1, 63, 64, 65, 2047, 2048, 2049, 65530, 65531, 65535, 65536, 65537, 65539,
-                    100001)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,18 +62,13 @@ class Case:
 
 
 def lengths_for(case, extra):
-    """``raw_bs`` kv lengths: the boundary lengths that fit (``extra`` more must fit the width),
-    then random ones; the smallest length is ``max(next_n, 1)``."""
-    rng = random.Random(zlib.crc32(repr(case).encode()))
+    """``raw_bs`` kv lengths for ``case`` (``sglang_backend_check.boundary_lengths``: the
+    boundary lengths that fit, then random ones); ``extra`` more must fit the width, and the
+    smallest is ``max(next_n, 1)`` for draft_extend (its rows hold the draft tokens)."""
+    from nsa_kernels.peers.sglang_backend_check import boundary_lengths
     low = max(case.next_n if "draft_extend" in case.mode else 1, 1)
-    high = case.width - extra
-    fitting = [v for v in BOUNDARY_LENGTHS if low <= v <= high]
-    rng.shuffle(fitting)
-    out = fitting[:case.raw_bs]
-    while len(out) < case.raw_bs:
-        out.append(rng.randint(low, high))
-    rng.shuffle(out)
-    return out
+    return boundary_lengths(case.raw_bs, case.width - extra, low,
+                            zlib.crc32(repr(case).encode()) % (1 << 31)).tolist()
 
 
 class Pair:
@@ -85,7 +77,7 @@ class Pair:
     def __init__(self, sb, config):
         self.shipped = sb.SGLangHarness(config)
         self.installed = sb.SGLangHarness(config)
-        integration.install(self.installed.backend)
+        self.installed.install(integration.install)
         self.fallbacks = Counter()
         served = integration.installation(self.installed.backend)
         original = served.original
