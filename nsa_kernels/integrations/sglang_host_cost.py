@@ -17,16 +17,19 @@ from ..bench import floors
 from . import sglang as integration
 from .sglang_conformance import Case, MultiStepPair, lengths_for, run_mtp_case
 
-HOST_MODES = ("decode", "target_verify", "draft_extend", "mtp_decode", "eager_decode", "extend")
+HOST_MODES = ("decode", "decode_narrow", "target_verify", "draft_extend", "mtp_decode",
+              "eager_decode", "extend")
+GRAPH_CALLS = {"decode": "decode", "decode_narrow": "decode", "target_verify": "target_verify",
+               "draft_extend": "draft_extend"}
 
 
 def _graph_view(sb, harness, mode, seq, pool, bs):
     """Capture ``bs`` and replay once through the harness (its result is returned, for the
     equality check), then the runner-like view whose static buffers every timed step reuses."""
-    result = getattr(harness, mode)(seq, pool, graph_bs=bs)
+    result = getattr(harness, GRAPH_CALLS[mode])(seq, pool, graph_bs=bs)
     fm = sb.load().forward_mode
     forward_mode = {"decode": fm.DECODE, "target_verify": fm.TARGET_VERIFY,
-                    "draft_extend": fm.DRAFT_EXTEND_V2}[mode]
+                    "draft_extend": fm.DRAFT_EXTEND_V2}[GRAPH_CALLS[mode]]
     static_seq = seq.to(harness.device, torch.int64)
     static_req = pool.to(harness.device, torch.int64)
     view = SimpleNamespace(batch_size=bs, forward_mode=forward_mode, seq_lens=static_seq,
@@ -75,7 +78,7 @@ def point_entries(sb, mode, bs, width, next_n=2, steps=3):
     installed = sb.SGLangHarness(case.config(sb))
     integration.install(installed.backend)
     out, results = [], []
-    if mode in ("decode", "target_verify", "draft_extend"):
+    if mode in GRAPH_CALLS:
         for stage, h in (("sglang_step", shipped), ("nsa_installed", installed)):
             result, view = _graph_view(sb, h, mode, seq, pool, bs)
             results.append(result)
