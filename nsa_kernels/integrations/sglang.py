@@ -90,8 +90,14 @@ def install(backend, in_graph=False):
                              "uninstall it first")
         return backend
     if kind == _MULTI:
-        for inner in backend.attn_backends:
+        for inner in backend.attn_backends:  # refuse before changing anything
+            if _kind(inner) != _SINGLE:
+                raise TypeError(f"attn_backends holds a {type(inner).__qualname__}, not "
+                                f"SGLang's {_SINGLE}")
             _check_supported(inner)
+            if installation(inner) is not None and installation(inner).in_graph != in_graph:
+                raise ValueError(f"a draft backend is installed with in_graph="
+                                 f"{installation(inner).in_graph}: uninstall it first")
         for inner in backend.attn_backends:
             install(inner, in_graph)
         MultiStepInstallation(backend, in_graph).apply()
@@ -113,10 +119,9 @@ def uninstall(backend):
 
 
 def _check_supported(backend):
-    for name in ("dsa_index_kpool",):
-        if getattr(backend, name, 1) > 1:
-            raise ValueError(f"{name} = {getattr(backend, name)}: the pooled index K metadata is "
-                             "not reproduced by the workbook's fills")
+    if getattr(backend, "dsa_index_kpool", 1) > 1:
+        raise ValueError(f"dsa_index_kpool = {backend.dsa_index_kpool}: the pooled index K "
+                         "metadata is not reproduced by the workbook's fills")
     if getattr(backend, "experimental_kpool_metadata_fusion", False):
         raise ValueError("experimental_kpool_metadata_fusion is set: the kpool metadata fusion "
                          "is not reproduced by the workbook's fills")
@@ -127,7 +132,10 @@ class _Patch:
 
     def __init__(self, backend, in_graph):
         self.backend, self.in_graph = backend, in_graph
-        self.sglang = sys.modules[type(backend).__module__]
+        # SGLang's dsa_backend module (also for a subclass defined elsewhere): its is_cuda,
+        # DSAMetadata, ForwardMode, ... are the ones its methods use.
+        shipped = next(c for c in type(backend).__mro__ if c.__name__ in (_SINGLE, _MULTI))
+        self.sglang = sys.modules[shipped.__module__]
         self._saved = {}
 
     def original(self, name):
