@@ -77,7 +77,7 @@ def main():
     print(f"imported {len(loaded.modules)} SGLang modules, {len(loaded.standins)} stand-ins")
     # the GPU command's own self-check, at CPU sizes, on CPU tensors
     report = sglang_backend_check.selfcheck(quick=True, seeds=1, device="cpu",
-                                             width=512)
+                                             width=512, timing=False)
     graph_modes = [k for k in report["fused_kernels"] if not k.startswith(("eager", "extend"))]
     unfused = [k for k in graph_modes if not report["fused_kernels"][k]]
     assert not unfused, f"graph replays without SGLang's fused kernels: {unfused}"

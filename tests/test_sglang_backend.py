@@ -295,3 +295,28 @@ def test_conformance_names_what_an_install_breaks(sglang):
     failed = [c for c in decode if c["status"] != "EQUAL"]
     assert failed and all("page_table_1[1, 0]" in c["status"] for c in failed), decode
     assert any(c["status"] == "EQUAL" for c in decode)  # bs 1 has no row 1
+
+
+def test_fetch_is_idempotent_and_offline_tolerant(tmp_path, monkeypatch):
+    import io
+    import subprocess
+    from types import SimpleNamespace
+
+    from nsa_kernels.peers import fetch
+    ran = []
+
+    def offline(command, **kwargs):
+        ran.append(command)
+        return SimpleNamespace(returncode=1, stdout="", stderr="ERROR: No matching distribution")
+    monkeypatch.setattr(subprocess, "run", offline)
+    out = io.StringIO()
+    assert fetch.fetch_wheel(tmp_path, out=out) is None
+    assert "could not download" in out.getvalue() and "No matching distribution" in out.getvalue()
+    assert ran and ran[0][1:4] == ["-m", "pip", "download"]
+    with pytest.raises(SystemExit):
+        fetch.fetch_wheel(tmp_path, strict=True, out=io.StringIO())
+    wheel = tmp_path / f"sglang-{sb.VERSION}-cp311-cp311-manylinux_2_34_x86_64.whl"
+    wheel.write_bytes(b"")
+    ran.clear()
+    assert fetch.fetch_wheel(tmp_path, out=io.StringIO()) == wheel
+    assert ran == []  # present: no pip call

@@ -41,11 +41,12 @@ context's single-rank overrides are entered once, at load, as a server enters th
 On a CPU SGLang's ``is_cuda()`` is false and it takes its torch fallback; its fused wrappers and
 ``seqlens_expand_triton`` assert CUDA tensors, so SGLang's modules (only those) are compiled
 with ``optimize=1``, which strips asserts, and its Triton kernels run under the interpreter.
-Without the wide table SGLang has no CPU path (its fallback writes the wide table): that
-configuration raises ``HarnessUnavailable`` on a CPU. On a GPU the same calls take SGLang's
-fused path; DeepGEMM's ``get_paged_mqa_logits_metadata`` schedule, when DeepGEMM is absent, is
-the stand-in of ``sglang_standins`` (a schedule, never a compared tensor: it is left out of
-``tensors``).
+Without the wide table SGLang has no fallback (it writes the wide table): where its
+``is_cuda()`` is false that configuration raises ``HarnessUnavailable``. On a GPU the same calls
+take SGLang's fused path (``sglang_backend_check`` reports which ``_fused_*`` kernels ran).
+Left out of ``tensors`` (``NOT_COMPARED``): DeepGEMM's ``paged_mqa_schedule_metadata`` (an SM
+work split for its logits kernel, the stand-in's constant where DeepGEMM is absent) and the
+top-k v2 plan (off); DeepGEMM's input ``paged_mqa_ctx_lens_2d`` is compared.
 """
 from __future__ import annotations
 
@@ -71,11 +72,15 @@ import torch
 SOURCE_CACHE = REPO_ROOT / ".peers" / f"sglang-{VERSION}-src"
 BACKEND_MODULE = "sglang.srt.layers.attention.dsa_backend"
 ENVIRONMENT = {
-    # the top-k v2 plan is a CUDA kernel of sgl_kernel's JIT; SGLang's default off the GPU path
+    # the top-k v2 plan is built by a CUDA JIT kernel with no CPU path: off on every device,
+    # so that CPU and GPU run the same steps
     "SGLANG_OPT_USE_TOPK_V2": "0",
     "SGLANG_ENABLE_METADATA_GLUE_GRAPH": "0",
     "SGLANG_EXPERIMENTAL_DSA_KPOOL_METADATA_FUSION": "0",
 }
+# imported by SGLang's files at module level and used there for real (structs, models, regexes)
+REAL_DEPENDENCIES = ("msgspec", "pydantic", "pydantic_core", "annotated_types",
+                     "typing_inspection", "regex", "typing_extensions")
 JIT_SOURCES = ("sglang/kernels/jit/include/", "sglang/kernels/jit/csrc/")
 PAGE_SIZE = 64
 TOPK = 2048
@@ -102,11 +107,11 @@ def _extract(wheel):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.read(name))
     (scratch / marker.name).write_text(wheel.name)
-    if SOURCE_CACHE.exists():  # another process finished first, or a stale partial copy
-        shutil.rmtree(SOURCE_CACHE) if not marker.exists() else None
+    if SOURCE_CACHE.exists() and not marker.exists():
+        shutil.rmtree(SOURCE_CACHE, ignore_errors=True)  # partial, or another wheel's files
     try:
         os.rename(scratch, SOURCE_CACHE)
-    except OSError:
+    except OSError:  # another process renamed its full copy first
         shutil.rmtree(scratch, ignore_errors=True)
     return SOURCE_CACHE
 
@@ -217,8 +222,16 @@ def load():
         os.environ[name] = value
     start = time.perf_counter()
     standins = sglang_standins.install()
-    sys.meta_path.insert(0, _SGLangFinder(root))
-    backend_module = importlib.import_module(BACKEND_MODULE)
+    if not any(isinstance(f, _SGLangFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SGLangFinder(root))
+    try:
+        backend_module = importlib.import_module(BACKEND_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in REAL_DEPENDENCIES:
+            raise HarnessUnavailable(
+                f"SGLang's files need {e.name!r}: pip install -e '.[peers]' (msgspec, pydantic, "
+                f"regex, typing_extensions)") from e
+        raise
     from sglang.srt.environ import envs
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
     seconds = time.perf_counter() - start
@@ -324,8 +337,10 @@ class SGLangHarness:
         self.backend = backend
         return backend
 
-    # the attributes the metadata methods read, as dsa_metadata_kit.make_backend sets them
     def _build_backend(self):
+        """The attributes the metadata methods read (init_forward_metadata,
+        _build_forward_metadata_cuda_graph, _apply_cuda_graph_metadata and their helpers), set
+        as ``dsa_metadata_kit.make_backend`` sets them; then SGLang's init_cuda_graph_state."""
         cfg, sgl = self.config, self.sglang
         module = sgl.backend_module
         from sglang.srt.layers.attention.dsa.dsa_topk_backend import DSATopKBackend
@@ -334,16 +349,11 @@ class SGLangHarness:
         backend.device = self.device
         major = torch.cuda.get_device_capability()[0] if self.device.type == "cuda" else 0
         backend.device_sm_major = major
-        backend.device_capability = (major, 0)
         backend.num_q_heads = 64
-        backend.flashmla_kv_num_q_heads = 64
         backend.physical_page_size = cfg.page_size
         backend.dsa_index_topk = cfg.topk
         backend.dsa_index_kpool = 1
         backend.speculative_num_draft_tokens = cfg.next_n
-        backend.speculative_num_steps = 1 if cfg.next_n else 0
-        backend.speculative_step_id = 0
-        backend.topk = 1 if cfg.next_n else 0
         backend.dsa_kv_cache_store_fp8 = cfg.kv_dtype == "fp8"
         # sparse MLA for prefill and decode: flashmla_kv would ask FlashMLA for its own
         # metadata; the transform (PAGED / RAGGED) follows the KV dtype as on Hopper
@@ -356,7 +366,6 @@ class SGLangHarness:
         backend.hisparse_coordinator = None
         backend._kv_shard_pool = None
         backend._memory_saver_adapter = TorchMemorySaverAdapter.create(enable=False)
-        backend.max_context_len = cfg.width
         kv_dtype = torch.float8_e4m3fn if cfg.kv_dtype == "fp8" else torch.bfloat16
         backend.token_to_kv_pool = SimpleNamespace(
             index_page_size=cfg.page_size, dtype=kv_dtype, page_size=cfg.page_size,

@@ -194,7 +194,34 @@ def fused_kernels_called(harness, mode, raw_bs, graph_bs):
     return sorted(set(seen))
 
 
-def selfcheck(quick=True, seeds=2, budget_s=None, device=None, width=None, out=sys.stdout):
+def time_methods(bs=32, width=8192, next_n=3, reps=20, device=None, out=sys.stdout):
+    """Host time per call of each method (median of ``reps``, device idle before each call, no
+    sync after: what the step costs the host). A fresh batch of random lengths per call."""
+    timings = {}
+    extra = {"device": device} if device else {}
+    plain = sb.SGLangHarness(sb.HarnessConfig(max_bs=bs, width=width, **extra))
+    spec = sb.SGLangHarness(sb.HarnessConfig(max_bs=bs, width=width, next_n=next_n, **extra))
+    runs = [(plain, "decode"), (spec, "target_verify"), (spec, "draft_extend"),
+            (plain, "eager_decode"), (spec, "eager_target_verify"),
+            (spec, "eager_draft_extend"), (plain, "extend")]
+    for harness, mode in runs:
+        seconds = []
+        for rep in range(reps + 1):
+            seq, req, ext = _conformance_inputs(harness, mode, bs, rep)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            before = len(harness.calls.get(mode, []))
+            _step(harness, mode, seq, req, ext, bs)
+            seconds.extend(harness.calls[mode][before:])
+        timings[mode] = round(statistics.median(seconds[1:]) * 1e6, 1)
+        print(f"  {mode}: {timings[mode]} us host time per call (bs {bs}, width {width}"
+              f"{'' if mode.endswith('decode') or mode == 'extend' else f', next_n {next_n}'})",
+              file=out, flush=True)
+    return timings
+
+
+def selfcheck(quick=True, seeds=2, budget_s=None, device=None, width=None, timing=True,
+              out=sys.stdout):
     """Every case of ``cases`` against the reference; stops starting new configurations after
     ``budget_s`` seconds (the report says how many ran)."""
     loaded = sb.load()
@@ -249,6 +276,9 @@ def selfcheck(quick=True, seeds=2, budget_s=None, device=None, width=None, out=s
         print(f"  {method}: {report['per_call_us'][method]} us host time per call (median of "
               f"{len(seconds)})", file=out)
     report["equal"], report["total"] = equal, total
+    if timing:
+        report["host_us"] = time_methods(device=device, **({} if not quick else
+                                                            {"bs": 8, "width": 2048, "reps": 3}))
     print(f"SUMMARY: {equal} EQUAL of {total} cases ({report['path']}), "
           f"{len(report['skipped'])} configurations skipped", file=out, flush=True)
     return report
