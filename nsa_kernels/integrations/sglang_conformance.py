@@ -206,8 +206,9 @@ def _graph_sizes(sizes):
             yield bs, max(1, bs - 1 - bs // 3)
 
 
-def cases(full=False, modes=MODES):
-    """The conformance grid (see the module doc)."""
+def cases(full=False, modes=MODES, seed=0):
+    """The conformance grid (see the module doc); ``seed`` varies every case's lengths and
+    pool rows."""
     if full:
         sizes, widths, next_ns = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), (8192, 131072), \
             (2, 3, 4, 5, 6)
@@ -230,7 +231,7 @@ def cases(full=False, modes=MODES):
                     for p in (True, False)]
         out += [Case("mtp_decode", bs, raw, width, steps=s, max_bs=max(sizes[:6]))
                 for s in mtp_steps for bs, raw in _graph_sizes(sizes[:6])]
-    return [c for c in out if c.mode in modes]
+    return [dataclasses.replace(c, seed=seed) for c in out if c.mode in modes]
 
 
 def run(case_list, progress=None):
