@@ -5,7 +5,8 @@ CuPy, pytest, hypothesis and jinja2, plus the wheels carried to it (msgspec, pyd
 parts, regex, typing_extensions); nothing else. This script hides every other installed
 package, makes SGLang's ``is_cuda()`` true (torch reports one Hopper device), and then runs
 SGLang's CUDA-path methods on CPU tensors (its fused Triton kernels under the interpreter),
-comparing each with the references. It proves, before a GPU run, that the stand-ins cover what
+comparing each with the references (the self-check of ``sglang_backend_check``, CPU sizes).
+It proves, before a GPU run, that the stand-ins cover what
 the GPU's import reaches and that the fused path's Python runs. Printed last: ``FUSED-PATH OK
 <n>`` or the failure. Run in a subprocess (it patches torch.cuda for the whole process).
 """
@@ -69,33 +70,20 @@ def main():
     coerce_interpreter_masks()
     sys.meta_path.insert(0, HideOtherPackages())
     pretend_cuda()
-    from nsa_kernels.peers import sglang_backend as sb
-    from nsa_kernels.peers.sglang_backend_check import check
-    loaded = sb.load()
+    from nsa_kernels.peers import sglang_backend_check
+    loaded = sglang_backend_check.sb.load()
     from sglang.srt.utils import is_cuda
     assert is_cuda(), "SGLang must see CUDA here"
     print(f"imported {len(loaded.modules)} SGLang modules, {len(loaded.standins)} stand-ins")
-    seq = torch.tensor([3, 63, 64, 65, 1000])
-    req = torch.tensor([3, 0, 7, 1, 2])
-    runs = [(dict(), "decode"), (dict(wide_table=False), "decode"),
-            (dict(next_n=3), "target_verify"), (dict(next_n=3), "draft_extend"),
-            (dict(next_n=3), "eager_target_verify"), (dict(next_n=3), "eager_draft_extend"),
-            (dict(), "eager_decode"), (dict(), "extend"), (dict(kv_dtype="fp8"), "extend")]
-    equal = 0
-    for kwargs, mode in runs:
-        harness = sb.SGLangHarness(sb.HarnessConfig(max_bs=8, width=1024, device="cpu",
-                                                    **kwargs))
-        if mode == "extend":
-            result = harness.extend(seq, seq - 2, req)
-        elif mode.startswith("eager_"):
-            result = harness.eager(mode.removeprefix("eager_"), seq, req)
-        else:
-            result = getattr(harness, mode)(seq, req, graph_bs=8)
-        assert result.tensors.get("paged_mqa_ctx_lens_2d") is not None or mode == "extend", mode
-        check(harness, result)
-        equal += 1
-        print(f"{mode} {kwargs}: equal")
-    print(f"FUSED-PATH OK {equal}")
+    # the GPU command's own self-check, at CPU sizes, on CPU tensors
+    report = sglang_backend_check.selfcheck(quick=True, seeds=1, device="cpu",
+                                             width=512, timing=False)
+    graph_modes = [k for k in report["fused_kernels"] if not k.startswith(("eager", "extend"))]
+    unfused = [k for k in graph_modes if not report["fused_kernels"][k]]
+    assert not unfused, f"graph replays without SGLang's fused kernels: {unfused}"
+    assert not report["skipped"], report["skipped"]
+    if report["equal"] == report["total"]:
+        print(f"FUSED-PATH OK {report['total']}")
 
 
 if __name__ == "__main__":

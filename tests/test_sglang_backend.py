@@ -8,7 +8,7 @@ its fused path. SGLang's ~690 files are imported once per session (the module fi
 """
 import nsa_kernels  # noqa: F401  (first: it switches Triton to its interpreter on CPU)
 from nsa_kernels.peers import sglang_backend as sb
-from nsa_kernels.peers.sglang_backend_check import GPU_ONLY, expected_metadata
+from nsa_kernels.peers.sglang_backend_check import expected_metadata
 
 import pytest
 import torch
@@ -52,7 +52,7 @@ def expected(h, result):
 
 
 def assert_equal(result, expected):
-    on_device = {k: v.cpu() for k, v in result.tensors.items() if k not in GPU_ONLY}
+    on_device = {k: v.cpu() for k, v in result.tensors.items()}
     sb.compare_metadata(on_device, expected, result.case)
 
 
@@ -254,7 +254,8 @@ def test_standins_only_for_absent_modules(sglang):
 def test_fused_path_with_the_gpu_machines_packages(sglang):
     """SGLang's CUDA path (is_cuda() true, fused kernels under the interpreter, DeepGEMM's
     schedule stand-in, the wide table dropped) with only the GPU machine's packages importable:
-    every mode equals the reference (tests/sglang_gpu_env.py, in a subprocess)."""
+    every mode equals the reference, graph replays run the fused kernels (the GPU command's
+    self-check at CPU sizes: tests/sglang_gpu_env.py, in a subprocess)."""
     import os
     import subprocess
     import sys
@@ -264,4 +265,58 @@ def test_fused_path_with_the_gpu_machines_packages(sglang):
     done = subprocess.run([sys.executable, str(root / "tests" / "sglang_gpu_env.py")],
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "FUSED-PATH OK 9" in done.stdout, done.stdout[-3000:]
+    assert "FUSED-PATH OK 39" in done.stdout, done.stdout[-3000:]
+
+
+def test_conformance_of_an_install_that_changes_nothing(sglang):
+    """Shipped against installed, with an install that returns the backend as it is: every
+    case equal (the sweep itself, at CPU sizes)."""
+    from nsa_kernels.peers.sglang_backend_check import conformance
+    report = conformance(lambda backend: backend, quick=True, width=256)
+    assert report["total"] > 0 and report["equal"] == report["total"], report
+    assert all("no CPU path" in s for s in report["skipped"]), report["skipped"]
+
+
+def test_conformance_names_what_an_install_breaks(sglang):
+    """An install whose decode step writes one live page-table entry wrong is caught, named."""
+    from nsa_kernels.peers.sglang_backend_check import conformance
+
+    def broken(backend):
+        real = backend.init_forward_metadata_out_graph
+
+        def step(batch, in_capture=False):
+            real(batch, in_capture=in_capture)
+            if not in_capture and batch.batch_size > 1:
+                backend.forward_metadata.page_table_1[1, 0] += 1
+        backend.init_forward_metadata_out_graph = step
+        return backend
+    report = conformance(broken, quick=True, width=256)
+    decode = [c for c in report["cases"] if c["case"].startswith("decode ")]
+    failed = [c for c in decode if c["status"] != "EQUAL"]
+    assert failed and all("page_table_1[1, 0]" in c["status"] for c in failed), decode
+    assert any(c["status"] == "EQUAL" for c in decode)  # bs 1 has no row 1
+
+
+def test_fetch_is_idempotent_and_offline_tolerant(tmp_path, monkeypatch):
+    import io
+    import subprocess
+    from types import SimpleNamespace
+
+    from nsa_kernels.peers import fetch
+    ran = []
+
+    def offline(command, **kwargs):
+        ran.append(command)
+        return SimpleNamespace(returncode=1, stdout="", stderr="ERROR: No matching distribution")
+    monkeypatch.setattr(subprocess, "run", offline)
+    out = io.StringIO()
+    assert fetch.fetch_wheel(tmp_path, out=out) is None
+    assert "could not download" in out.getvalue() and "No matching distribution" in out.getvalue()
+    assert ran and ran[0][1:4] == ["-m", "pip", "download"]
+    with pytest.raises(SystemExit):
+        fetch.fetch_wheel(tmp_path, strict=True, out=io.StringIO())
+    wheel = tmp_path / f"sglang-{sb.VERSION}-cp311-cp311-manylinux_2_34_x86_64.whl"
+    wheel.write_bytes(b"")
+    ran.clear()
+    assert fetch.fetch_wheel(tmp_path, out=io.StringIO()) == wheel
+    assert ran == []  # present: no pip call

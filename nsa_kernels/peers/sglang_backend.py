@@ -22,8 +22,11 @@ API::
     out.case      # MetadataCase: mode, bs, raw_bs, live lengths per row
     sb.compare_metadata(out_a, out_b)      # raises MetadataMismatch(tensor, row, column)
 
-``harness.backend`` is the live ``DeepseekSparseAttnBackend``; a caller may replace methods or
-``_fused_*`` attributes on it (the install path) and call the same harness methods again.
+``harness.backend`` is the live ``DeepseekSparseAttnBackend``; ``harness.install(fn)`` applies
+``fn(backend) -> backend`` to it (the install path: methods or ``_fused_*`` attributes replaced on
+the instance), after which the same harness calls run through what was installed.
+``sglang_backend_check.conformance(install)`` runs every case twice, as shipped and installed,
+and compares every tensor (``python -m nsa_kernels.peers.sglang_backend_check --conformance``).
 ``harness.req_to_token`` is the request -> token-slot table (``[max_bs, width]`` int32, random
 distinct slots) the page-table rows are gathered from.
 
@@ -38,11 +41,12 @@ context's single-rank overrides are entered once, at load, as a server enters th
 On a CPU SGLang's ``is_cuda()`` is false and it takes its torch fallback; its fused wrappers and
 ``seqlens_expand_triton`` assert CUDA tensors, so SGLang's modules (only those) are compiled
 with ``optimize=1``, which strips asserts, and its Triton kernels run under the interpreter.
-Without the wide table SGLang has no CPU path (its fallback writes the wide table): that
-configuration raises ``HarnessUnavailable`` on a CPU. On a GPU the same calls take SGLang's
-fused path; DeepGEMM's ``get_paged_mqa_logits_metadata`` schedule, when DeepGEMM is absent, is
-the stand-in of ``sglang_standins`` (a schedule, never a compared tensor: it is left out of
-``tensors``).
+Without the wide table SGLang has no fallback (it writes the wide table): where its
+``is_cuda()`` is false that configuration raises ``HarnessUnavailable``. On a GPU the same calls
+take SGLang's fused path (``sglang_backend_check`` reports which ``_fused_*`` kernels ran).
+Left out of ``tensors`` (``NOT_COMPARED``): DeepGEMM's ``paged_mqa_schedule_metadata`` (an SM
+work split for its logits kernel, the stand-in's constant where DeepGEMM is absent) and the
+top-k v2 plan (off); DeepGEMM's input ``paged_mqa_ctx_lens_2d`` is compared.
 """
 from __future__ import annotations
 
@@ -68,11 +72,15 @@ import torch
 SOURCE_CACHE = REPO_ROOT / ".peers" / f"sglang-{VERSION}-src"
 BACKEND_MODULE = "sglang.srt.layers.attention.dsa_backend"
 ENVIRONMENT = {
-    # the top-k v2 plan is a CUDA kernel of sgl_kernel's JIT; SGLang's default off the GPU path
+    # the top-k v2 plan is built by a CUDA JIT kernel with no CPU path: off on every device,
+    # so that CPU and GPU run the same steps
     "SGLANG_OPT_USE_TOPK_V2": "0",
     "SGLANG_ENABLE_METADATA_GLUE_GRAPH": "0",
     "SGLANG_EXPERIMENTAL_DSA_KPOOL_METADATA_FUSION": "0",
 }
+# imported by SGLang's files at module level and used there for real (structs, models, regexes)
+REAL_DEPENDENCIES = ("msgspec", "pydantic", "pydantic_core", "annotated_types",
+                     "typing_inspection", "regex", "typing_extensions")
 JIT_SOURCES = ("sglang/kernels/jit/include/", "sglang/kernels/jit/csrc/")
 PAGE_SIZE = 64
 TOPK = 2048
@@ -99,11 +107,11 @@ def _extract(wheel):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.read(name))
     (scratch / marker.name).write_text(wheel.name)
-    if SOURCE_CACHE.exists():  # another process finished first, or a stale partial copy
-        shutil.rmtree(SOURCE_CACHE) if not marker.exists() else None
+    if SOURCE_CACHE.exists() and not marker.exists():
+        shutil.rmtree(SOURCE_CACHE, ignore_errors=True)  # partial, or another wheel's files
     try:
         os.rename(scratch, SOURCE_CACHE)
-    except OSError:
+    except OSError:  # another process renamed its full copy first
         shutil.rmtree(scratch, ignore_errors=True)
     return SOURCE_CACHE
 
@@ -214,8 +222,16 @@ def load():
         os.environ[name] = value
     start = time.perf_counter()
     standins = sglang_standins.install()
-    sys.meta_path.insert(0, _SGLangFinder(root))
-    backend_module = importlib.import_module(BACKEND_MODULE)
+    if not any(isinstance(f, _SGLangFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _SGLangFinder(root))
+    try:
+        backend_module = importlib.import_module(BACKEND_MODULE)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in REAL_DEPENDENCIES:
+            raise HarnessUnavailable(
+                f"SGLang's files need {e.name!r}: pip install -e '.[peers]' (msgspec, pydantic, "
+                f"regex, typing_extensions)") from e
+        raise
     from sglang.srt.environ import envs
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
     seconds = time.perf_counter() - start
@@ -311,8 +327,20 @@ class SGLangHarness:
         self._graph_ready = set()
         self.calls = {}
 
-    # the attributes the metadata methods read, as dsa_metadata_kit.make_backend sets them
+    def install(self, install):
+        """Apply ``install(backend) -> backend`` (e.g. ``nsa_kernels.integrations.sglang.install``)
+        to the live backend, as a user would after the server started: the graph state exists,
+        the graphs of the batch sizes already stepped are captured. Returns the backend."""
+        backend = install(self.backend)
+        if backend is None:
+            raise TypeError("install(backend) must return the backend")
+        self.backend = backend
+        return backend
+
     def _build_backend(self):
+        """The attributes the metadata methods read (init_forward_metadata,
+        _build_forward_metadata_cuda_graph, _apply_cuda_graph_metadata and their helpers), set
+        as ``dsa_metadata_kit.make_backend`` sets them; then SGLang's init_cuda_graph_state."""
         cfg, sgl = self.config, self.sglang
         module = sgl.backend_module
         from sglang.srt.layers.attention.dsa.dsa_topk_backend import DSATopKBackend
@@ -321,16 +349,11 @@ class SGLangHarness:
         backend.device = self.device
         major = torch.cuda.get_device_capability()[0] if self.device.type == "cuda" else 0
         backend.device_sm_major = major
-        backend.device_capability = (major, 0)
         backend.num_q_heads = 64
-        backend.flashmla_kv_num_q_heads = 64
         backend.physical_page_size = cfg.page_size
         backend.dsa_index_topk = cfg.topk
         backend.dsa_index_kpool = 1
         backend.speculative_num_draft_tokens = cfg.next_n
-        backend.speculative_num_steps = 1 if cfg.next_n else 0
-        backend.speculative_step_id = 0
-        backend.topk = 1 if cfg.next_n else 0
         backend.dsa_kv_cache_store_fp8 = cfg.kv_dtype == "fp8"
         # sparse MLA for prefill and decode: flashmla_kv would ask FlashMLA for its own
         # metadata; the transform (PAGED / RAGGED) follows the KV dtype as on Hopper
@@ -343,7 +366,6 @@ class SGLangHarness:
         backend.hisparse_coordinator = None
         backend._kv_shard_pool = None
         backend._memory_saver_adapter = TorchMemorySaverAdapter.create(enable=False)
-        backend.max_context_len = cfg.width
         kv_dtype = torch.float8_e4m3fn if cfg.kv_dtype == "fp8" else torch.bfloat16
         backend.token_to_kv_pool = SimpleNamespace(
             index_page_size=cfg.page_size, dtype=kv_dtype, page_size=cfg.page_size,
@@ -542,9 +564,12 @@ PAGE_ROWS = {"page_table_1": 1, "real_page_table": PAGE_SIZE}
 
 def compare_metadata(a, b, case=None):
     """Raise ``MetadataMismatch`` naming the first differing tensor, row and column; return the
-    number of tensors compared. Flat arrays are compared whole (shape, dtype, values); rows of
-    ``page_table_1`` over ``[0, length)`` and of ``real_page_table`` over the pages holding
-    ``[0, length)``, with ``length`` from ``case.row_lengths``."""
+    number of tensors compared. ``a`` / ``b``: ``MetadataResult`` or ``{name: tensor}``; ``case``
+    defaults to ``b``'s (then ``a``'s). Flat arrays are compared whole (shape, dtype, values);
+    rows of ``page_table_1`` over ``[0, length)`` and of ``real_page_table`` over the pages
+    holding ``[0, length)``, ``length`` from ``case.row_lengths``: SGLang's contract (its
+    ``dsa_metadata_kit.assert_metadata_equal`` compares the same; entries past a row's live
+    prefix are stale from earlier steps). The work runs on ``a``'s device."""
     case = case or getattr(b, "case", None) or a.case
     ta = a.tensors if isinstance(a, MetadataResult) else a
     tb = b.tensors if isinstance(b, MetadataResult) else b
@@ -555,35 +580,38 @@ def compare_metadata(a, b, case=None):
         x, y = ta[name], tb[name]
         if x.dtype != y.dtype:
             raise MetadataMismatch(name, detail=f"dtype {x.dtype} vs {y.dtype}")
+        y = y.to(x.device)
         step = PAGE_ROWS.get(name)
         if step is None:
             if x.shape != y.shape:
                 raise MetadataMismatch(name, detail=f"shape {tuple(x.shape)} vs {tuple(y.shape)}")
+            if x.numel() == 0:
+                continue
+            flat = x.dim() <= 1
             _first_difference(name, x.reshape(x.shape[0] if x.dim() else 1, -1),
-                              y.reshape(y.shape[0] if y.dim() else 1, -1), x.dim() <= 1)
+                              y.reshape(y.shape[0] if y.dim() else 1, -1), flat)
             continue
-        lengths = case.row_lengths
+        lengths = case.row_lengths.to(x.device)
         rows = lengths.numel()
-        if x.shape[0] < rows or y.shape[0] < rows:
-            raise MetadataMismatch(name, detail=f"{x.shape[0]} / {y.shape[0]} rows, "
-                                                f"{rows} live")
+        if x.dim() != 2 or y.dim() != 2 or x.shape[0] < rows or y.shape[0] < rows:
+            raise MetadataMismatch(name, detail=f"shapes {tuple(x.shape)} / {tuple(y.shape)}, "
+                                                f"{rows} live rows")
         cols = -(-int(lengths.max()) // step) if rows else 0
         if x.shape[1] < cols or y.shape[1] < cols:
             raise MetadataMismatch(name, detail=f"{x.shape[1]} / {y.shape[1]} columns, "
                                                 f"{cols} live")
-        xs, ys = x[:rows, :cols].cpu(), y[:rows, :cols].cpu()
-        live = torch.arange(cols)[None, :] * step < lengths[:, None]
-        _first_difference(name, torch.where(live, xs, 0), torch.where(live, ys, 0), False)
+        xs, ys = x[:rows, :cols], y[:rows, :cols]
+        live = torch.arange(cols, device=x.device)[None, :] * step < lengths[:, None]
+        _first_difference(name, xs.masked_fill(~live, 0), ys.masked_fill(~live, 0), False)
     return len(ta)
 
 
 def _first_difference(name, x, y, flat):
-    differs = (x.cpu() != y.cpu())
-    if differs.any():
+    differs = x != y
+    if bool(differs.any()):
         row, column = (int(v) for v in differs.nonzero()[0])
         if flat:
-            index = row
-            raise MetadataMismatch(name, index, detail=f"{x.reshape(-1)[index].item()} vs "
-                                                       f"{y.reshape(-1)[index].item()}")
+            raise MetadataMismatch(name, row, detail=f"{x[row, 0].item()} vs "
+                                                     f"{y[row, 0].item()}")
         raise MetadataMismatch(name, row, column, detail=f"{x[row, column].item()} vs "
                                                          f"{y[row, column].item()}")

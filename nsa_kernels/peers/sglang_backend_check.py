@@ -16,15 +16,13 @@ import argparse
 import json
 import statistics
 import sys
+import time
 
 from nsa_kernels.modes import reference as ref
 from nsa_kernels.modes.extend_reference import extend_reference
 from nsa_kernels.peers import sglang_backend as sb
 
 import torch
-
-# tensors only SGLang's CUDA path builds (DeepGEMM's schedule input), compared GPU to GPU only
-GPU_ONLY = ("paged_mqa_ctx_lens_2d",)
 
 
 def _prefix(values):
@@ -41,21 +39,19 @@ def expected_metadata(config, req_to_token, case):
     seq, req, bs, next_n = case.seq_lens, case.req_pool_indices, case.bs, config.next_n
     topk, page = config.topk, config.page_size
     mode = case.mode.removeprefix("eager_")
-    eager = case.mode.startswith("eager_")
     if mode == "extend":
         return _expected_extend(config, table, case)
+    # the page tables only over the live columns: the comparison reads no further
+    width = int(case.row_lengths.max())
     if mode == "decode":
-        width = int(seq.max()) if eager else config.width
         out = ref.decode_reference(seq, req, table, bs, width, topk, page)
         out["seqlens_expanded"] = out["cache_seqlens"]
         rows = bs
     elif mode == "target_verify":
-        width = int(seq.max()) + next_n if eager else config.width
         out = ref.target_verify_reference(seq, req, table, bs, width, topk, page, next_n)
         out.pop("paged_mqa_ctx_lens_2d")
         rows = bs * next_n
     else:
-        width = int(seq.max()) if eager else config.width
         qo = torch.full((bs,), next_n, dtype=torch.int64)
         # a padding row (kv = 1 < next_n) expands to max(kv - next_n + 1 + j, 0), as SGLang
         out = ref.draft_extend_reference(seq, qo, req, table, bs, bs * next_n, width, topk,
@@ -69,12 +65,30 @@ def expected_metadata(config, req_to_token, case):
         "dsa_cache_seqlens_int32": out["dsa_cache_seqlens"],
         "dsa_cu_seqlens_k": out["dsa_cu_seqlens_k"], "dsa_cu_seqlens_q": _arange(rows + 1),
         "dsa_seqlens_expanded": out["seqlens_expanded"]}
-    if eager:
+    if case.mode.startswith("eager_"):
         expected["indexer_seq_lens"] = seq
         expected["indexer_seq_lens_cpu"] = seq
     if not config.wide_table:
         expected.pop("page_table_1")
+    if _cuda_path():
+        expected["paged_mqa_ctx_lens_2d"] = _ctx_lens_2d(mode, out, bs, next_n)
     return _typed(expected)
+
+
+def _cuda_path():
+    from sglang.srt.utils import is_cuda
+    return is_cuda()
+
+
+def _ctx_lens_2d(mode, out, bs, next_n):
+    """DeepGEMM's context lengths as SGLang's _build_paged_mqa_schedule_2d_ctx_lens shapes them:
+    one row per query token, except target_verify on SM100 ([bs, next_n] of the kv lengths)."""
+    from sglang.srt.environ import envs
+    from sglang.srt.runtime_context import get_platform
+    if (mode == "target_verify" and next_n >= 2 and get_platform().is_sm100
+            and not envs.SGLANG_FP8_PAGED_MQA_LOGITS_TORCH.get()):
+        return out["cache_seqlens"][:, None].expand(bs, next_n).clone()
+    return out["seqlens_expanded"][:, None]
 
 
 def _expected_extend(config, table, case):
@@ -110,7 +124,7 @@ def _typed(expected):
 
 def check(harness, result):
     """Compare a harness result with the reference; ``MetadataMismatch`` on a difference."""
-    got = {k: v.cpu() for k, v in result.tensors.items() if k not in GPU_ONLY}
+    got = {k: v.cpu() for k, v in result.tensors.items()}
     return sb.compare_metadata(got, expected_metadata(harness.config, harness.req_to_token,
                                                       result.case), result.case)
 
@@ -124,9 +138,9 @@ def _batch(bs, low, high, rows, seed):
     return seq, req
 
 
-def cases(quick):
+def cases(quick, width=None):
     """(config kwargs, mode, batch sizes as (raw_bs, graph_bs)) of the self-check."""
-    width = 2048 if quick else 131072
+    width = width or (2048 if quick else 131072)
     max_bs = 8 if quick else 64
     sizes = [(1, 1), (3, 8), (8, 8)] if quick else [(1, 1), (3, 8), (32, 32), (50, 64)]
     for wide in (True, False):
@@ -157,46 +171,227 @@ def run_case(harness, mode, raw_bs, graph_bs, seed):
     return getattr(harness, mode)(seq, req, graph_bs=graph_bs)
 
 
-def selfcheck(quick=True, seeds=2, out=sys.stdout):
+FUSED = ("_fused_decode_metadata", "_fused_verify_metadata", "_fused_draft_extend_metadata")
+
+
+def fused_kernels_called(harness, mode, raw_bs, graph_bs):
+    """Which of the backend's ``_fused_*`` kernels one more call of ``mode`` runs (untimed)."""
+    backend, seen, saved = harness.backend, [], {}
+    for name in FUSED:
+        real = saved[name] = getattr(backend, name)
+
+        def counted(*args, _name=name, _real=real, **kwargs):
+            seen.append(_name)
+            return _real(*args, **kwargs)
+        setattr(backend, name, counted)
+    calls = {k: list(v) for k, v in harness.calls.items()}
+    try:
+        run_case(harness, mode, raw_bs, graph_bs, seed=0)
+    finally:
+        for name, real in saved.items():
+            setattr(backend, name, real)
+        harness.calls = calls
+    return sorted(set(seen))
+
+
+def time_methods(bs=32, width=8192, next_n=3, reps=20, device=None, out=sys.stdout):
+    """Host time per call of each method (median of ``reps``, device idle before each call, no
+    sync after: what the step costs the host). A fresh batch of random lengths per call."""
+    timings = {}
+    extra = {"device": device} if device else {}
+    plain = sb.SGLangHarness(sb.HarnessConfig(max_bs=bs, width=width, **extra))
+    spec = sb.SGLangHarness(sb.HarnessConfig(max_bs=bs, width=width, next_n=next_n, **extra))
+    runs = [(plain, "decode"), (spec, "target_verify"), (spec, "draft_extend"),
+            (plain, "eager_decode"), (spec, "eager_target_verify"),
+            (spec, "eager_draft_extend"), (plain, "extend")]
+    for harness, mode in runs:
+        seconds = []
+        for rep in range(reps + 1):
+            seq, req, ext = _conformance_inputs(harness, mode, bs, rep)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            before = len(harness.calls.get(mode, []))
+            _step(harness, mode, seq, req, ext, bs)
+            seconds.extend(harness.calls[mode][before:])
+        timings[mode] = round(statistics.median(seconds[1:]) * 1e6, 1)
+        print(f"  {mode}: {timings[mode]} us host time per call (bs {bs}, width {width}"
+              f"{'' if mode.endswith('decode') or mode == 'extend' else f', next_n {next_n}'})",
+              file=out, flush=True)
+    return timings
+
+
+def selfcheck(quick=True, seeds=2, budget_s=None, device=None, width=None, timing=True,
+              out=sys.stdout):
+    """Every case of ``cases`` against the reference; stops starting new configurations after
+    ``budget_s`` seconds (the report says how many ran)."""
     loaded = sb.load()
-    fused = torch.cuda.is_available()
+    from sglang.srt.utils import is_cuda
+    fused = is_cuda()
     report = {"import_seconds": round(loaded.seconds, 2), "sglang_modules": len(loaded.modules),
-              "standins": loaded.standins, "device": "cuda" if fused else "cpu",
+              "standins": loaded.standins, "device": device or sb.HarnessConfig().device,
               "path": "fused (is_cuda)" if fused else "torch fallback", "cases": [],
-              "per_call_us": {}}
+              "per_call_us": {}, "fused_kernels": {}, "skipped": []}
     print(f"SGLang {sb.VERSION} from {loaded.root}: {len(loaded.modules)} modules in "
           f"{loaded.seconds:.1f} s, {len(loaded.standins)} stand-ins; path: {report['path']}",
-          file=out)
+          file=out, flush=True)
     equal = total = 0
     calls = {}
-    for kwargs, mode, sizes in cases(quick):
-        try:
-            harness = sb.SGLangHarness(sb.HarnessConfig(**kwargs))
-        except sb.HarnessUnavailable as e:
-            print(f"SKIP {mode} {kwargs}: {e}", file=out)
+    start = time.perf_counter()
+    for kwargs, mode, sizes in cases(quick, width):
+        label = f"{mode} {kwargs}"
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            report["skipped"].append(f"{label}: time budget ({budget_s} s) spent")
             continue
+        try:
+            harness = sb.SGLangHarness(sb.HarnessConfig(
+                **kwargs, **({"device": device} if device else {})))
+        except sb.HarnessUnavailable as e:
+            report["skipped"].append(f"{label}: {e}")
+            print(f"SKIP {label}: {e}", file=out, flush=True)
+            continue
+        counts = [0, 0]
         for raw_bs, graph_bs in sizes:
             for seed in range(seeds):
                 total += 1
-                name = f"{mode} {kwargs} bs={raw_bs}/{graph_bs} seed={seed}"
+                name = f"{label} bs={raw_bs}/{graph_bs} seed={seed}"
                 try:
                     check(harness, run_case(harness, mode, raw_bs, graph_bs, seed))
                     equal += 1
+                    counts[0] += 1
                     status = "EQUAL"
                 except sb.MetadataMismatch as e:
                     status = f"DIFF {e}"
+                counts[1] += 1
                 report["cases"].append({"case": name, "status": status})
                 if status != "EQUAL":
-                    print(f"{status}: {name}", file=out)
+                    print(f"{status}: {name}", file=out, flush=True)
+        kernels = fused_kernels_called(harness, mode, *sizes[-1])
+        report["fused_kernels"][label] = kernels
+        print(f"{label}: {counts[0]}/{counts[1]} equal; fused kernels: "
+              f"{', '.join(kernels) or 'none'}", file=out, flush=True)
         for method, seconds in harness.calls.items():
             calls.setdefault(method, []).extend(seconds[1:] or seconds)  # first call warms up
     for method, seconds in sorted(calls.items()):
         report["per_call_us"][method] = round(statistics.median(seconds) * 1e6, 1)
-        print(f"  {method}: {report['per_call_us'][method]} us per call (median of "
+        print(f"  {method}: {report['per_call_us'][method]} us host time per call (median of "
               f"{len(seconds)})", file=out)
     report["equal"], report["total"] = equal, total
-    print(f"SUMMARY: {equal} EQUAL of {total} cases ({report['path']})", file=out)
+    if timing:
+        report["host_us"] = time_methods(device=device, **({} if not quick else
+                                                            {"bs": 8, "width": 2048, "reps": 3}))
+    print(f"SUMMARY: {equal} EQUAL of {total} cases ({report['path']}), "
+          f"{len(report['skipped'])} configurations skipped", file=out, flush=True)
     return report
+
+
+# --- conformance: SGLang as shipped against SGLang with an install applied -----------------
+
+BOUNDARY = (1, 63, 64, 65, 2047, 2048, 2049, 65530, 65531, 65535, 65536, 65537, 65539, 100001)
+
+
+def boundary_lengths(bs, width, low, seed):
+    """``bs`` lengths in [low, width]: the boundary values that fit, then random ones."""
+    fits = [n for n in BOUNDARY if low <= n <= width] + [width]
+    g = torch.Generator().manual_seed(seed)
+    picked = [fits[(i + seed) % len(fits)] for i in range(min(bs, len(fits)))]
+    rest = torch.randint(low, width + 1, (bs - len(picked),), generator=g).tolist()
+    return torch.tensor(picked + rest, dtype=torch.int64)
+
+
+def conformance_cases(quick, width=None):
+    """(config kwargs, mode, (raw_bs, graph_bs) sizes) for the shipped-vs-installed sweep."""
+    width = width or (2048 if quick else 131072)
+    max_bs = 8 if quick else 512
+    sizes = ([(1, 1), (3, 8), (8, 8)] if quick else
+             [(1, 1), (2, 2), (3, 4), (7, 8), (31, 32), (32, 32), (100, 128), (256, 256),
+              (500, 512), (512, 512)])
+    next_ns = (2, 4) if quick else (2, 3, 4, 5, 6)
+    for wide in (True, False):
+        yield dict(max_bs=max_bs, width=width, wide_table=wide), "decode", sizes
+    for next_n in next_ns:
+        for mode in ("target_verify", "draft_extend", "eager_target_verify",
+                     "eager_draft_extend"):
+            yield dict(max_bs=max_bs, width=width, next_n=next_n), mode, sizes
+    yield dict(max_bs=max_bs, width=width), "eager_decode", sizes
+    extend_sizes = sizes if quick else [(1, 1), (3, 3), (32, 32), (128, 128)]
+    for kv in ("bf16", "fp8"):
+        yield (dict(max_bs=max(s for s, _ in extend_sizes), width=min(width, 8192), kv_dtype=kv),
+               "extend", extend_sizes)
+
+
+def _conformance_inputs(harness, mode, raw_bs, seed):
+    cfg = harness.config
+    low = max(cfg.next_n, 1)
+    high = cfg.width - (cfg.next_n if mode.endswith("target_verify") else 0)
+    seq = boundary_lengths(raw_bs, high, low, seed)
+    g = torch.Generator().manual_seed(seed)
+    req = torch.randperm(harness.req_to_token.shape[0], generator=g)[:raw_bs]
+    ext = None
+    if mode == "extend":
+        ext = seq.clone() if seed % 2 else (torch.rand(raw_bs, generator=g) * seq).long().clamp(
+            min=1)
+    return seq, req, ext
+
+
+def _step(harness, mode, seq, req, ext, graph_bs):
+    if mode == "extend":
+        return harness.extend(seq, ext, req)
+    if mode.startswith("eager_"):
+        return harness.eager(mode.removeprefix("eager_"), seq, req)
+    return getattr(harness, mode)(seq, req, graph_bs=graph_bs)
+
+
+def conformance(install, quick=True, seeds=1, budget_s=None, device=None, width=None,
+                out=sys.stdout):
+    """Every case run by two harnesses of one configuration (same ``req_to_token``): SGLang as
+    shipped, and with ``install(backend)`` applied; every ``forward_metadata`` tensor compared
+    (``compare_metadata``: flat arrays whole, page rows over their live prefix). Returns a
+    report dict with ``equal`` / ``total`` and the first difference of each failing case."""
+    report = {"cases": [], "skipped": [], "equal": 0, "total": 0}
+    start = time.perf_counter()
+    for kwargs, mode, sizes in conformance_cases(quick, width):
+        label = f"{mode} {kwargs}"
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            report["skipped"].append(f"{label}: time budget ({budget_s} s) spent")
+            continue
+        config = sb.HarnessConfig(**kwargs, **({"device": device} if device else {}))
+        try:
+            shipped, installed = sb.SGLangHarness(config), sb.SGLangHarness(config)
+        except sb.HarnessUnavailable as e:
+            report["skipped"].append(f"{label}: {e}")
+            continue
+        installed.install(install)
+        counts = [0, 0]
+        for raw_bs, graph_bs in sizes:
+            if graph_bs > config.max_bs:
+                continue
+            for seed in range(seeds):
+                seq, req, ext = _conformance_inputs(shipped, mode, raw_bs, seed)
+                name = f"{label} bs={raw_bs}/{graph_bs} seed={seed}"
+                a = _step(shipped, mode, seq, req, ext, graph_bs)
+                try:
+                    b = _step(installed, mode, seq, req, ext, graph_bs)
+                    sb.compare_metadata(a, b, a.case)
+                    status = "EQUAL"
+                except (sb.MetadataMismatch, RuntimeError, ValueError, TypeError) as e:
+                    status = f"DIFF {type(e).__name__}: {e}"
+                counts[0] += status == "EQUAL"
+                counts[1] += 1
+                report["cases"].append({"case": name, "status": status})
+                if status != "EQUAL":
+                    print(f"{status}: {name}", file=out, flush=True)
+        print(f"{label}: {counts[0]}/{counts[1]} equal", file=out, flush=True)
+        report["equal"] += counts[0]
+        report["total"] += counts[1]
+    print(f"CONFORMANCE: {report['equal']} EQUAL of {report['total']} cases, "
+          f"{len(report['skipped'])} configurations skipped", file=out, flush=True)
+    return report
+
+
+def _load_install(spec):
+    module, _, name = spec.partition(":")
+    import importlib
+    return getattr(importlib.import_module(module), name or "install")
 
 
 def main(argv=None):
@@ -204,9 +399,19 @@ def main(argv=None):
     parser.add_argument("--full", action="store_true",
                         help="production sizes (widths 131072, bs up to 64): for a GPU")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no new configuration after this many seconds")
     parser.add_argument("--json", help="write the report here")
+    parser.add_argument("--conformance", nargs="?", const="nsa_kernels.integrations.sglang:install",
+                        metavar="MODULE:FUNC", help="instead, run every case as shipped and "
+                        "with this install applied (default: the workbook's install)")
     args = parser.parse_args(argv)
-    report = selfcheck(quick=not args.full, seeds=args.seeds)
+    if args.conformance:
+        sb.load()
+        report = conformance(_load_install(args.conformance), quick=not args.full,
+                             seeds=args.seeds, budget_s=args.budget_s)
+    else:
+        report = selfcheck(quick=not args.full, seeds=args.seeds, budget_s=args.budget_s)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
