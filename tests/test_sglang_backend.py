@@ -261,7 +261,8 @@ def test_fused_path_with_the_gpu_machines_packages(sglang):
     import sys
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root), TRITON_INTERPRET="1")
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=path, TRITON_INTERPRET="1")
     done = subprocess.run([sys.executable, str(root / "tests" / "sglang_gpu_env.py")],
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

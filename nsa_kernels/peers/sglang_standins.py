@@ -253,6 +253,7 @@ def _table():
         "zmq.auth": {},
         "zmq.auth.thread": {"ThreadAuthenticator": _placeholder("ThreadAuthenticator")},
         "tqdm": {"tqdm": _placeholder("tqdm")},
+        "tqdm.std": {"EMA": _placeholder("EMA")},
         # TVM's FFI (JIT kernels of other attention backends)
         "tvm_ffi": {"Module": _placeholder("Module"), "Object": _placeholder("Object")},
     }
