@@ -21,14 +21,15 @@ from typing import Any
 
 
 class _Placeholder:
-    """A class that accepts any construction and subclassing keywords.
+    """A class to derive from, register and annotate with, that refuses to be constructed.
 
-    Why it is safe: only model-config, tokenizer and processor classes are derived from it at
-    import time; the metadata methods never construct or read them.
+    Why it is safe: SGLang derives its model configs, tokenizers and processors from these and
+    registers them at import; constructing one raises, so a metadata step that reached one
+    would fail loudly instead of computing with it.
     """
 
     def __init__(self, *args, **kwargs):
-        pass
+        _unused()
 
     def __init_subclass__(cls, **kwargs):
         pass
@@ -253,6 +254,7 @@ def _table():
         "zmq.auth": {},
         "zmq.auth.thread": {"ThreadAuthenticator": _placeholder("ThreadAuthenticator")},
         "tqdm": {"tqdm": _placeholder("tqdm")},
+        "tqdm.std": {"EMA": _placeholder("EMA")},
         # TVM's FFI (JIT kernels of other attention backends)
         "tvm_ffi": {"Module": _placeholder("Module"), "Object": _placeholder("Object")},
     }
