@@ -40,6 +40,7 @@ bind again to profile.
 """
 import collections
 import ctypes
+import dataclasses
 import os
 import re
 import weakref
@@ -49,6 +50,7 @@ from typing import NamedTuple
 import torch
 
 from ._env import INTERPRET
+from .validation.core import byte_range
 
 PATHS = ("driver", "graph", "triton")
 #: The path bound fills take unless told otherwise (``NSA_LAUNCH_PATH`` overrides it, to run a
@@ -144,6 +146,91 @@ class TritonLaunch:
         args = list(self._args)
         args[index] = value
         self._args = tuple(args)
+
+
+class DetachedTritonLaunch:
+    """A Triton-path plan that holds none of the tensors it was built from (see ``PlanCache``).
+
+    Each tensor of the plan's positional arguments is recorded as the build argument it is (or
+    a field of a dataclass argument), or a view inside one (shape, strides, offset from its
+    start); tensors the planner made itself (a placeholder status) stay. ``rebind(build_args)``
+    returns a ``TritonLaunch`` on the tensors of ``build_args``: equal keys mean equal metadata,
+    hence the same views. A plan
+    whose tensors cannot be traced that way (a view of another dtype, a tensor among the
+    keyword arguments) is rebuilt by ``build`` on every hit instead.
+    """
+    path = "triton"
+
+    def __init__(self, plan, sources, fallback_reason, rebuild=None):
+        self.plan, self.sources, self.fallback_reason = plan, sources, fallback_reason
+        self._rebuild = rebuild
+
+    @classmethod
+    def detach(cls, launch, build, build_args, path):
+        plan = launch.plan
+        components = _tensor_components(build_args)
+        args, sources = list(plan.args), []
+        traceable = not any(isinstance(v, torch.Tensor) for v in plan.kwargs.values())
+        for i, value in enumerate(args):
+            if not traceable or not isinstance(value, torch.Tensor):
+                continue
+            source = _tensor_source(value, components)
+            if source is None:  # the planner's own tensor, unless it aliases the caller's
+                traceable = not any(_same_storage(value, t) for _, t in components)
+                continue
+            sources.append((i,) + source)
+            args[i] = None
+        if not traceable:
+            return cls(None, (), launch.fallback_reason,
+                       rebuild=lambda args: bind_plan(build(*args), path=path))
+        return cls(plan._replace(args=tuple(args)), tuple(sources), launch.fallback_reason)
+
+    def rebind(self, build_args):
+        if self._rebuild is not None:
+            return self._rebuild(build_args)
+        args = list(self.plan.args)
+        for i, (j, field), view in self.sources:
+            t = build_args[j] if field is None else getattr(build_args[j], field)
+            args[i] = t if view is None else t.as_strided(view[0], view[1],
+                                                          t.storage_offset() + view[2])
+        return TritonLaunch(self.plan._replace(args=tuple(args)), self.fallback_reason)
+
+
+def _tensor_components(build_args):
+    """``((j, field), tensor)`` for each tensor among ``build_args``: an argument itself
+    (``field`` None) or a field of a dataclass argument (a buffer set such as ``ExtendBuffers``)."""
+    out = []
+    for j, value in enumerate(build_args):
+        if isinstance(value, torch.Tensor):
+            out.append(((j, None), value))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                t = getattr(value, f.name)
+                if isinstance(t, torch.Tensor):
+                    out.append(((j, f.name), t))
+    return out
+
+
+def _tensor_source(t, components):
+    """``(where, None)`` when ``t`` is that component; ``(where, (shape, strides, offset))`` when
+    it is a same-dtype view lying inside a component's bytes; else None."""
+    for where, c in components:
+        if t is c:
+            return where, None
+    span = byte_range(t)
+    for where, c in components:
+        if c.dtype != t.dtype or c.device != t.device:
+            continue
+        outer = byte_range(c)
+        if span is not None and outer is not None and outer[0] <= span[0] \
+                and span[1] <= outer[1] and _same_storage(t, c):
+            return where, (tuple(t.shape), t.stride(), t.storage_offset() - c.storage_offset())
+    return None
+
+
+def _same_storage(a, b):
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() \
+        and a.untyped_storage().nbytes() > 0
 
 
 # ----------------------------------------------------------------------------- driver path
@@ -367,6 +454,10 @@ class GraphLaunch:
         else:
             self._replay()
 
+    def release_args(self):
+        """Stop keeping the bound tensors alive (the graph holds their addresses)."""
+        self.driver.release_args()
+
 
 # ----------------------------------------------------------------------------- per-call cache
 
@@ -412,10 +503,17 @@ class PlanCache:
     built with ``metadata_key`` from every argument that the plan or the static checks read:
     equal keys mean the checks would pass again and the plan would be the same, so a hit
     skips both. Data checks (which read tensor contents) are not covered and must run
-    outside. Launchers on the driver path hold addresses only, not the tensors (a hit means
-    the caller passed buffers at those very addresses); those on the Triton path keep the
-    tensors of the call that bound them alive until evicted, so no other tensor can take
-    their addresses meanwhile.
+    outside.
+
+    A hit launches on the tensors of the call that hit, on every path, and the cache keeps no
+    caller tensor alive. On the driver path the launcher holds addresses only (a hit means the
+    caller passed buffers at those very addresses). On the Triton path, which launches tensor
+    objects, an entry is a ``DetachedTritonLaunch``: the plan with each of its tensors replaced
+    by where it came from among ``build_args`` (that argument, or a view of it), rebound to
+    the hitting call's ``build_args``. A tensor object that the binding call passed may have
+    been re-pointed since (``set_``, ``.data =``, a growing ``resize_``) while another tensor
+    took its old address: launching the stored object would write into memory the caller no
+    longer owns.
     """
 
     def __init__(self, maxsize=32, path=None):
@@ -430,19 +528,22 @@ class PlanCache:
         the caller plans uncached, so that its checks name the argument); errors of ``build``
         (the checks) propagate as they are."""
         try:
-            launch = self._entries.get(key)
+            entry = self._entries.get(key)
         except TypeError as exc:
             raise UnhashableKey(str(exc)) from None
-        if launch is not None:
+        if entry is not None:
             self.hits += 1
-            return launch
+            return entry.rebind(build_args) if entry.path == "triton" else entry
         self.misses += 1
         # A graph per buffer set would cost graph memory per entry for no measured gain.
         path = self.path or ("driver" if DEFAULT_PATH == "graph" else DEFAULT_PATH)
         launch = bind_plan(build(*build_args), path=path)
-        if launch.path == "driver":
+        if launch.path == "triton":
+            entry = DetachedTritonLaunch.detach(launch, build, build_args, path)
+        else:
             launch.release_args()
-        self._entries[key] = launch
+            entry = launch
+        self._entries[key] = entry
         if len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
         return launch
