@@ -43,6 +43,7 @@ import ctypes
 import dataclasses
 import os
 import re
+import threading
 import weakref
 from collections.abc import Callable
 from typing import NamedTuple
@@ -64,6 +65,13 @@ if DEFAULT_PATH not in PATHS:
     raise ValueError(f"NSA_LAUNCH_PATH must be one of {PATHS}, got {DEFAULT_PATH!r}")
 
 
+#: Held around every launch under Triton's interpreter: it swaps module-level state of
+#: ``triton.language`` while a kernel runs, so two interpreted launches from two threads break
+#: each other (crashes, ``InterpreterError``, entries left unwritten). Compiled launches are
+#: independent and take no lock (``None`` then). Reentrant: a launch may plan another.
+INTERPRETER_LOCK = threading.RLock() if INTERPRET else None
+
+
 class LaunchPlan(NamedTuple):
     """One launch, decided on the host from tensor metadata alone:
     ``kernel[grid](*args, **kwargs)``."""
@@ -75,7 +83,10 @@ class LaunchPlan(NamedTuple):
 
     def __call__(self):
         """Launch through Triton's normal path."""
-        return self.kernel[self.grid](*self.args, **self.kwargs)
+        if INTERPRETER_LOCK is None:
+            return self.kernel[self.grid](*self.args, **self.kwargs)
+        with INTERPRETER_LOCK:
+            return self.kernel[self.grid](*self.args, **self.kwargs)
 
 
 class LaunchUnavailable(Exception):
@@ -139,7 +150,11 @@ class TritonLaunch:
         self._args, self._kwargs = plan.args, plan.kwargs
 
     def __call__(self):
-        self._launch(*self._args, **self._kwargs)
+        if INTERPRETER_LOCK is None:
+            self._launch(*self._args, **self._kwargs)
+            return
+        with INTERPRETER_LOCK:
+            self._launch(*self._args, **self._kwargs)
 
     def set_arg(self, index, value):
         """Replace positional argument ``index`` (see ``DriverLaunch.set_arg``)."""
