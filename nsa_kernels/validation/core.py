@@ -33,7 +33,12 @@ import operator
 import numpy as np
 import torch
 
+from .._env import COMPILE_ONLY, INTERPRET
+
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+#: Whether host tensors may reach a kernel: under the interpreter, or when kernels are only
+#: compiled for a named target (``NSA_COMPILE_ONLY``: planned, never launched).
+_HOST_TENSORS_OK = INTERPRET or COMPILE_ONLY
 _LENGTH_DTYPES = (torch.int32, torch.int64)
 
 
@@ -87,10 +92,19 @@ def check_strides_2d(name, t):
                          f"would overlap")
 
 
-def require_tensor(name, t):
-    """``t`` is a ``torch.Tensor`` (the first check of every tensor argument)."""
+def require_tensor(name, t, *, host_ok=False):
+    """``t`` is a ``torch.Tensor`` a kernel can touch (the first check of every tensor argument):
+    not a meta tensor (no memory: every one reports address 0, so it would otherwise fail later
+    as an overlap of unrelated buffers), and on a CUDA device unless the interpreter runs the
+    kernels (a compiled kernel cannot read host memory) or ``host_ok`` (the journey's stages,
+    whose stage 0 runs on any device)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_meta:
+        raise ValueError(f"{name} is a meta tensor: a kernel needs memory to read and write")
+    if not (host_ok or _HOST_TENSORS_OK or t.is_cuda):
+        raise ValueError(f"{name} is on {t.device}: the kernels are compiled for the GPU and "
+                         "read CUDA tensors only")
 
 
 def byte_range(t):
@@ -235,9 +249,7 @@ def check_req_to_token_fits(req_to_token_rows, req_pool_indices, live_cols):
 
 # --------------------------------------------------------------------------- this fill's checks
 def _check_tensor(name, t):
-    require_tensor(name, t)
-    if t.is_meta:
-        raise ValueError(f"{name} is a meta tensor: a kernel needs memory to read and write")
+    require_tensor(name, t, host_ok=True)
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if not t.is_contiguous():
