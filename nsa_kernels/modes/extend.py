@@ -39,6 +39,7 @@ import triton.language as tl
 from .._env import INTERPRET
 from ..launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan, metadata_key
 from ..validation import extend as checks
+from ..validation.core import as_index
 from .extend_reference import EXTEND_KEYS
 
 TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
@@ -439,7 +440,9 @@ def plan_extend(
 ):
     """The one launch, from tensor metadata alone (call ``check_static`` first)."""
     bs = seq_lens.shape[0]
-    splits = pick_splits(bs) if splits is None else splits
+    # The grid's second dimension: 0 would launch nothing and leave the status unwritten.
+    splits = pick_splits(bs) if splits is None else as_index(
+        "splits", splits, minimum=1, maximum=MAX_SPLITS, noun="an int")
     grid = (max(triton.cdiv(bs, BLOCK_R), 1), splits)
     b = buffers
     args = (
