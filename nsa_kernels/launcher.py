@@ -376,7 +376,7 @@ class DriverLaunch:
                 continue
             if not isinstance(ty, str):
                 raise LaunchUnavailable(f"argument {name!r} has type {ty!r} (a tuple?)")
-            if name in positional and ty.startswith("*"):
+            if name in positional:
                 slots[positional[name]] = len(values)
             values.append(_pack_value(name, ty, bound[name]))
         widths = ptx_param_widths(ptx, meta.name)
@@ -417,13 +417,22 @@ class DriverLaunch:
         if err != self._success:
             raise RuntimeError(f"cuLaunchKernel failed: {err!r}")
 
-    def set_arg(self, index, tensor):
-        """Point positional pointer argument ``index`` at ``tensor``, for the next launches.
+    def set_arg(self, index, value):
+        """Set positional argument ``index`` for the next launches: point a pointer argument at
+        tensor ``value``, or give an int argument (one Triton does not specialise on) a new value.
 
-        The caller guarantees that ``tensor`` matches what the kernel was compiled for: same
+        The caller guarantees that a tensor matches what the kernel was compiled for: same
         dtype and the same 16-byte alignment (Triton specialises on it), and keeps it alive.
+        An int must fit the width the argument was compiled with, else ``ValueError``.
         """
-        self._values[self._slots[index]].value = tensor.data_ptr()
+        slot = self._values[self._slots[index]]
+        if isinstance(value, torch.Tensor):
+            slot.value = value.data_ptr()
+            return
+        slot.value = value
+        if slot.value != value:
+            raise ValueError(f"argument {index} = {value} does not fit its compiled "
+                             f"{ctypes.sizeof(slot) * 8}-bit type")
 
     def release_args(self):
         """Stop keeping the bound tensors alive (the caller guarantees their addresses)."""

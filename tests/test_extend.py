@@ -76,7 +76,8 @@ def run_and_check(qo, kv, topk=TOPK, slack=(2, 5, 7), splits=None, **case_kwargs
     bufs.check(expected, len(qo))
     assert ex.decode_status(status) == dict(
         n_tokens=n_tokens, n_flat=n_flat, tokens_overflow=False, flat_overflow=False,
-        int32_overflow=False, invalid_request=False, first_invalid_request=None)
+        int32_overflow=False, invalid_request=False, tokens_mismatch=False, flat_mismatch=False,
+        first_invalid_request=None)
     return expected
 
 

@@ -21,8 +21,16 @@ SGLang builds these eagerly with Python loops over the batch (see
   Offsets are 64-bit: a table row's start (pool row x row stride) passes 2^31 with 1M-token
   rows, and garbage lengths must not wrap.
 * The device ``status`` (int64): ``[N, sum kv, flags, first invalid request or -1]``; flags are
-  ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST``. It is written by the
-  last group's first program alone, which holds the totals and scans the batch for bad rows.
+  ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | TOKENS_MISMATCH |
+  FLAT_MISMATCH``. It is written by the last group's first program alone, which holds the
+  totals and scans the batch for bad rows.
+* The kernel is the judge of sizes the host derived from its own copy of the lengths (SGLang's
+  ``seq_lens_cpu`` / ``extend_seq_lens_cpu``): given the N and sum kv the host expects
+  (``expected_tokens`` / ``expected_flat``, -1 for none), it sets ``TOKENS_MISMATCH`` /
+  ``FLAT_MISMATCH`` when the device lengths add up to other totals. ``extend_metadata`` sizes
+  its outputs from the mirrors and raises on either flag; a bound fill given
+  ``expect_sizes=True`` expects its buffers' capacities, and a server reads the flags from
+  ``status[2]`` (``decode_status``) before it trusts rows ``[:N]`` of them.
 
 Block sizes are fixed; bs, capacities, widths and topk are run-time arguments Triton does not
 specialise on, so a sweep over bs and lengths compiles one variant per dtype combination.
@@ -43,6 +51,7 @@ from ..validation.core import as_index
 from .extend_reference import EXTEND_KEYS
 
 TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
+TOKENS_MISMATCH, FLAT_MISMATCH = 16, 32  # device totals differ from the host's expected sizes
 STATUS_ENTRIES = 4
 BLOCK_R = 32
 BLOCK_SCAN = 4096
@@ -110,6 +119,8 @@ def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_P
         "token_capacity",
         "flat_capacity",
         "dsa_index_topk",
+        "expected_tokens",
+        "expected_flat",
     ]
 )
 def extend_metadata_kernel(
@@ -133,6 +144,8 @@ def extend_metadata_kernel(
     token_capacity,
     flat_capacity,
     dsa_index_topk,
+    expected_tokens,
+    expected_flat,
     BLOCK_R: tl.constexpr,
     BLOCK_SCAN: tl.constexpr,
     BLOCK_T: tl.constexpr,
@@ -193,6 +206,8 @@ def extend_metadata_kernel(
                 )
                 * 4
                 + (first_bad < 2147483647).to(tl.int64) * 8
+                + ((expected_tokens >= 0) & (n_tokens != expected_tokens)).to(tl.int64) * 16
+                + ((expected_flat >= 0) & (n_flat != expected_flat)).to(tl.int64) * 32
             )
             tl.store(status_ptr, n_tokens)
             tl.store(status_ptr + 1, n_flat)
@@ -437,8 +452,10 @@ def plan_extend(
     buffers,
     status,
     splits=None,
+    expected=None,
 ):
-    """The one launch, from tensor metadata alone (call ``check_static`` first)."""
+    """The one launch, from tensor metadata alone (call ``check_static`` first). ``expected``:
+    the ``(N, sum kv)`` the host expects, flagged in the status when the device disagrees."""
     bs = seq_lens.shape[0]
     # The grid's second dimension: 0 would launch nothing and leave the status unwritten.
     splits = pick_splits(bs) if splits is None else as_index(
@@ -466,6 +483,7 @@ def plan_extend(
         b.token_capacity,
         b.flat_capacity,
         int(dsa_index_topk),
+        *((-1, -1) if expected is None else expected),
     )
     kwargs = dict(
         BLOCK_R=BLOCK_R,
@@ -501,15 +519,18 @@ def _prepare(
     status,
     check,
     splits,
+    expect_sizes=False,
 ):
     topk, status = check_static(
         seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers, status
     )
     if check:
         check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers)
-    return plan_extend(
-        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status, splits
-    )
+    if type(expect_sizes) is not bool:
+        raise TypeError(f"expect_sizes must be a bool, got {type(expect_sizes).__name__}")
+    expected = (buffers.token_capacity, buffers.flat_capacity) if expect_sizes else None
+    return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers,
+                       status, splits, expected)
 
 
 #: Bound launchers of ``launch_extend``, keyed on the metadata of every argument.
@@ -518,6 +539,7 @@ PLANS = PlanCache(maxsize=32)
 #: outputs' bucketed capacities: every pointer is re-set per call (see ``extend_metadata``).
 ALLOCATING_PLANS = PlanCache(maxsize=32)
 _STATUS_SLOT = 15  # position of ``status`` in the plan's arguments
+_EXPECTED_SLOTS = (20, 21)  # expected_tokens, expected_flat
 _INPUT_SLOTS = (0, 1, 2, 3)
 _OUTPUT_SLOTS = tuple(range(7, 15))  # the eight ExtendBuffers fields, in field order
 _rebind_lock = threading.Lock()  # a cached launcher is shared: re-point and launch as one
@@ -534,8 +556,13 @@ def launch_extend(
     *,
     check=False,
     splits=None,
+    expect_sizes=False,
 ):
     """Fill ``buffers`` in one launch; returns the device status (see the module doc).
+
+    ``expect_sizes=True``: the buffers were sized from the host's copy of the lengths (token
+    buffers of exactly N, the flattened table of exactly sum kv), and the status flags
+    ``TOKENS_MISMATCH`` / ``FLAT_MISMATCH`` when the device lengths add up to other totals.
 
     ``check=True`` adds the data checks (device-to-host copies). Without it the data are
     trusted, as in a CUDA-graph replay: no sync, and whatever the lengths, writes stay inside
@@ -552,6 +579,7 @@ def launch_extend(
             req_to_token,
             dsa_index_topk,
             splits,
+            expect_sizes,
             status is None,
             b.seqlens_expanded,
             b.dsa_cache_seqlens,
@@ -576,6 +604,7 @@ def launch_extend(
             status,
             False,
             splits,
+            expect_sizes,
         )
     except (AttributeError, UnhashableKey):  # not buffers, or arguments of the wrong kind:
         launch = None  # plan uncached, so that the checks name them
@@ -590,6 +619,7 @@ def launch_extend(
             status,
             check,
             splits,
+            expect_sizes,
         )
         plan()
         return plan.args[_STATUS_SLOT]
@@ -607,7 +637,10 @@ def launch_extend(
 
 
 class ExtendFill:
-    """Checked and planned once against static buffers; each call is one bound launch."""
+    """Checked and planned once against static buffers; each call is one bound launch that
+    returns the device status. ``expect_sizes`` as in ``launch_extend``: a server that sizes
+    the buffers from its host mirrors reads ``status[2] & (TOKENS_MISMATCH | FLAT_MISMATCH)``
+    (``decode_status``) before it trusts their contents."""
 
     def __init__(
         self,
@@ -621,6 +654,7 @@ class ExtendFill:
         *,
         check=False,
         splits=None,
+        expect_sizes=False,
     ):
         plan = _prepare(
             seq_lens,
@@ -632,6 +666,7 @@ class ExtendFill:
             status,
             check,
             splits,
+            expect_sizes,
         )
         self.status = plan.args[_STATUS_SLOT]
         self.buffers = buffers
@@ -726,8 +761,31 @@ def extend_metadata(
         for slot, t in zip(_OUTPUT_SLOTS, outputs):
             launch.set_arg(slot, t)
         launch.set_arg(_STATUS_SLOT, status)
+        launch.set_arg(_EXPECTED_SLOTS[0], n_tokens)
+        launch.set_arg(_EXPECTED_SLOTS[1], n_flat)
         launch()
+    if seq_lens_cpu is not None and extend_seq_lens_cpu is not None:
+        # The outputs were sized from the mirrors: the one read of the status (a sync) tells
+        # whether the device agrees, before any of them is handed out.
+        _raise_on_mirror_mismatch(status, n_tokens, n_flat)
     return dict(zip(EXTEND_KEYS, outputs))
+
+
+def _raise_on_mirror_mismatch(status, n_tokens, n_flat):
+    device_tokens, device_flat, flags, first_bad = status.tolist()
+    if flags & TOKENS_MISMATCH:
+        raise ValueError(
+            f"extend_seq_lens_cpu disagrees with the device: it sums to N = {n_tokens}, "
+            f"extend_seq_lens on the device to {device_tokens} (a stale host mirror?)")
+    if flags & FLAT_MISMATCH:
+        raise ValueError(
+            f"seq_lens_cpu disagrees with the device: it sums to {n_flat}, seq_lens on the "
+            f"device to {device_flat} (a stale host mirror?)")
+    if flags & INVALID_REQUEST:
+        raise ValueError(
+            f"request {first_bad}: the device lengths or pool row are invalid (negative, qo > kv, "
+            f"kv past req_to_token's width, or a row outside req_to_token), though the host "
+            f"mirrors passed the checks")
 
 
 def _layout_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
@@ -837,5 +895,7 @@ def decode_status(status):
         "flat_overflow": bool(flags & FLAT_OVERFLOW),
         "int32_overflow": bool(flags & INT32_OVERFLOW),
         "invalid_request": bool(flags & INVALID_REQUEST),
+        "tokens_mismatch": bool(flags & TOKENS_MISMATCH),
+        "flat_mismatch": bool(flags & FLAT_MISMATCH),
         "first_invalid_request": first_bad if first_bad >= 0 else None,
     }
