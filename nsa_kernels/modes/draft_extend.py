@@ -25,6 +25,7 @@ from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import draft_extend_reference
 from .tiles import (
+    MAX_ROWS_PER_REQUEST,
     flat_blocks,
     grid_size,
     load_requests,
@@ -35,8 +36,6 @@ from .tiles import (
     write_page_rows,
 )
 
-#: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
-MAX_VARLEN_EXTEND = 4096
 #: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384); with
 #: one-request tiles (bs <= ``tiles.SMALL_BATCH``) one warp's worth, whose sum is a register
 #: shuffle, not a shared-memory reduction over 4 warps on the tile's critical path.
@@ -98,7 +97,8 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
     bs = checks.as_int("bs", bs)
     total_len = checks.as_int("total_len", total_len)
     max_seqlen_k = checks.as_int("max_seqlen_k", max_seqlen_k)
-    max_extend_len = checks.as_int("max_extend_len", max_extend_len)
+    max_extend_len = checks.as_int("max_extend_len", max_extend_len,
+                                   maximum=MAX_ROWS_PER_REQUEST)
     max_total_len = checks.as_int("max_total_len", max_total_len)
     topk = checks.topk_value(dsa_index_topk)
     if type(static_extend_len).__name__ not in ("bool", "bool_"):  # Python or numpy bool
@@ -109,9 +109,6 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
     if bs and total_len > bs * max_extend_len:
         raise ValueError(f"total_len = {total_len} exceeds bs * max_extend_len = "
                          f"{bs * max_extend_len}")
-    if not static_extend_len and max_extend_len > MAX_VARLEN_EXTEND:
-        raise ValueError(f"max_extend_len = {max_extend_len}: the varlen path serves up to "
-                         f"{MAX_VARLEN_EXTEND} tokens per request")
     rows = total_len if bs else 0
     seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
     device = seq_lens.device

@@ -18,6 +18,7 @@ from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
 from .reference import target_verify_reference
 from .tiles import (
+    MAX_ROWS_PER_REQUEST,
     flat_blocks,
     grid_size,
     load_requests,
@@ -68,7 +69,7 @@ def check_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens,
     bs = checks.as_int("bs", bs)
     max_seqlen_k = checks.as_int("max_seqlen_k", max_seqlen_k)
     topk = checks.topk_value(dsa_index_topk)
-    next_n = checks.as_int("next_n", next_n, minimum=1)
+    next_n = checks.as_int("next_n", next_n, minimum=1, maximum=MAX_ROWS_PER_REQUEST)
     rows = bs * next_n
     seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
     device = seq_lens.device

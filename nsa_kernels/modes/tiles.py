@@ -48,6 +48,10 @@ TINY_BLOCK_N = 512
 #: programs: 3.2 µs vs 2.9 unsplit; at bs 8, 8192 programs, each re-reading its request's
 #: segment: 9.4 vs 6.4 before the split; PERF_NOTES.md).
 MAX_TINY_PROGRAMS = 256
+#: Most expanded rows per request (verify's ``next_n``, the draft tokens): program 0 holds a
+#: request's rows in one block of their next power of two (``flat_blocks``' ``BLOCK_J``), and
+#: Triton refuses blocks past 2**20 entries deep inside the launch; SGLang's are a few dozen.
+MAX_ROWS_PER_REQUEST = 4096
 #: Most rows per request that ``split_rows`` spreads over programs (verify's next_n, the
 #: draft tokens).
 MAX_SPLIT_ROWS = 8
@@ -89,9 +93,17 @@ def flat_block(rows):
     return next((b for b in FLAT_BUCKETS if rows <= b), FLAT_BUCKETS[-1])
 
 
+#: Most programs of a 1-D grid (CUDA's limit on ``gridDim.x``).
+MAX_PROGRAMS = 2**31 - 1
+
+
 def grid_size(bs, width, block_b, block_n, row_splits=1):
     col_blocks = triton.cdiv(width, block_n)
-    return 1 + triton.cdiv(bs, block_b) * col_blocks * row_splits, col_blocks
+    programs = 1 + triton.cdiv(bs, block_b) * col_blocks * row_splits
+    if programs > MAX_PROGRAMS:
+        raise ValueError(f"bs = {bs} requests x a width of {width} columns need {programs} "
+                         f"programs, more than a grid holds ({MAX_PROGRAMS})")
+    return programs, col_blocks
 
 
 @triton.jit

@@ -16,9 +16,10 @@ _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 # --------------------------------------------------------------------------- integers
-def as_int(name, value, minimum=0):
-    """``operator.index(value)`` (numpy ints welcome), refusing bool and tensors; ``>= minimum``."""
-    return as_index(name, value, minimum=minimum, noun="an int")
+def as_int(name, value, minimum=0, maximum=None):
+    """``operator.index(value)`` (numpy ints welcome), refusing bool and tensors; in
+    ``[minimum, maximum]``."""
+    return as_index(name, value, minimum=minimum, maximum=maximum, noun="an int")
 
 
 def as_power_of_two(name, value, maximum):
