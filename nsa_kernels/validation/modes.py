@@ -186,7 +186,8 @@ def page_tables(page_table_1, real_page_table, physical_page_size, rows, width, 
     # Imported here: the modes package imports this module while it initialises.
     from ..modes.tiles import MAX_PAGE_SIZE
 
-    page_size = as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
+    page_size = as_int("physical_page_size", physical_page_size, minimum=1,
+                       maximum=MAX_PAGE_SIZE)
     if page_size == 1:
         if page_table_1 is None:
             raise ValueError(
