@@ -166,13 +166,13 @@ class TritonLaunch:
 class DetachedTritonLaunch:
     """A Triton-path plan that holds none of the tensors it was built from (see ``PlanCache``).
 
-    Each tensor of the plan's positional arguments is recorded as the build argument it is (or
-    a field of a dataclass argument), or a view inside one (shape, strides, offset from its
-    start); tensors the planner made itself (a placeholder status) stay. ``rebind(build_args)``
-    returns a ``TritonLaunch`` on the tensors of ``build_args``: equal keys mean equal metadata,
-    hence the same views. A plan
-    whose tensors cannot be traced that way (a view of another dtype, a tensor among the
-    keyword arguments) is rebuilt by ``build`` on every hit instead.
+    Each tensor of the plan's positional arguments is recorded as the build argument it is
+    (or a tensor inside a tuple, list or dataclass argument), or a view inside one (shape,
+    strides, offset from its start); tensors the planner made itself (a placeholder status)
+    stay. ``rebind(build_args)`` returns a ``TritonLaunch`` on the tensors of ``build_args``:
+    equal keys mean equal metadata, hence the same views. A plan whose tensors cannot be
+    traced that way (a view of another dtype, a tensor among the keyword arguments) is
+    rebuilt by ``build`` on every hit instead.
     """
     path = "triton"
 
@@ -183,7 +183,7 @@ class DetachedTritonLaunch:
     @classmethod
     def detach(cls, launch, build, build_args, path):
         plan = launch.plan
-        components = _tensor_components(build_args)
+        components = _tensor_components(tuple(build_args))
         args, sources = list(plan.args), []
         traceable = not any(isinstance(v, torch.Tensor) for v in plan.kwargs.values())
         for i, value in enumerate(args):
@@ -204,26 +204,31 @@ class DetachedTritonLaunch:
         if self._rebuild is not None:
             return self._rebuild(build_args)
         args = list(self.plan.args)
-        for i, (j, field), view in self.sources:
-            t = build_args[j] if field is None else getattr(build_args[j], field)
+        for i, path, view in self.sources:
+            t = _follow(build_args, path)
             args[i] = t if view is None else t.as_strided(view[0], view[1],
                                                           t.storage_offset() + view[2])
         return TritonLaunch(self.plan._replace(args=tuple(args)), self.fallback_reason)
 
 
-def _tensor_components(build_args):
-    """``((j, field), tensor)`` for each tensor among ``build_args``: an argument itself
-    (``field`` None) or a field of a dataclass argument (a buffer set such as ``ExtendBuffers``)."""
-    out = []
-    for j, value in enumerate(build_args):
-        if isinstance(value, torch.Tensor):
-            out.append(((j, None), value))
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            for f in dataclasses.fields(value):
-                t = getattr(value, f.name)
-                if isinstance(t, torch.Tensor):
-                    out.append(((j, f.name), t))
-    return out
+def _tensor_components(value, path=()):
+    """``(path, tensor)`` for each tensor inside ``value``, through tuples (named or not),
+    lists and dataclasses (a buffer set such as ``ExtendBuffers``); a path is the indices and
+    field names that lead from ``value`` to the tensor (``_follow``)."""
+    if isinstance(value, torch.Tensor):
+        return [(path, value)]
+    if isinstance(value, (tuple, list)):
+        return [c for i, v in enumerate(value) for c in _tensor_components(v, path + (i,))]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [c for f in dataclasses.fields(value)
+                for c in _tensor_components(getattr(value, f.name), path + (f.name,))]
+    return []
+
+
+def _follow(value, path):
+    for step in path:
+        value = value[step] if isinstance(step, int) else getattr(value, step)
+    return value
 
 
 def _tensor_source(t, components):
@@ -518,9 +523,46 @@ class UnhashableKey(TypeError):
     """A ``PlanCache`` key could not be hashed (see ``PlanCache.launcher``)."""
 
 
-class PlanCache:
-    """A small bounded cache (oldest entry evicted first) of bound launchers for a per-call
-    entry point.
+class BoundedCache:
+    """A small bounded cache, oldest entry evicted first: the one home of the per-call caches
+    (``PlanCache``'s launchers, results of static checks keyed on metadata)."""
+
+    def __init__(self, maxsize=32):
+        self.maxsize = maxsize
+        self.hits = self.misses = 0
+        self._entries = collections.OrderedDict()
+        _CACHES.add(self)
+
+    def get_or_build(self, key, build, *build_args):
+        """The value under ``key``, or ``build(*build_args)`` stored there (errors of ``build``
+        propagate and store nothing). ``UnhashableKey`` for a key that cannot be hashed."""
+        try:
+            value = self._entries.get(key)
+        except TypeError as exc:
+            raise UnhashableKey(str(exc)) from None
+        if value is not None:
+            self.hits += 1
+            return value
+        self.misses += 1
+        value = build(*build_args)
+        self._store(key, value)
+        return value
+
+    def _store(self, key, value):
+        self._entries[key] = value
+        if len(self._entries) > self.maxsize:
+            self._entries.popitem(last=False)
+
+    def __len__(self):
+        return len(self._entries)
+
+    def clear(self):
+        self._entries.clear()
+        self.hits = self.misses = 0
+
+
+class PlanCache(BoundedCache):
+    """A ``BoundedCache`` of bound launchers for a per-call entry point.
 
     ``launcher(key, build)`` returns the launcher stored under ``key`` or calls ``build()``
     (which runs the checks and returns a ``LaunchPlan``), binds it and stores it. Keys are
@@ -541,10 +583,8 @@ class PlanCache:
     """
 
     def __init__(self, maxsize=32, path=None):
-        self.maxsize, self.path = maxsize, path
-        self.hits = self.misses = 0
-        self._entries = collections.OrderedDict()
-        _CACHES.add(self)
+        super().__init__(maxsize)
+        self.path = path
 
     def launcher(self, key, build, *build_args):
         """The launcher under ``key``, or ``bind_plan(build(*build_args))`` stored there.
@@ -567,14 +607,5 @@ class PlanCache:
         else:
             launch.release_args()
             entry = launch
-        self._entries[key] = entry
-        if len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
+        self._store(key, entry)
         return launch
-
-    def __len__(self):
-        return len(self._entries)
-
-    def clear(self):
-        self._entries.clear()
-        self.hits = self.misses = 0

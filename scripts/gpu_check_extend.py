@@ -23,6 +23,7 @@ from nsa_kernels.modes import extend as ex  # noqa: E402
 from nsa_kernels.modes import extend_workloads as wl  # noqa: E402
 from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference  # noqa: E402
 from nsa_kernels.peers.sglang_extend import sglang_extend_metadata  # noqa: E402
+from nsa_kernels.validation import extend as extend_checks  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -187,7 +188,7 @@ def host_cost():
     samples = []
     for _ in range(2000):
         start = time.perf_counter()
-        ex.check_static(*workload.args(), bufs, status)
+        extend_checks.check_static(*workload.args(), bufs.as_dict(), status, ex.STATUS_ENTRIES)
         samples.append(time.perf_counter() - start)
     us = statistics.median(samples) * 1e6
     RESULTS["notes"].append({"static_checks_us": us})

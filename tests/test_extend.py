@@ -11,6 +11,7 @@ from nsa_kernels.modes import extend as ex
 from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference
 from nsa_kernels.peers.sglang_extend import sglang_extend_metadata
 from nsa_kernels.testing import Canary, assert_equal
+from nsa_kernels.validation import extend as extend_checks
 
 import numpy as np
 import pytest
@@ -460,7 +461,7 @@ def test_static_checks_are_cheap():
     samples = []
     for _ in range(200):
         start = time.perf_counter()
-        ex.check_static(*args.values(), bufs, status)
+        extend_checks.check_static(*args.values(), bufs.as_dict(), status, ex.STATUS_ENTRIES)
         samples.append(time.perf_counter() - start)
     assert np.median(samples) < 500e-6, f"static checks took {np.median(samples) * 1e6:.0f} µs"
 

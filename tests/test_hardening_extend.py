@@ -30,9 +30,9 @@ def assert_unwritten(bufs):
 @pytest.mark.parametrize("check", [False, True])
 @pytest.mark.parametrize("entry", ["launch_extend", "ExtendFill"])
 @pytest.mark.parametrize("splits, error, match", [
-    (0, ValueError, "splits must be >= 1, got 0"),
-    (-3, ValueError, "splits must be >= 1, got -3"),
-    (ex.MAX_SPLITS + 1, ValueError, f"splits must be <= {ex.MAX_SPLITS}"),
+    (0, ValueError, rf"splits must lie in \[1, {ex.MAX_SPLITS}\], got 0"),
+    (-3, ValueError, rf"splits must lie in \[1, {ex.MAX_SPLITS}\], got -3"),
+    (ex.MAX_SPLITS + 1, ValueError, rf"splits must lie in \[1, {ex.MAX_SPLITS}\], got 1025"),
     (1.5, TypeError, "splits must be an int, got float"),
     (True, TypeError, "splits must be an int, got bool"),
     ("2", TypeError, "splits must be an int, got str"),

@@ -14,6 +14,7 @@ import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
+from ..validation.core import as_index, check_no_overlap
 from .reference import decode_reference
 from .tiles import (
     flat_blocks,
@@ -52,8 +53,8 @@ def check_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seq
                  dsa_index_topk, physical_page_size, check=False):
     """Every static check (and the data checks with ``check=True``); returns the launch's
     normalised arguments. Raises before anything is written."""
-    bs = checks.as_int("bs", bs)
-    max_len = checks.as_int("max_len", max_len)
+    bs = as_index("bs", bs, minimum=0)
+    max_len = as_index("max_len", max_len, minimum=0)
     topk = checks.topk_value(dsa_index_topk)
     seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
     device = seq_lens.device
@@ -69,8 +70,8 @@ def check_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seq
                    dsa_cache_seqlens=dsa_cache_seqlens, dsa_cu_seqlens_k=dsa_cu_seqlens_k,
                    page_table_1=page_table_1 if has_pt1 else None,
                    real_page_table=rpt if page_size > 1 else None)
-    checks.no_overlap(outputs, dict(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
-                                    req_to_token=req_to_token))
+    check_no_overlap(outputs, dict(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
+                                   req_to_token=req_to_token))
     if check:
         decode_reference(seq_lens, req_pool_indices, req_to_token, bs, max_len, topk, page_size)
     return bs, max_len, topk, pt, rpt, has_pt1, page_size

@@ -23,6 +23,7 @@ import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
+from ..validation.core import as_index, check_no_overlap
 from .reference import draft_extend_reference
 from .tiles import (
     MAX_ROWS_PER_REQUEST,
@@ -94,12 +95,12 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
                        dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
                        static_extend_len=False, status=None, check=False):
     """Every static check (and the data checks with ``check=True``); raises before any write."""
-    bs = checks.as_int("bs", bs)
-    total_len = checks.as_int("total_len", total_len)
-    max_seqlen_k = checks.as_int("max_seqlen_k", max_seqlen_k)
-    max_extend_len = checks.as_int("max_extend_len", max_extend_len,
-                                   maximum=MAX_ROWS_PER_REQUEST)
-    max_total_len = checks.as_int("max_total_len", max_total_len)
+    bs = as_index("bs", bs, minimum=0)
+    total_len = as_index("total_len", total_len, minimum=0)
+    max_seqlen_k = as_index("max_seqlen_k", max_seqlen_k, minimum=0)
+    max_extend_len = as_index("max_extend_len", max_extend_len, minimum=0,
+                              maximum=MAX_ROWS_PER_REQUEST)
+    max_total_len = as_index("max_total_len", max_total_len, minimum=0)
     topk = checks.topk_value(dsa_index_topk)
     if type(static_extend_len).__name__ not in ("bool", "bool_"):  # Python or numpy bool
         raise TypeError(f"static_extend_len must be a bool, got {type(static_extend_len).__name__}")
@@ -129,8 +130,8 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
                    dsa_cu_seqlens_k=dsa_cu_seqlens_k,
                    page_table_1=page_table_1 if has_pt1 else None,
                    real_page_table=rpt if page_size > 1 else None, status=status)
-    checks.no_overlap(outputs, dict(seq_lens=seq_lens, extend_seq_lens=extend_seq_lens,
-                                    req_pool_indices=req_pool_indices, req_to_token=req_to_token))
+    check_no_overlap(outputs, dict(seq_lens=seq_lens, extend_seq_lens=extend_seq_lens,
+                                   req_pool_indices=req_pool_indices, req_to_token=req_to_token))
     if check:
         draft_extend_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, bs,
                                rows, max_seqlen_k, topk, page_size, max_extend_len,

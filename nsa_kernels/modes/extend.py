@@ -45,6 +45,7 @@ import triton
 import triton.language as tl
 
 from .._env import INTERPRET
+from ..device_helpers import clamp_length, clamped_prefix
 from ..launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan, metadata_key
 from ..validation import extend as checks
 from ..validation.core import as_index
@@ -70,14 +71,6 @@ GPU_CONSTEXPRS = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=128, BLOCK
 
 
 @triton.jit
-def _clamped_prefix(x, topk):
-    """sum_{v=1..x} min(v, topk) for int64 x; 0 for x <= 0."""
-    x = tl.maximum(x, 0)
-    low = tl.minimum(x, topk)
-    return low * (low + 1) // 2 + (x - low) * topk
-
-
-@triton.jit
 def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_POOL: tl.constexpr):
     """(qo, kv, pool, bad) of ``request`` lanes: lengths clipped to [0, 2^31] as int64, and
     (``WITH_POOL``) the pool rows and whether each live request is invalid (negative,
@@ -89,10 +82,7 @@ def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_P
     else:
         pool = tl.zeros_like(qo)
     bad = live & ((qo < 0) | (kv < 0) | (qo > kv) | (kv > width) | (pool < 0) | (pool >= pool_rows))
-    # Clipped before they are summed, so that garbage cannot wrap the int64 sums.
-    qo = tl.minimum(tl.maximum(qo, 0), 2147483648)
-    kv = tl.minimum(tl.maximum(kv, 0), 2147483648)
-    return qo, kv, pool, bad
+    return clamp_length(qo), clamp_length(kv), pool, bad
 
 
 # Nothing is specialised on values: not the ints (== 1, % 16), nor the pointers' 16-byte
@@ -167,7 +157,7 @@ def extend_metadata_kernel(
         tokens_before += tl.sum(qo_e, axis=0)
         kv_before += tl.sum(kv_e, axis=0)
         dsa_before += tl.sum(
-            _clamped_prefix(kv_e, topk) - _clamped_prefix(kv_e - qo_e, topk), axis=0
+            clamped_prefix(kv_e, topk) - clamped_prefix(kv_e - qo_e, topk), axis=0
         )
     lane = tl.arange(0, BLOCK_R)
     request = group_start + lane
@@ -175,7 +165,7 @@ def extend_metadata_kernel(
     qo, kv, pool, group_bad = _lengths(
         ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True
     )
-    dsa = _clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk)
+    dsa = clamped_prefix(kv, topk) - clamped_prefix(kv - qo, topk)
     kv_end = kv_before + tl.cumsum(kv, axis=0)
     token_start = tokens_before + tl.cumsum(qo, axis=0) - qo
     kv_start = kv_end - kv
@@ -223,7 +213,7 @@ def extend_metadata_kernel(
     q_lo = tl.minimum(token_start - tokens_before, 2147483647).to(tl.int32)
     q_hi = tl.minimum(token_start - tokens_before + qo, 2147483647).to(tl.int32)
     seen_base = (kv - qo + 1).to(tl.int32) - q_lo
-    dsa_base = dsa_start - _clamped_prefix(kv - qo, topk)
+    dsa_base = dsa_start - clamped_prefix(kv - qo, topk)
     kv_start32 = kv_start.to(tl.int32)
     for t0 in range(s * BLOCK_T, tokens_local, splits * BLOCK_T):
         local = t0 + tl.arange(0, BLOCK_T)
@@ -238,7 +228,7 @@ def extend_metadata_kernel(
         tl.store(dsa_cache_ptr + row, tl.minimum(seen, dsa_index_topk), mask=mask)
         tl.store(
             dsa_cu_ptr + row + 1,
-            (dsa_row + _clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32),
+            (dsa_row + clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32),
             mask=mask,
         )
         tl.store(offset_ptr + row, offset, mask=mask)
@@ -333,6 +323,11 @@ class ExtendBuffers:
     def flat_capacity(self):
         return self.page_table_1_flattened.shape[0]
 
+    @property
+    def capacities(self):
+        """``(token_capacity, flat_capacity)``, as the data checks take them."""
+        return self.token_capacity, self.flat_capacity
+
     def views(self, bs, n_tokens, n_flat):
         """The filled part of every buffer: the dict ``extend_metadata`` returns."""
         return {
@@ -348,93 +343,6 @@ class ExtendBuffers:
 
 
 assert tuple(f.name for f in fields(ExtendBuffers)) == EXTEND_KEYS
-
-
-def check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
-    """Metadata-only checks of the inputs; returns topk as an int."""
-    lengths = (torch.int32, torch.int64)
-    checks.check_tensor("seq_lens", seq_lens, 1, lengths)
-    device = seq_lens.device
-    checks.check_tensor("extend_seq_lens", extend_seq_lens, 1, lengths, device)
-    checks.check_tensor("req_pool_indices", req_pool_indices, 1, lengths, device)
-    checks.check_tensor("req_to_token", req_to_token, 2, lengths, device)
-    bs = seq_lens.shape[0]
-    if extend_seq_lens.shape[0] != bs or req_pool_indices.shape[0] != bs:
-        raise ValueError(
-            f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
-            f"request, got {bs}, {extend_seq_lens.shape[0]} and {req_pool_indices.shape[0]}"
-        )
-    return checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
-
-
-def check_static(
-    seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers, status
-):
-    """Metadata-only checks (a few µs); returns ``(topk, status)``, allocating a status if None."""
-    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
-    device, bs = seq_lens.device, seq_lens.shape[0]
-    if not isinstance(buffers, ExtendBuffers):
-        raise TypeError(f"buffers must be an ExtendBuffers, got {type(buffers).__name__}")
-    outputs = buffers.as_dict()
-    for name, t in outputs.items():
-        checks.check_tensor(name, t, 1, (torch.int32,), device)
-    if buffers.cu_seqlens_k.shape[0] < bs + 1:
-        raise ValueError(
-            f"cu_seqlens_k holds {buffers.cu_seqlens_k.shape[0]} entries, bs + 1 = {bs + 1} needed"
-        )
-    if buffers.dsa_cu_seqlens_k.shape[0] < 1:
-        raise ValueError("dsa_cu_seqlens_k needs at least 1 entry (its leading 0)")
-    if status is None:
-        status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=device)
-    else:
-        checks.check_tensor("status", status, 1, (torch.int64,), device)
-        if status.shape[0] < STATUS_ENTRIES:
-            raise ValueError(
-                f"status must hold {STATUS_ENTRIES} int64 entries, got {status.shape[0]}"
-            )
-    outputs["status"] = status
-    checks.check_no_overlap(
-        {
-            "seq_lens": seq_lens,
-            "extend_seq_lens": extend_seq_lens,
-            "req_pool_indices": req_pool_indices,
-            "req_to_token": req_to_token,
-        },
-        outputs,
-    )
-    return topk, status
-
-
-def check_data(
-    seq_lens,
-    extend_seq_lens,
-    req_pool_indices,
-    req_to_token,
-    dsa_index_topk,
-    buffers=None,
-    seq_lens_cpu=None,
-    extend_seq_lens_cpu=None,
-    table_values=True,
-):
-    """Every data check (lengths, sums against int32, pool rows, table values, capacities);
-    returns ``(N, sum kv)``. Costs device-to-host copies unless the host mirrors are given."""
-    kv, qo = checks.host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu, extend_seq_lens_cpu)
-    n_tokens, n_flat = checks.check_lengths_data(kv, qo, req_to_token.shape[1], dsa_index_topk)
-    if table_values:
-        checks.check_pool_data(req_pool_indices, req_to_token.shape[0])
-        checks.check_table_values(req_to_token, req_pool_indices, kv)
-    if buffers is not None:
-        if n_tokens > buffers.token_capacity:
-            raise ValueError(
-                f"the token buffers hold {buffers.token_capacity} entries but "
-                f"N = {n_tokens} are needed"
-            )
-        if n_flat > buffers.flat_capacity:
-            raise ValueError(
-                f"page_table_1_flattened holds {buffers.flat_capacity} entries but "
-                f"sum(seq_lens) = {n_flat} are needed"
-            )
-    return n_tokens, n_flat
 
 
 def pick_splits(bs):
@@ -454,12 +362,13 @@ def plan_extend(
     splits=None,
     expected=None,
 ):
-    """The one launch, from tensor metadata alone (call ``check_static`` first). ``expected``:
-    the ``(N, sum kv)`` the host expects, flagged in the status when the device disagrees."""
+    """The one launch, from tensor metadata alone (run ``validation.extend.check_static``
+    first). ``expected``: the ``(N, sum kv)`` the host expects, flagged in the status when the
+    device disagrees."""
     bs = seq_lens.shape[0]
     # The grid's second dimension: 0 would launch nothing and leave the status unwritten.
     splits = pick_splits(bs) if splits is None else as_index(
-        "splits", splits, minimum=1, maximum=MAX_SPLITS, noun="an int")
+        "splits", splits, minimum=1, maximum=MAX_SPLITS)
     grid = (max(triton.cdiv(bs, BLOCK_R), 1), splits)
     b = buffers
     args = (
@@ -521,11 +430,15 @@ def _prepare(
     splits,
     expect_sizes=False,
 ):
-    topk, status = check_static(
-        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers, status
-    )
+    if not isinstance(buffers, ExtendBuffers):
+        raise TypeError(f"buffers must be an ExtendBuffers, got {type(buffers).__name__}")
+    topk = checks.check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                               dsa_index_topk, buffers.as_dict(), status, STATUS_ENTRIES)
+    if status is None:
+        status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=seq_lens.device)
     if check:
-        check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers)
+        checks.check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk,
+                          buffers.capacities)
     if type(expect_sizes) is not bool:
         raise TypeError(f"expect_sizes must be a bool, got {type(expect_sizes).__name__}")
     expected = (buffers.token_capacity, buffers.flat_capacity) if expect_sizes else None
@@ -624,8 +537,8 @@ def launch_extend(
         plan()
         return plan.args[_STATUS_SLOT]
     if check:  # contents change between calls: the data checks run every time, before launching
-        check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                   operator.index(dsa_index_topk), buffers)
+        checks.check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                          operator.index(dsa_index_topk), buffers.capacities)
     if status is not None:
         launch()
         return status
@@ -704,7 +617,7 @@ def extend_metadata(
     our own fresh allocation: they cannot overlap the inputs, so no overlap check is needed.
     """
     if dsa_index_topk.__class__ is not int:  # a bool, a numpy or tensor scalar: checked per call
-        topk = check_inputs(
+        topk = checks.check_inputs(
             seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk
         )
     try:
@@ -716,12 +629,13 @@ def extend_metadata(
             topk if dsa_index_topk.__class__ is not int else dsa_index_topk,
         )
     except AttributeError:  # not tensors: the checks name the argument
-        check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+        checks.check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                            dsa_index_topk)
         raise
     topk = _checked_inputs(
         layout, seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk
     )
-    n_tokens, n_flat = check_data(
+    n_tokens, n_flat = checks.check_data(
         seq_lens,
         extend_seq_lens,
         req_pool_indices,
@@ -820,7 +734,7 @@ _CHECKED_INPUTS = {}  # layout key -> topk, for layouts whose static checks pass
 def _checked_inputs(layout, *inputs):
     topk = _CHECKED_INPUTS.get(layout)
     if topk is None:
-        topk = check_inputs(*inputs)
+        topk = checks.check_inputs(*inputs)
         if len(_CHECKED_INPUTS) >= 256:
             _CHECKED_INPUTS.clear()
         _CHECKED_INPUTS[layout] = topk

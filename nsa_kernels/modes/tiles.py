@@ -31,9 +31,6 @@ import triton.language as tl
 #: with barriers, so up to 32 rows (decode bs <= 32, next_n = 4 up to bs = 8) get a chunk of
 #: one warp, where they are register shuffles (PERF_NOTES.md).
 FLAT_BUCKETS = (32, 256, 1024, 4096)
-#: Largest page size served. Any size in 1..MAX_PAGE_SIZE works, as in SGLang: a page belongs
-#: to the tile holding its first column (``write_page_rows``).
-MAX_PAGE_SIZE = 1024
 #: Elements per page tile (BLOCK_B x BLOCK_N).
 TILE = 4096
 #: Pages per request in a tile when only the real page table is written.
