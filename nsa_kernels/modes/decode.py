@@ -36,8 +36,9 @@ def decode_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, cu_ptr,
     if tl.program_id(0) == 0:
         # One row per request, seeing its whole context: qo = 1, extra = 0.
         write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, dsa_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
-                   cu_ptr, 0, 0, bs, bs, 1, 1, 0, topk, False, False, False, False, False, CHUNK,
-                   BLOCK_J)
+                   cu_ptr, 0, 0, bs, bs, 1, 1, 0, topk, VARLEN=False, HAS_EXPANDED=False,
+                   CLAMP_AT_ZERO=False, HAS_STATUS=False, HAS_CONTEXT_LENS=False, CHUNK=CHUNK,
+                   BLOCK_J=BLOCK_J)
     else:
         first, col0, _ = tile_position(n_col_blocks, 1, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)

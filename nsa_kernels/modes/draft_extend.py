@@ -63,7 +63,8 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
         # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
         write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
                    status_ptr, cu_ptr, 0, 0, bs, total_len, max_extend_len, max_extend_len, 0,
-                   topk, not STATIC_EXTEND_LEN, True, True, HAS_STATUS, False, CHUNK, BLOCK_J)
+                   topk, VARLEN=not STATIC_EXTEND_LEN, HAS_EXPANDED=True, CLAMP_AT_ZERO=True,
+                   HAS_STATUS=HAS_STATUS, HAS_CONTEXT_LENS=False, CHUNK=CHUNK, BLOCK_J=BLOCK_J)
     else:
         if SPLIT_ROWS:  # this program writes row `split` of its request (if it has one)
             first, col0, split = tile_position(n_col_blocks, max_extend_len, BLOCK_B, BLOCK_N)

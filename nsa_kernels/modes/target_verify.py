@@ -46,7 +46,8 @@ def target_verify_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, 
         # Context kv + next_n, next_n rows: row j sees (kv + next_n) - next_n + j + 1.
         write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
                    ctx_ptr, ctx_stride_0, ctx_stride_1, bs, n_rows, next_n, next_n, next_n, topk,
-                   False, True, False, False, HAS_CONTEXT_LENS, CHUNK, BLOCK_J)
+                   VARLEN=False, HAS_EXPANDED=True, CLAMP_AT_ZERO=False, HAS_STATUS=False,
+                   HAS_CONTEXT_LENS=HAS_CONTEXT_LENS, CHUNK=CHUNK, BLOCK_J=BLOCK_J)
     else:
         if SPLIT_ROWS:  # this program writes row `split` of its request
             first, col0, split = tile_position(n_col_blocks, next_n, BLOCK_B, BLOCK_N)
