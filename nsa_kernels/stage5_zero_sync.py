@@ -195,7 +195,9 @@ def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expan
 
 #: Bound launchers of ``launch_zero_sync``, keyed on its arguments' metadata (see ``PlanCache``).
 PLANS = PlanCache(maxsize=32)
-_STATUS_SLOT = 4  # position of ``status`` in the plan's arguments
+#: Position of ``status`` in the plan's arguments (both kernels take the same ones).
+_STATUS_SLOT = zero_sync_token_kernel.arg_names.index("status_ptr")
+assert zero_sync_request_kernel.arg_names.index("status_ptr") == _STATUS_SLOT
 _own_status_lock = threading.Lock()
 
 

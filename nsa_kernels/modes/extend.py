@@ -534,7 +534,7 @@ def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, d
 
 
 def _raise_on_mirror_mismatch(status, n_tokens, n_flat):
-    device_tokens, device_flat, flags, first_bad = status.tolist()
+    device_tokens, device_flat, flags, first_bad = ExtendStatus.read(status)
     if flags & TOKENS_MISMATCH:
         raise ValueError(
             f"extend_seq_lens_cpu disagrees with the device: it sums to N = {n_tokens}, "
@@ -579,9 +579,26 @@ def _capacity_plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, to
                        ExtendBuffers.carve(block, starts, sizes), status)
 
 
+class ExtendStatus(NamedTuple):
+    """The device status's layout, by name (int64 entries, in this order)."""
+
+    n_tokens: int
+    n_flat: int
+    flags: int  # TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | ...
+    first_invalid_request: int  # -1 for none
+
+    @classmethod
+    def read(cls, status):
+        """The status on the host: one device-to-host copy (a sync on a GPU)."""
+        return cls(*status[:STATUS_ENTRIES].tolist())
+
+
+assert len(ExtendStatus._fields) == STATUS_ENTRIES
+
+
 def decode_status(status):
     """The status as a dict (one device-to-host copy): for tests, notebooks and debugging."""
-    n_tokens, n_flat, flags, first_bad = (int(v) for v in status[:STATUS_ENTRIES].cpu())
+    n_tokens, n_flat, flags, first_bad = ExtendStatus.read(status)
     return {
         "n_tokens": n_tokens,
         "n_flat": n_flat,
