@@ -42,6 +42,9 @@ from .validation import (
 )
 from .validation import modes as modes_checks
 
+#: The closed-form prefix the kernel uses (shown beside it in notebook 06).
+_clamped_prefix = dev.clamped_prefix
+
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "batch_size", "capacity",
                                "width", "nsa_index_topk"])
