@@ -20,19 +20,42 @@ def interpret_requested(value):
     return value.lower() in _TRUE_VALUES
 
 
+_IMPORTED_WITHOUT_INTERPRETER = (
+    "nsa_kernels needs Triton's interpreter on this machine (no CUDA device), but triton was "
+    "imported first without it: set TRITON_INTERPRET=1 before importing triton, or import "
+    "nsa_kernels before triton")
+
+
+def library_interpreted():
+    """Whether triton, already imported, decorated its own library functions (``tl.sum``, ...)
+    for the interpreter; None when ``triton.language`` is not imported yet."""
+    standard = sys.modules.get("triton.language.standard")
+    if standard is None:
+        return None
+    return type(standard.sum).__name__ == "InterpretedFunction"
+
+
 if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
     if "triton" in sys.modules:
-        # Triton's own library functions (tl.sum, tl.minimum, ...) were decorated for a GPU
-        # when triton was imported; switching to the interpreter now would break every kernel.
-        raise ImportError(
-            "nsa_kernels needs Triton's interpreter on this machine (no CUDA device), but triton "
-            "was imported first without it: set TRITON_INTERPRET=1 before importing triton, or "
-            "import nsa_kernels before triton")
+        # Triton's own library functions were decorated for a GPU when triton was imported;
+        # switching to the interpreter now would break every kernel.
+        raise ImportError(_IMPORTED_WITHOUT_INTERPRETER)
     os.environ["TRITON_INTERPRET"] = "1"
 
 #: True when Triton kernels run in the interpreter (CPU tensors, no GPU timings).
 INTERPRET = interpret_requested(os.environ["TRITON_INTERPRET"]) \
     if "TRITON_INTERPRET" in os.environ else False
+
+# TRITON_INTERPRET set (or cleared) after triton was imported: the library was decorated for the
+# other mode, and every kernel would fail at its first launch ("Cannot call @triton.jit'd outside
+# of the scope of a kernel"). Refused here, where the cause can still be named.
+if library_interpreted() is not None and library_interpreted() != INTERPRET:
+    if INTERPRET:
+        raise ImportError(_IMPORTED_WITHOUT_INTERPRETER.replace(
+            "on this machine (no CUDA device)", "(TRITON_INTERPRET is set)"))
+    raise ImportError(
+        "triton was imported with TRITON_INTERPRET on, which is now off: set TRITON_INTERPRET "
+        "before importing triton, or import nsa_kernels before triton")
 
 #: ``NSA_COMPILE_ONLY=1`` allows the compiler without a GPU: ``triton.compile`` for a named target
 #: (tests that check a kernel's register use and spills on a CPU machine), never a launch.

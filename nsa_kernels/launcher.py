@@ -40,8 +40,10 @@ bind again to profile.
 """
 import collections
 import ctypes
+import dataclasses
 import os
 import re
+import threading
 import weakref
 from collections.abc import Callable
 from typing import NamedTuple
@@ -49,6 +51,7 @@ from typing import NamedTuple
 import torch
 
 from ._env import INTERPRET
+from .validation.core import byte_range
 
 PATHS = ("driver", "graph", "triton")
 #: The path bound fills take unless told otherwise (``NSA_LAUNCH_PATH`` overrides it, to run a
@@ -62,6 +65,13 @@ if DEFAULT_PATH not in PATHS:
     raise ValueError(f"NSA_LAUNCH_PATH must be one of {PATHS}, got {DEFAULT_PATH!r}")
 
 
+#: Held around every launch under Triton's interpreter: it swaps module-level state of
+#: ``triton.language`` while a kernel runs, so two interpreted launches from two threads break
+#: each other (crashes, ``InterpreterError``, entries left unwritten). Compiled launches are
+#: independent and take no lock (``None`` then). Reentrant: a launch may plan another.
+INTERPRETER_LOCK = threading.RLock() if INTERPRET else None
+
+
 class LaunchPlan(NamedTuple):
     """One launch, decided on the host from tensor metadata alone:
     ``kernel[grid](*args, **kwargs)``."""
@@ -73,7 +83,10 @@ class LaunchPlan(NamedTuple):
 
     def __call__(self):
         """Launch through Triton's normal path."""
-        return self.kernel[self.grid](*self.args, **self.kwargs)
+        if INTERPRETER_LOCK is None:
+            return self.kernel[self.grid](*self.args, **self.kwargs)
+        with INTERPRETER_LOCK:
+            return self.kernel[self.grid](*self.args, **self.kwargs)
 
 
 class LaunchUnavailable(Exception):
@@ -137,13 +150,107 @@ class TritonLaunch:
         self._args, self._kwargs = plan.args, plan.kwargs
 
     def __call__(self):
-        self._launch(*self._args, **self._kwargs)
+        if INTERPRETER_LOCK is None:
+            self._launch(*self._args, **self._kwargs)
+            return
+        with INTERPRETER_LOCK:
+            self._launch(*self._args, **self._kwargs)
 
     def set_arg(self, index, value):
         """Replace positional argument ``index`` (see ``DriverLaunch.set_arg``)."""
         args = list(self._args)
         args[index] = value
         self._args = tuple(args)
+
+
+class DetachedTritonLaunch:
+    """A Triton-path plan that holds none of the tensors it was built from (see ``PlanCache``).
+
+    Each tensor of the plan's positional arguments is recorded as the build argument it is
+    (or a tensor inside a tuple, list or dataclass argument), or a view inside one (shape,
+    strides, offset from its start); tensors the planner made itself (a placeholder status)
+    stay. ``rebind(build_args)`` returns a ``TritonLaunch`` on the tensors of ``build_args``:
+    equal keys mean equal metadata, hence the same views. A plan whose tensors cannot be
+    traced that way (a view of another dtype, a tensor among the keyword arguments) is
+    rebuilt by ``build`` on every hit instead.
+    """
+    path = "triton"
+
+    def __init__(self, plan, sources, fallback_reason, rebuild=None):
+        self.plan, self.sources, self.fallback_reason = plan, sources, fallback_reason
+        self._rebuild = rebuild
+
+    @classmethod
+    def detach(cls, launch, build, build_args, path):
+        plan = launch.plan
+        components = _tensor_components(tuple(build_args))
+        args, sources = list(plan.args), []
+        traceable = not any(isinstance(v, torch.Tensor) for v in plan.kwargs.values())
+        for i, value in enumerate(args):
+            if not traceable or not isinstance(value, torch.Tensor):
+                continue
+            source = _tensor_source(value, components)
+            if source is None:  # the planner's own tensor, unless it aliases the caller's
+                traceable = not any(_same_storage(value, t) for _, t in components)
+                continue
+            sources.append((i,) + source)
+            args[i] = None
+        if not traceable:
+            return cls(None, (), launch.fallback_reason,
+                       rebuild=lambda args: bind_plan(build(*args), path=path))
+        return cls(plan._replace(args=tuple(args)), tuple(sources), launch.fallback_reason)
+
+    def rebind(self, build_args):
+        if self._rebuild is not None:
+            return self._rebuild(build_args)
+        args = list(self.plan.args)
+        for i, path, view in self.sources:
+            t = _follow(build_args, path)
+            args[i] = t if view is None else t.as_strided(view[0], view[1],
+                                                          t.storage_offset() + view[2])
+        return TritonLaunch(self.plan._replace(args=tuple(args)), self.fallback_reason)
+
+
+def _tensor_components(value, path=()):
+    """``(path, tensor)`` for each tensor inside ``value``, through tuples (named or not),
+    lists and dataclasses (a buffer set such as ``ExtendBuffers``); a path is the indices and
+    field names that lead from ``value`` to the tensor (``_follow``)."""
+    if isinstance(value, torch.Tensor):
+        return [(path, value)]
+    if isinstance(value, (tuple, list)):
+        return [c for i, v in enumerate(value) for c in _tensor_components(v, path + (i,))]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [c for f in dataclasses.fields(value)
+                for c in _tensor_components(getattr(value, f.name), path + (f.name,))]
+    return []
+
+
+def _follow(value, path):
+    for step in path:
+        value = value[step] if isinstance(step, int) else getattr(value, step)
+    return value
+
+
+def _tensor_source(t, components):
+    """``(where, None)`` when ``t`` is that component; ``(where, (shape, strides, offset))`` when
+    it is a same-dtype view lying inside a component's bytes; else None."""
+    for where, c in components:
+        if t is c:
+            return where, None
+    span = byte_range(t)
+    for where, c in components:
+        if c.dtype != t.dtype or c.device != t.device:
+            continue
+        outer = byte_range(c)
+        if span is not None and outer is not None and outer[0] <= span[0] \
+                and span[1] <= outer[1] and _same_storage(t, c):
+            return where, (tuple(t.shape), t.stride(), t.storage_offset() - c.storage_offset())
+    return None
+
+
+def _same_storage(a, b):
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() \
+        and a.untyped_storage().nbytes() > 0
 
 
 # ----------------------------------------------------------------------------- driver path
@@ -274,7 +381,7 @@ class DriverLaunch:
                 continue
             if not isinstance(ty, str):
                 raise LaunchUnavailable(f"argument {name!r} has type {ty!r} (a tuple?)")
-            if name in positional and ty.startswith("*"):
+            if name in positional:
                 slots[positional[name]] = len(values)
             values.append(_pack_value(name, ty, bound[name]))
         widths = ptx_param_widths(ptx, meta.name)
@@ -315,13 +422,22 @@ class DriverLaunch:
         if err != self._success:
             raise RuntimeError(f"cuLaunchKernel failed: {err!r}")
 
-    def set_arg(self, index, tensor):
-        """Point positional pointer argument ``index`` at ``tensor``, for the next launches.
+    def set_arg(self, index, value):
+        """Set positional argument ``index`` for the next launches: point a pointer argument at
+        tensor ``value``, or give an int argument (one Triton does not specialise on) a new value.
 
-        The caller guarantees that ``tensor`` matches what the kernel was compiled for: same
+        The caller guarantees that a tensor matches what the kernel was compiled for: same
         dtype and the same 16-byte alignment (Triton specialises on it), and keeps it alive.
+        An int must fit the width the argument was compiled with, else ``ValueError``.
         """
-        self._values[self._slots[index]].value = tensor.data_ptr()
+        slot = self._values[self._slots[index]]
+        if isinstance(value, torch.Tensor):
+            slot.value = value.data_ptr()
+            return
+        slot.value = value
+        if slot.value != value:
+            raise ValueError(f"argument {index} = {value} does not fit its compiled "
+                             f"{ctypes.sizeof(slot) * 8}-bit type")
 
     def release_args(self):
         """Stop keeping the bound tensors alive (the caller guarantees their addresses)."""
@@ -367,6 +483,10 @@ class GraphLaunch:
         else:
             self._replay()
 
+    def release_args(self):
+        """Stop keeping the bound tensors alive (the graph holds their addresses)."""
+        self.driver.release_args()
+
 
 # ----------------------------------------------------------------------------- per-call cache
 
@@ -403,49 +523,35 @@ class UnhashableKey(TypeError):
     """A ``PlanCache`` key could not be hashed (see ``PlanCache.launcher``)."""
 
 
-class PlanCache:
-    """A small bounded cache (oldest entry evicted first) of bound launchers for a per-call
-    entry point.
+class BoundedCache:
+    """A small bounded cache, oldest entry evicted first: the one home of the per-call caches
+    (``PlanCache``'s launchers, results of static checks keyed on metadata)."""
 
-    ``launcher(key, build)`` returns the launcher stored under ``key`` or calls ``build()``
-    (which runs the checks and returns a ``LaunchPlan``), binds it and stores it. Keys are
-    built with ``metadata_key`` from every argument that the plan or the static checks read:
-    equal keys mean the checks would pass again and the plan would be the same, so a hit
-    skips both. Data checks (which read tensor contents) are not covered and must run
-    outside. Launchers on the driver path hold addresses only, not the tensors (a hit means
-    the caller passed buffers at those very addresses); those on the Triton path keep the
-    tensors of the call that bound them alive until evicted, so no other tensor can take
-    their addresses meanwhile.
-    """
-
-    def __init__(self, maxsize=32, path=None):
-        self.maxsize, self.path = maxsize, path
+    def __init__(self, maxsize=32):
+        self.maxsize = maxsize
         self.hits = self.misses = 0
         self._entries = collections.OrderedDict()
         _CACHES.add(self)
 
-    def launcher(self, key, build, *build_args):
-        """The launcher under ``key``, or ``bind_plan(build(*build_args))`` stored there.
-        Raises ``UnhashableKey`` for a key that cannot be hashed (an argument of the wrong kind:
-        the caller plans uncached, so that its checks name the argument); errors of ``build``
-        (the checks) propagate as they are."""
+    def get_or_build(self, key, build, *build_args):
+        """The value under ``key``, or ``build(*build_args)`` stored there (errors of ``build``
+        propagate and store nothing). ``UnhashableKey`` for a key that cannot be hashed."""
         try:
-            launch = self._entries.get(key)
+            value = self._entries.get(key)
         except TypeError as exc:
             raise UnhashableKey(str(exc)) from None
-        if launch is not None:
+        if value is not None:
             self.hits += 1
-            return launch
+            return value
         self.misses += 1
-        # A graph per buffer set would cost graph memory per entry for no measured gain.
-        path = self.path or ("driver" if DEFAULT_PATH == "graph" else DEFAULT_PATH)
-        launch = bind_plan(build(*build_args), path=path)
-        if launch.path == "driver":
-            launch.release_args()
-        self._entries[key] = launch
+        value = build(*build_args)
+        self._store(key, value)
+        return value
+
+    def _store(self, key, value):
+        self._entries[key] = value
         if len(self._entries) > self.maxsize:
             self._entries.popitem(last=False)
-        return launch
 
     def __len__(self):
         return len(self._entries)
@@ -453,3 +559,53 @@ class PlanCache:
     def clear(self):
         self._entries.clear()
         self.hits = self.misses = 0
+
+
+class PlanCache(BoundedCache):
+    """A ``BoundedCache`` of bound launchers for a per-call entry point.
+
+    ``launcher(key, build)`` returns the launcher stored under ``key`` or calls ``build()``
+    (which runs the checks and returns a ``LaunchPlan``), binds it and stores it. Keys are
+    built with ``metadata_key`` from every argument that the plan or the static checks read:
+    equal keys mean the checks would pass again and the plan would be the same, so a hit
+    skips both. Data checks (which read tensor contents) are not covered and must run
+    outside.
+
+    A hit launches on the tensors of the call that hit, on every path, and the cache keeps no
+    caller tensor alive. On the driver path the launcher holds addresses only (a hit means the
+    caller passed buffers at those very addresses). On the Triton path, which launches tensor
+    objects, an entry is a ``DetachedTritonLaunch``: the plan with each of its tensors replaced
+    by where it came from among ``build_args`` (that argument, or a view of it), rebound to
+    the hitting call's ``build_args``. A tensor object that the binding call passed may have
+    been re-pointed since (``set_``, ``.data =``, a growing ``resize_``) while another tensor
+    took its old address: launching the stored object would write into memory the caller no
+    longer owns.
+    """
+
+    def __init__(self, maxsize=32, path=None):
+        super().__init__(maxsize)
+        self.path = path
+
+    def launcher(self, key, build, *build_args):
+        """The launcher under ``key``, or ``bind_plan(build(*build_args))`` stored there.
+        Raises ``UnhashableKey`` for a key that cannot be hashed (an argument of the wrong kind:
+        the caller plans uncached, so that its checks name the argument); errors of ``build``
+        (the checks) propagate as they are."""
+        try:
+            entry = self._entries.get(key)
+        except TypeError as exc:
+            raise UnhashableKey(str(exc)) from None
+        if entry is not None:
+            self.hits += 1
+            return entry.rebind(build_args) if entry.path == "triton" else entry
+        self.misses += 1
+        # A graph per buffer set would cost graph memory per entry for no measured gain.
+        path = self.path or ("driver" if DEFAULT_PATH == "graph" else DEFAULT_PATH)
+        launch = bind_plan(build(*build_args), path=path)
+        if launch.path == "triton":
+            entry = DetachedTritonLaunch.detach(launch, build, build_args, path)
+        else:
+            launch.release_args()
+            entry = launch
+        self._store(key, entry)
+        return launch

@@ -28,20 +28,11 @@ import threading
 import triton
 import triton.language as tl
 
+from .device_helpers import load_length
 from .launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan
 from .validation import check_static, new_status, status_buffer, validate
 
-# Lengths as the prefix sums see them: int64, negatives as 0 (such a request writes nothing),
-# saturated at 2**31 (past any capacity), so sums over any batch stay exact in 64 bits.
-TOKEN_COUNT_LIMIT = tl.constexpr(1 << 31)
 INT32_MAX = tl.constexpr(2**31 - 1)
-
-
-@triton.jit
-def _token_counts(ext_ptr, request, live):
-    qo_len = tl.load(ext_ptr + request, mask=live, other=0).to(tl.int64)
-    # A typed limit: a bare 2**31 would be a uint32 constant.
-    return tl.minimum(tl.maximum(qo_len, 0), tl.full((), TOKEN_COUNT_LIMIT, tl.int64))
 
 
 @triton.jit
@@ -63,10 +54,10 @@ def _request_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_
     base = tl.full((), 0, tl.int64)
     for r0 in range(0, first_request, PREFIX_BLOCK):
         earlier = r0 + tl.arange(0, PREFIX_BLOCK)
-        base += tl.sum(_token_counts(ext_ptr, earlier, earlier < first_request), axis=0)
+        base += tl.sum(load_length(ext_ptr, earlier, earlier < first_request), axis=0)
     request = first_request + tl.arange(0, BLOCK_R)
     live = request < batch_size
-    qo_len = _token_counts(ext_ptr, request, live)
+    qo_len = load_length(ext_ptr, request, live)
     kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int64)
     start = base + tl.cumsum(qo_len, axis=0) - qo_len
     first_value = kv_len - qo_len + 1
@@ -101,7 +92,7 @@ def _token_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_pt
     while (r0 < batch_size) & (carry < first_token + BLOCK_T):
         request = r0 + tl.arange(0, BLOCK_R)
         live = request < batch_size
-        qo_len = _token_counts(ext_ptr, request, live)
+        qo_len = load_length(ext_ptr, request, live)
         kv_len = tl.load(seq_ptr + request, mask=live, other=0).to(tl.int64)
         end = carry + tl.cumsum(qo_len, axis=0)
         inside = (token[:, None] >= (end - qo_len)[None, :]) & (token[:, None] < end[None, :])
@@ -121,7 +112,7 @@ def _token_parallel(ext_ptr, seq_ptr, out_expanded_ptr, out_cache_ptr, status_pt
         total = tl.full((), 0, tl.int64)
         for s0 in range(0, batch_size, BLOCK_R):
             request = s0 + tl.arange(0, BLOCK_R)
-            total += tl.sum(_token_counts(ext_ptr, request, request < batch_size), axis=0)
+            total += tl.sum(load_length(ext_ptr, request, request < batch_size), axis=0)
         _store_status(status_ptr, total, capacity)
 
 
@@ -204,7 +195,9 @@ def _checked_status(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expan
 
 #: Bound launchers of ``launch_zero_sync``, keyed on its arguments' metadata (see ``PlanCache``).
 PLANS = PlanCache(maxsize=32)
-_STATUS_SLOT = 4  # position of ``status`` in the plan's arguments
+#: Position of ``status`` in the plan's arguments (both kernels take the same ones).
+_STATUS_SLOT = zero_sync_token_kernel.arg_names.index("status_ptr")
+assert zero_sync_request_kernel.arg_names.index("status_ptr") == _STATUS_SLOT
 _own_status_lock = threading.Lock()
 
 

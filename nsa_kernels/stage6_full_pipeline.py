@@ -26,10 +26,15 @@ import torch
 import triton
 import triton.language as tl
 
+from . import device_helpers as dev
 from .launcher import LaunchPlan, bind_plan
 from .validation import (
+    as_index,
     check_lengths,
+    check_min_entries,
+    check_no_overlap,
     check_outputs,
+    check_power_of_two,
     clamped_prefix,
     first_invalid_request,
     host_lengths,
@@ -37,27 +42,8 @@ from .validation import (
 )
 from .validation import modes as modes_checks
 
-
-@triton.jit
-def _clamped_prefix(x, topk):
-    """sum_{v=1..x} min(v, topk) for int64 x; 0 for x <= 0."""
-    x = tl.maximum(x, 0)
-    low = tl.minimum(x, topk)
-    return low * (low + 1) // 2 + (x - low) * topk
-
-
-# Past any capacity, and small enough that a sum over any batch stays exact in 64 bits.
-TOKEN_COUNT_LIMIT = tl.constexpr(1 << 31)
-
-
-@triton.jit
-def _extend_len(ext_ptr, request, mask):
-    """Extend lengths clamped to [0, 2**31]: a negative (garbage) length must not move later
-    rows before the buffers, and a huge one must not wrap the int64 sum of earlier lengths
-    (a wrapped, negative prefix made a later request loop ~2**53 times over masked stores).
-    Valid lengths fit int32, so neither clamp changes them."""
-    qo_len = tl.load(ext_ptr + request, mask=mask, other=0).to(tl.int64)
-    return tl.minimum(tl.maximum(qo_len, 0), tl.full((), TOKEN_COUNT_LIMIT, tl.int64))
+#: The closed-form prefix the kernel uses (shown beside it in notebook 06).
+_clamped_prefix = dev.clamped_prefix
 
 
 @triton.jit(do_not_specialize=["r2t_stride", "pt_stride", "rpt_stride", "batch_size", "capacity",
@@ -74,7 +60,7 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
     tokens_before = tl.full((), 0, tl.int64)
     for r0 in range(0, r, BLOCK_R):
         request = r0 + tl.arange(0, BLOCK_R)
-        tokens_before += tl.sum(_extend_len(ext_ptr, request, request < r), 0)
+        tokens_before += tl.sum(dev.load_length(ext_ptr, request, request < r), 0)
     if (r == 0) & (c == 0):
         tl.store(cu_seqlens_k_ptr, 0)
         tl.store(nsa_cu_ptr, 0)
@@ -82,7 +68,7 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
             tl.store(status_ptr, 0)
             tl.store(status_ptr + 1, 0)
     if r < batch_size:
-        qo_len = _extend_len(ext_ptr, r, r < batch_size)
+        qo_len = dev.load_length(ext_ptr, r, r < batch_size)
         kv_len = tl.load(seq_ptr + r).to(tl.int64)
         # Rows this request may write: bounded by the capacity left, never by the length alone
         # (a trusted garbage qo of 2**31 - 1 must not mean 2**31 loop steps).
@@ -93,10 +79,11 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
             for r0 in range(0, r, BLOCK_R):
                 request = r0 + tl.arange(0, BLOCK_R)
                 earlier = request < r
-                qo = _extend_len(ext_ptr, request, earlier)
+                qo = dev.load_length(ext_ptr, request, earlier)
                 kv = tl.load(seq_ptr + request, mask=earlier, other=0).to(tl.int64)
                 kv_before += tl.sum(kv, 0)
-                nsa_before += tl.sum(_clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk), 0)
+                nsa_before += tl.sum(
+                    dev.clamped_prefix(kv, topk) - dev.clamped_prefix(kv - qo, topk), 0)
             tl.store(cache_seqlens_ptr + r, kv_len.to(tl.int32))
             tl.store(cu_seqlens_k_ptr + r + 1, (kv_before + kv_len).to(tl.int32))
             first = kv_len - qo_len + 1
@@ -108,7 +95,8 @@ def full_pipeline_kernel(ext_ptr, seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride,
                 tl.store(expanded_ptr + row, value.to(tl.int32), mask=mask)
                 tl.store(nsa_cache_ptr + row, tl.minimum(value, topk).to(tl.int32), mask=mask)
                 running = (
-                    nsa_before + _clamped_prefix(first + j, topk) - _clamped_prefix(first - 1, topk)
+                    nsa_before + dev.clamped_prefix(first + j, topk)
+                    - dev.clamped_prefix(first - 1, topk)
                 )
                 tl.store(nsa_cu_ptr + row + 1, running.to(tl.int32), mask=mask)
             if r == batch_size - 1:
@@ -209,61 +197,32 @@ def _check_pipeline(
 ):
     """Static checks (metadata only), plus the data checks with ``check=True``; returns the
     normalised ``(nsa_index_topk, page_size)``. Raises before anything is written."""
-    nsa_index_topk = modes_checks.as_int("nsa_index_topk", nsa_index_topk, minimum=1)
-    page_size = modes_checks.as_power_of_two("page_size", page_size, BLOCK_N)
+    nsa_index_topk = as_index("nsa_index_topk", nsa_index_topk, minimum=1)
+    page_size = check_power_of_two("page_size", page_size, BLOCK_N)
     check_lengths(extend_seq_lens, seq_lens, nsa_index_topk)
     device = extend_seq_lens.device
     bs = extend_seq_lens.shape[0]
-    if (
-        not isinstance(req_pool_indices, torch.Tensor)
-        or req_pool_indices.dim() != 1
-        or req_pool_indices.dtype not in (torch.int32, torch.int64)
-    ):
-        raise TypeError("req_pool_indices must be a 1-D int32 or int64 tensor")
-    if req_pool_indices.shape[0] != bs or req_pool_indices.device != device:
-        raise ValueError(f"req_pool_indices must hold {bs} entries on {device}")
-    if (
-        not isinstance(req_to_token, torch.Tensor)
-        or req_to_token.dim() != 2
-        or req_to_token.dtype not in (torch.int32, torch.int64)
-        or req_to_token.stride(1) != 1
-    ):
-        raise TypeError("req_to_token must be a 2-D int32 or int64 tensor with unit column stride")
-    if req_to_token.device != device:
-        raise ValueError(
-            f"req_to_token is on {req_to_token.device} but extend_seq_lens is on {device}"
-        )
+    modes_checks.input_vector("req_pool_indices", req_pool_indices, device, bs)
+    if req_pool_indices.shape[0] != bs:
+        raise ValueError(f"req_pool_indices must hold {bs} entries, got "
+                         f"{req_pool_indices.shape[0]}")
     check_outputs(device, **{name: getattr(buffers, name) for name in FLAT_BUFFERS})
-    for name in ("page_table_1", "real_page_table"):
+    for name in ("page_table_1", "real_page_table"):  # a strided column is a wrong kind here
         t = getattr(buffers, name)
-        if (
-            not isinstance(t, torch.Tensor)
-            or t.dim() != 2
-            or t.dtype != torch.int32
-            or t.stride(1) != 1
-        ):
+        if isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[1] > 1 and t.stride(1) != 1:
             raise TypeError(f"{name} must be a 2-D int32 tensor with unit column stride")
+    modes_checks.output_table("page_table_1", buffers.page_table_1, device, 0, 0)
     width = buffers.page_table_1.shape[1]
-    for name, cols in (("page_table_1", width), ("real_page_table", triton.cdiv(width, page_size))):
-        modes_checks.output_table(name, getattr(buffers, name), device, 0, cols)
-    if req_to_token.shape[1] < width:
-        raise ValueError(
-            f"req_to_token has {req_to_token.shape[1]} columns but page_table_1 "
-            f"is {width} wide: rows would be read past their end"
-        )
+    modes_checks.output_table("real_page_table", buffers.real_page_table, device, 0,
+                              triton.cdiv(width, page_size))
+    # Rows are read up to page_table_1's width: a narrower table would be read past its end.
+    modes_checks.req_to_token_table(req_to_token, device, width)
     if buffers.cache_seqlens_int32.shape[0] < bs or buffers.cu_seqlens_k.shape[0] < bs + 1:
         raise ValueError(f"cache_seqlens_int32 / cu_seqlens_k are too short for bs = {bs}")
-    if buffers.nsa_cu_seqlens_k.shape[0] < 1:
-        raise ValueError("nsa_cu_seqlens_k must hold at least 1 entry (its leading 0)")
-    modes_checks.no_overlap(
-        buffers.as_dict(),
-        {
-            "extend_seq_lens": extend_seq_lens,
-            "seq_lens": seq_lens,
-            "req_pool_indices": req_pool_indices,
-            "req_to_token": req_to_token,
-        },
-    )
+    check_min_entries("nsa_cu_seqlens_k", buffers.nsa_cu_seqlens_k, 1)
+    check_no_overlap(buffers.as_dict(), {"extend_seq_lens": extend_seq_lens, "seq_lens": seq_lens,
+                                         "req_pool_indices": req_pool_indices,
+                                         "req_to_token": req_to_token})
     if check:
         ext, seq = host_lengths(extend_seq_lens, seq_lens)
         first_invalid_request(ext, seq, raise_error=True)
@@ -344,7 +303,7 @@ def _checked_plan(
         check,
     )
     status = status_buffer(status, seq_lens.device)
-    modes_checks.no_overlap({"status": status}, buffers.as_dict())
+    check_no_overlap({"status": status}, buffers.as_dict())
     return status, plan_full_pipeline(
         extend_seq_lens,
         seq_lens,

@@ -11,6 +11,7 @@ from nsa_kernels.modes import extend as ex
 from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference
 from nsa_kernels.peers.sglang_extend import sglang_extend_metadata
 from nsa_kernels.testing import Canary, assert_equal
+from nsa_kernels.validation import extend as extend_checks
 
 import numpy as np
 import pytest
@@ -76,7 +77,8 @@ def run_and_check(qo, kv, topk=TOPK, slack=(2, 5, 7), splits=None, **case_kwargs
     bufs.check(expected, len(qo))
     assert ex.decode_status(status) == dict(
         n_tokens=n_tokens, n_flat=n_flat, tokens_overflow=False, flat_overflow=False,
-        int32_overflow=False, invalid_request=False, first_invalid_request=None)
+        int32_overflow=False, invalid_request=False, tokens_mismatch=False, flat_mismatch=False,
+        first_invalid_request=None)
     return expected
 
 
@@ -459,7 +461,7 @@ def test_static_checks_are_cheap():
     samples = []
     for _ in range(200):
         start = time.perf_counter()
-        ex.check_static(*args.values(), bufs, status)
+        extend_checks.check_static(*args.values(), bufs.as_dict(), status, ex.STATUS_ENTRIES)
         samples.append(time.perf_counter() - start)
     assert np.median(samples) < 500e-6, f"static checks took {np.median(samples) * 1e6:.0f} µs"
 

@@ -66,8 +66,8 @@ def _raises(run, error, match, **overrides):
         (dict(bs=-1), ValueError, "bs must be >= 0"),
         (dict(bs=6), ValueError, "seq_lens holds 5 entries"),
         (dict(dsa_index_topk=0), ValueError, "dsa_index_topk"),
-        (dict(physical_page_size=48), ValueError, "physical_page_size must be a power of two"),
-        (dict(physical_page_size=np.int64(48)), ValueError, "physical_page_size"),
+        (dict(physical_page_size=1025), ValueError, r"physical_page_size must lie in \[1, 1024\]"),
+        (dict(physical_page_size=np.int64(0)), ValueError, "physical_page_size must lie in"),
         (dict(real_page_table=None), ValueError, "real_page_table is required"),
         (dict(seq_lens=zeros(5, dtype=torch.float32)), TypeError, "seq_lens"),
         (dict(req_pool_indices=zeros(4, dtype=torch.int64)), ValueError, "req_pool_indices"),
@@ -392,3 +392,43 @@ def test_data_checks_accept_every_valid_case(mode, kw):
     run = ModeRun(mode, **kw)
     _checked_call(run)
     run.check()
+
+
+# --------------------------------------------------------------------------- ints that size blocks
+# next_n and max_extend_len set the block that holds a request's rows (its next power of two);
+# past Triton's 2**20 entries the launch failed inside Triton ("numel exceeds triton maximum").
+# The planners refuse them first, naming the argument; the buffers here are large enough that
+# only that bound can refuse the call.
+def _plain(n, dtype=torch.int32):
+    return torch.zeros(n, dtype=dtype, device=DEVICE)
+
+
+def _verify_args(next_n, bs=1, width=64, pages=1):
+    rows = bs * next_n
+    return (_plain(bs, torch.int64), _plain(bs, torch.int64), _plain((bs, width)), _plain(bs),
+            _plain(bs + 1), None, _plain(rows), _plain(rows), _plain(rows + 1),
+            _plain((rows, pages)), bs, width, 64, 64, next_n)
+
+
+def _draft_static_args(max_extend_len, bs=1, width=64, pages=1):
+    rows = bs * max_extend_len
+    return (_plain(bs, torch.int64), _plain(bs), _plain(bs, torch.int64), _plain((bs, width)),
+            _plain(bs), _plain(bs + 1), None, _plain(rows), _plain(rows), _plain(rows + 1),
+            _plain((rows, pages)), bs, rows, width, 64, 64, max_extend_len, rows, True)
+
+
+def test_next_n_past_the_row_block_refused():
+    with pytest.raises(ValueError, match=r"next_n must lie in \[1, 4096\], got 2097152"):
+        modes.plan_target_verify(*_verify_args(2**21))
+    assert modes.plan_target_verify(*_verify_args(4096)).kwargs["BLOCK_J"] == 4096
+
+
+def test_static_max_extend_len_past_the_row_block_refused():
+    with pytest.raises(ValueError, match=r"max_extend_len must lie in \[0, 4096\], got 4194304"):
+        modes.plan_draft_extend(*_draft_static_args(2**22))
+    assert modes.plan_draft_extend(*_draft_static_args(4096)).kwargs["BLOCK_J"] == 4096
+
+
+def test_grid_past_cuda_limit_refused():
+    with pytest.raises(ValueError, match="more than a grid holds"):
+        grid_size(2**20, 2**40, 1, 1024)

@@ -15,25 +15,40 @@ def test_no_second_home_for_checks(old):
         importlib.import_module(old)
 
 
-def _parsers():
-    return {
-        "core": lambda v: core.as_index("x", v, minimum=0),
-        "modes": lambda v: modes.as_int("x", v, minimum=0),
-        "extend": lambda v: extend.check_int_param("x", v, 0, 2**31 - 1),
-    }
+def test_one_integer_parser():
+    # The modes' and extend's own parsers are gone: every entry point parses through core.
+    assert not hasattr(modes, "as_int") and not hasattr(extend, "check_int_param")
+    assert modes.as_index is core.as_index and extend.as_index is core.as_index
 
 
-@pytest.mark.parametrize("parser", ["core", "modes", "extend"])
 @pytest.mark.parametrize("value", [True, np.bool_(False), torch.tensor(3), 2.0, "3"])
-def test_every_int_parser_refuses_non_integers(parser, value):
+def test_the_int_parser_refuses_non_integers(value):
     # A 0-d tensor has __index__: accepting it would read the device (a hidden sync).
-    with pytest.raises(TypeError, match="^x must be "):
-        _parsers()[parser](value)
+    with pytest.raises(TypeError, match="^x must be an int, got "):
+        core.as_index("x", value, minimum=0)
 
 
-@pytest.mark.parametrize("parser", ["core", "modes", "extend"])
-def test_every_int_parser_accepts_numpy_ints(parser):
-    assert _parsers()[parser](np.int64(7)) == 7
+def test_the_int_parser_accepts_numpy_ints_and_words_its_bounds():
+    assert core.as_index("x", np.int64(7), minimum=0) == 7
+    with pytest.raises(ValueError, match=r"^x must lie in \[1, 9\], got 10$"):
+        core.as_index("x", 10, minimum=1, maximum=9)
+    with pytest.raises(ValueError, match="^x must be >= 1, got 0$"):
+        core.as_index("x", 0, minimum=1)
+
+
+def test_one_overlap_check_and_one_host_lengths():
+    # (outputs, inputs) and (extend_seq_lens, seq_lens, mirrors...): core's, everywhere.
+    assert not hasattr(modes, "no_overlap")
+    assert extend.check_no_overlap is core.check_no_overlap
+    assert extend.host_lengths is core.host_lengths
+
+
+def test_validation_modes_does_not_import_the_kernels():
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(modes))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert all("modes" not in (m or "") and "tiles" not in (m or "") for m in imported), imported
 
 
 def test_first_overlap_names_output_then_other():
@@ -60,16 +75,14 @@ def test_byte_range_counts_strided_gaps():
     assert core.byte_range(base[:0]) is None
 
 
-@pytest.mark.parametrize("check", ["core", "modes", "extend"])
-def test_every_overlap_check_sees_a_strided_alias(check):
+def test_the_overlap_check_sees_a_strided_alias():
     base = torch.zeros(4, 6, dtype=torch.int32)
     out, inp = base[:, 0], base[3, 1:]  # out's last entry is at [3, 0], next to inp's first
     inp_hit = base[2, 1:]  # lies between out's entries [2, 0] and [3, 0]
-    run = {
-        "core": lambda i: core.check_no_overlap({"out": out}, {"inp": i}),
-        "modes": lambda i: modes.no_overlap({"out": out}, {"inp": i}),
-        "extend": lambda i: extend.check_no_overlap({"inp": i}, {"out": out}),
-    }[check]
+
+    def run(i):
+        core.check_no_overlap({"out": out}, {"inp": i})
+
     run(inp)  # past out's last byte
     with pytest.raises(ValueError, match="out"):
         run(inp_hit)

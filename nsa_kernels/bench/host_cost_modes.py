@@ -32,6 +32,7 @@ from ..modes.decode import plan_decode
 from ..modes.draft_extend import plan_draft_extend
 from ..modes.extend_reference import EXTEND_KEYS, extend_reference
 from ..modes.target_verify import plan_target_verify
+from ..validation import extend as extend_checks
 from . import cli
 
 
@@ -96,9 +97,9 @@ def extend_args(bs, device, qo=1024, prefix=1024):
 
 def extend_metadata_before(seq, ext, pool, r2t, topk, seq_lens_cpu, extend_seq_lens_cpu):
     """What ``extend_metadata`` did per call before the cache (the launch left out)."""
-    topk = ex.check_inputs(seq, ext, pool, r2t, topk)
-    n_tokens, n_flat = ex.check_data(seq, ext, pool, r2t, topk, None, seq_lens_cpu,
-                                     extend_seq_lens_cpu, table_values=False)
+    topk = extend_checks.check_inputs(seq, ext, pool, r2t, topk)
+    n_tokens, n_flat = extend_checks.check_data(seq, ext, pool, r2t, topk, None, seq_lens_cpu,
+                                                extend_seq_lens_cpu, table_values=False)
     buffers, status = ex.ExtendBuffers.allocate_exact(seq.shape[0], n_tokens, n_flat, seq.device)
     ex.plan_extend(seq, ext, pool, r2t, topk, buffers, status)()
     return buffers.as_dict()

@@ -24,8 +24,18 @@ Per-call cost: SGLang calls these eagerly once per step with the same static buf
 function keeps its bound launchers in a ``PlanCache`` (``DECODE_PLANS``, ``VERIFY_PLANS``,
 ``DRAFT_EXTEND_PLANS``) keyed on the metadata of every argument (addresses, shapes, strides,
 dtypes, devices) and the ints and bools: a repeated call skips the static checks and the
-planning and costs one launch; a new key runs the checks first. No data checks run here (as in
-SGLang: the lengths are trusted, and the kernels keep their writes inside the buffers).
+planning and costs one launch; a new key runs the checks first.
+
+What is checked and what is trusted (README, "Reliability"): every call's arguments pass the
+static checks (types, dtypes, devices: no meta tensors, CUDA ones on a GPU build; shapes,
+strides, overlaps, ints that size blocks) before anything is written, cached per key. The
+contents are trusted by default, as SGLang trusts them: lengths, and ``req_pool_indices``,
+which are read as rows of ``req_to_token`` without a bounds check (an index outside it reads
+outside the table, as SGLang's kernel does); the kernels keep their writes inside the buffers
+whatever the lengths. ``check=True`` (keyword-only, not in SGLang's signature) checks this
+call's contents on the host first (one device-to-host copy, a sync): lengths, pool indices
+inside ``req_to_token`` and its live entries in int32, naming the argument and the request.
+Calls from several threads are safe (under the interpreter, launches are serialised).
 
 Prefill (extend) has no fused SGLang kernel; ``extend_metadata(seq_lens, extend_seq_lens,
 req_pool_indices, req_to_token, dsa_index_topk)`` builds its metadata in one launch.
@@ -54,9 +64,15 @@ VERIFY_PLANS = PlanCache(maxsize=32)
 DRAFT_EXTEND_PLANS = PlanCache(maxsize=32)
 
 
-def _cached_launch(cache, plan, args):
+def _cached_launch(cache, plan, args, check):
     """Launch ``plan(*args)`` through ``cache``; arguments that cannot form a key (a list where a
-    tensor belongs, say) plan uncached, so that the checks name them."""
+    tensor belongs, say) plan uncached, so that the checks name them. ``check=True`` runs the
+    data checks on this call's contents (one device-to-host copy), then plans uncached."""
+    if check is not False:
+        if check is not True:
+            raise TypeError(f"check must be a bool, got {type(check).__name__}")
+        plan(*args, check=True)()
+        return
     try:
         launch = cache.launcher(metadata_key(*args), plan, *args)
     except UnhashableKey:
@@ -79,11 +95,13 @@ def fused_dsa_decode_metadata(
     max_len: int,
     dsa_index_topk: int,
     physical_page_size: int,
+    *,
+    check: bool = False,
 ) -> None:
     _cached_launch(DECODE_PLANS, plan_decode,
                    (seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
                     page_table_1, dsa_cache_seqlens, dsa_cu_seqlens_k, real_page_table, bs,
-                    max_len, dsa_index_topk, physical_page_size))
+                    max_len, dsa_index_topk, physical_page_size), check)
 
 
 def fused_dsa_target_verify_metadata(
@@ -103,12 +121,14 @@ def fused_dsa_target_verify_metadata(
     physical_page_size: int,
     next_n: int,
     paged_mqa_ctx_lens_2d: torch.Tensor = None,
+    *,
+    check: bool = False,
 ) -> None:
     _cached_launch(VERIFY_PLANS, plan_target_verify,
                    (seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seqlens_k,
                     page_table_1, seqlens_expanded, dsa_cache_seqlens, dsa_cu_seqlens_k,
                     real_page_table, bs, max_seqlen_k, dsa_index_topk, physical_page_size,
-                    next_n, paged_mqa_ctx_lens_2d))
+                    next_n, paged_mqa_ctx_lens_2d), check)
 
 
 def fused_dsa_draft_extend_metadata(
@@ -131,13 +151,15 @@ def fused_dsa_draft_extend_metadata(
     max_extend_len: int,
     max_total_len: int,
     static_extend_len: bool = False,
+    *,
+    check: bool = False,
 ) -> None:
     _cached_launch(DRAFT_EXTEND_PLANS, plan_draft_extend,
                    (seq_lens, extend_seq_lens, req_pool_indices, req_to_token, cache_seqlens,
                     cu_seqlens_k, page_table_1, seqlens_expanded, dsa_cache_seqlens,
                     dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
                     dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
-                    static_extend_len))
+                    static_extend_len), check)
     if total_len == 0 and bs == 1 and cache_seqlens.shape[0] > 1:
         # SGLang's total_len == 0 path does cache_seqlens.copy_(seq_lens[:bs]): with one
         # request that broadcasts over the whole buffer. Same entries written here.

@@ -15,6 +15,7 @@ import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
+from ..validation.core import as_index, check_no_overlap
 from .reference import decode_reference
 from .spec import ModeSpec, Variant, common_kwargs, graph_bytes
 from .tiles import (
@@ -37,8 +38,9 @@ def decode_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, cu_ptr,
     if tl.program_id(0) == 0:
         # One row per request, seeing its whole context: qo = 1, extra = 0.
         write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, dsa_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
-                   cu_ptr, 0, 0, bs, bs, 1, 1, 0, topk, False, False, False, False, False, CHUNK,
-                   BLOCK_J)
+                   cu_ptr, 0, 0, bs, bs, 1, 1, 0, topk, VARLEN=False, HAS_EXPANDED=False,
+                   CLAMP_AT_ZERO=False, HAS_STATUS=False, HAS_CONTEXT_LENS=False, CHUNK=CHUNK,
+                   BLOCK_J=BLOCK_J)
     else:
         first, col0, _ = tile_position(n_col_blocks, 1, BLOCK_B, BLOCK_N)
         requests = first + tl.arange(0, BLOCK_B)
@@ -54,8 +56,8 @@ def check_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seq
                  dsa_index_topk, physical_page_size, check=False):
     """Every static check (and the data checks with ``check=True``); returns the launch's
     normalised arguments. Raises before anything is written."""
-    bs = checks.as_int("bs", bs)
-    max_len = checks.as_int("max_len", max_len)
+    bs = as_index("bs", bs, minimum=0)
+    max_len = as_index("max_len", max_len, minimum=0)
     topk = checks.topk_value(dsa_index_topk)
     seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
     device = seq_lens.device
@@ -71,8 +73,8 @@ def check_decode(seq_lens, req_pool_indices, req_to_token, cache_seqlens, cu_seq
                    dsa_cache_seqlens=dsa_cache_seqlens, dsa_cu_seqlens_k=dsa_cu_seqlens_k,
                    page_table_1=page_table_1 if has_pt1 else None,
                    real_page_table=rpt if page_size > 1 else None)
-    checks.no_overlap(outputs, dict(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
-                                    req_to_token=req_to_token))
+    check_no_overlap(outputs, dict(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
+                                   req_to_token=req_to_token))
     if check:
         decode_reference(seq_lens, req_pool_indices, req_to_token, bs, max_len, topk, page_size)
     return bs, max_len, topk, pt, rpt, has_pt1, page_size

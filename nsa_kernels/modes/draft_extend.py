@@ -23,9 +23,11 @@ import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
+from ..validation.core import as_index, check_no_overlap
 from .reference import draft_extend_reference
 from .spec import ModeSpec, Variant, common_kwargs, graph_bytes
 from .tiles import (
+    MAX_ROWS_PER_REQUEST,
     flat_blocks,
     grid_size,
     load_requests,
@@ -36,8 +38,6 @@ from .tiles import (
     write_page_rows,
 )
 
-#: Largest per-request extend the varlen path tiles (a constexpr bucket of max_extend_len).
-MAX_VARLEN_EXTEND = 4096
 #: Earlier requests summed per wide load by a varlen page tile (16 loads at bs = 16384); with
 #: one-request tiles (bs <= ``tiles.SMALL_BATCH``) one warp's worth, whose sum is a register
 #: shuffle, not a shared-memory reduction over 4 warps on the tile's critical path.
@@ -64,7 +64,8 @@ def draft_extend_kernel(seq_ptr, ext_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cac
         # Context kv; qo rows (max_extend_len each when static); padded rows clamp at 0.
         write_flat(seq_ptr, ext_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr,
                    status_ptr, cu_ptr, 0, 0, bs, total_len, max_extend_len, max_extend_len, 0,
-                   topk, not STATIC_EXTEND_LEN, True, True, HAS_STATUS, False, CHUNK, BLOCK_J)
+                   topk, VARLEN=not STATIC_EXTEND_LEN, HAS_EXPANDED=True, CLAMP_AT_ZERO=True,
+                   HAS_STATUS=HAS_STATUS, HAS_CONTEXT_LENS=False, CHUNK=CHUNK, BLOCK_J=BLOCK_J)
     else:
         if SPLIT_ROWS:  # this program writes row `split` of its request (if it has one)
             first, col0, split = tile_position(n_col_blocks, max_extend_len, BLOCK_B, BLOCK_N)
@@ -96,11 +97,12 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
                        dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
                        static_extend_len=False, status=None, check=False):
     """Every static check (and the data checks with ``check=True``); raises before any write."""
-    bs = checks.as_int("bs", bs)
-    total_len = checks.as_int("total_len", total_len)
-    max_seqlen_k = checks.as_int("max_seqlen_k", max_seqlen_k)
-    max_extend_len = checks.as_int("max_extend_len", max_extend_len)
-    max_total_len = checks.as_int("max_total_len", max_total_len)
+    bs = as_index("bs", bs, minimum=0)
+    total_len = as_index("total_len", total_len, minimum=0)
+    max_seqlen_k = as_index("max_seqlen_k", max_seqlen_k, minimum=0)
+    max_extend_len = as_index("max_extend_len", max_extend_len, minimum=0,
+                              maximum=MAX_ROWS_PER_REQUEST)
+    max_total_len = as_index("max_total_len", max_total_len, minimum=0)
     topk = checks.topk_value(dsa_index_topk)
     if type(static_extend_len).__name__ not in ("bool", "bool_"):  # Python or numpy bool
         raise TypeError(f"static_extend_len must be a bool, got {type(static_extend_len).__name__}")
@@ -110,9 +112,6 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
     if bs and total_len > bs * max_extend_len:
         raise ValueError(f"total_len = {total_len} exceeds bs * max_extend_len = "
                          f"{bs * max_extend_len}")
-    if not static_extend_len and max_extend_len > MAX_VARLEN_EXTEND:
-        raise ValueError(f"max_extend_len = {max_extend_len}: the varlen path serves up to "
-                         f"{MAX_VARLEN_EXTEND} tokens per request")
     rows = total_len if bs else 0
     seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
     device = seq_lens.device
@@ -133,8 +132,8 @@ def check_draft_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token
                    dsa_cu_seqlens_k=dsa_cu_seqlens_k,
                    page_table_1=page_table_1 if has_pt1 else None,
                    real_page_table=rpt if page_size > 1 else None, status=status)
-    checks.no_overlap(outputs, dict(seq_lens=seq_lens, extend_seq_lens=extend_seq_lens,
-                                    req_pool_indices=req_pool_indices, req_to_token=req_to_token))
+    check_no_overlap(outputs, dict(seq_lens=seq_lens, extend_seq_lens=extend_seq_lens,
+                                   req_pool_indices=req_pool_indices, req_to_token=req_to_token))
     if check:
         draft_extend_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, bs,
                                rows, max_seqlen_k, topk, page_size, max_extend_len,

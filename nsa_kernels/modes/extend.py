@@ -21,8 +21,16 @@ SGLang builds these eagerly with Python loops over the batch (see
   Offsets are 64-bit: a table row's start (pool row x row stride) passes 2^31 with 1M-token
   rows, and garbage lengths must not wrap.
 * The device ``status`` (int64): ``[N, sum kv, flags, first invalid request or -1]``; flags are
-  ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST``. It is written by the
-  last group's first program alone, which holds the totals and scans the batch for bad rows.
+  ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | TOKENS_MISMATCH |
+  FLAT_MISMATCH``. It is written by the last group's first program alone, which holds the
+  totals and scans the batch for bad rows.
+* The kernel is the judge of sizes the host derived from its own copy of the lengths (SGLang's
+  ``seq_lens_cpu`` / ``extend_seq_lens_cpu``): given the N and sum kv the host expects
+  (``expected_tokens`` / ``expected_flat``, -1 for none), it sets ``TOKENS_MISMATCH`` /
+  ``FLAT_MISMATCH`` when the device lengths add up to other totals. ``extend_metadata`` sizes
+  its outputs from the mirrors and raises on either flag; a bound fill given
+  ``expect_sizes=True`` expects its buffers' capacities, and a server reads the flags from
+  ``status[2]`` (``decode_status``) before it trusts rows ``[:N]`` of them.
 
 Block sizes are fixed; bs, capacities, widths and topk are run-time arguments Triton does not
 specialise on, so a sweep over bs and lengths compiles one variant per dtype combination.
@@ -31,17 +39,28 @@ import functools
 import operator
 import threading
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
 from .._env import INTERPRET
-from ..launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan, metadata_key
+from ..device_helpers import clamp_length, clamped_prefix
+from ..launcher import (
+    BoundedCache,
+    LaunchPlan,
+    PlanCache,
+    UnhashableKey,
+    bind_plan,
+    metadata_key,
+)
 from ..validation import extend as checks
+from ..validation.core import as_index
 from .extend_reference import EXTEND_KEYS
 
 TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
+TOKENS_MISMATCH, FLAT_MISMATCH = 16, 32  # device totals differ from the host's expected sizes
 STATUS_ENTRIES = 4
 BLOCK_R = 32
 BLOCK_SCAN = 4096
@@ -60,14 +79,6 @@ GPU_CONSTEXPRS = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=128, BLOCK
 
 
 @triton.jit
-def _clamped_prefix(x, topk):
-    """sum_{v=1..x} min(v, topk) for int64 x; 0 for x <= 0."""
-    x = tl.maximum(x, 0)
-    low = tl.minimum(x, topk)
-    return low * (low + 1) // 2 + (x - low) * topk
-
-
-@triton.jit
 def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_POOL: tl.constexpr):
     """(qo, kv, pool, bad) of ``request`` lanes: lengths clipped to [0, 2^31] as int64, and
     (``WITH_POOL``) the pool rows and whether each live request is invalid (negative,
@@ -79,63 +90,52 @@ def _lengths(ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, WITH_P
     else:
         pool = tl.zeros_like(qo)
     bad = live & ((qo < 0) | (kv < 0) | (qo > kv) | (kv > width) | (pool < 0) | (pool >= pool_rows))
-    # Clipped before they are summed, so that garbage cannot wrap the int64 sums.
-    qo = tl.minimum(tl.maximum(qo, 0), 2147483648)
-    kv = tl.minimum(tl.maximum(kv, 0), 2147483648)
-    return qo, kv, pool, bad
+    return clamp_length(qo), clamp_length(kv), pool, bad
+
+
+class ExtendArgs(NamedTuple):
+    """The kernel's run-time arguments by name, in order (``plan.args``): a per-call re-point
+    names the argument it moves instead of a slot number."""
+
+    seq_ptr: object
+    ext_ptr: object
+    pool_ptr: object
+    r2t_ptr: object
+    r2t_stride: int
+    pool_rows: int
+    width: int
+    expanded_ptr: object  # the eight ExtendBuffers fields, in field order
+    dsa_cache_ptr: object
+    cu_k_ptr: object
+    dsa_cu_ptr: object
+    offset_ptr: object
+    ke_ptr: object
+    batch_idx_ptr: object
+    flat_ptr: object
+    status_ptr: object
+    batch_size: int
+    token_capacity: int
+    flat_capacity: int
+    dsa_index_topk: int
+    expected_tokens: int  # the N the host expects, -1 for none (module doc)
+    expected_flat: int
+
+
+#: Position of each run-time argument in ``plan.args``.
+SLOT = {name: i for i, name in enumerate(ExtendArgs._fields)}
+_INPUT_SLOTS = tuple(SLOT[n] for n in ("seq_ptr", "ext_ptr", "pool_ptr", "r2t_ptr"))
+_OUTPUT_SLOTS = tuple(range(SLOT["expanded_ptr"], SLOT["flat_ptr"] + 1))
 
 
 # Nothing is specialised on values: not the ints (== 1, % 16), nor the pointers' 16-byte
 # alignment (carved views and row starts are unaligned anyway), so one variant per dtype set.
-@triton.jit(
-    do_not_specialize=[
-        "seq_ptr",
-        "ext_ptr",
-        "pool_ptr",
-        "r2t_ptr",
-        "r2t_stride",
-        "pool_rows",
-        "width",
-        "expanded_ptr",
-        "dsa_cache_ptr",
-        "cu_k_ptr",
-        "dsa_cu_ptr",
-        "offset_ptr",
-        "ke_ptr",
-        "batch_idx_ptr",
-        "flat_ptr",
-        "status_ptr",
-        "batch_size",
-        "token_capacity",
-        "flat_capacity",
-        "dsa_index_topk",
-    ]
-)
+@triton.jit(do_not_specialize=list(ExtendArgs._fields))
 def extend_metadata_kernel(
-    seq_ptr,
-    ext_ptr,
-    pool_ptr,
-    r2t_ptr,
-    r2t_stride,
-    pool_rows,
-    width,
-    expanded_ptr,
-    dsa_cache_ptr,
-    cu_k_ptr,
-    dsa_cu_ptr,
-    offset_ptr,
-    ke_ptr,
-    batch_idx_ptr,
-    flat_ptr,
-    status_ptr,
-    batch_size,
-    token_capacity,
-    flat_capacity,
-    dsa_index_topk,
-    BLOCK_R: tl.constexpr,
-    BLOCK_SCAN: tl.constexpr,
-    BLOCK_T: tl.constexpr,
-    BLOCK_F: tl.constexpr,
+    seq_ptr, ext_ptr, pool_ptr, r2t_ptr, r2t_stride, pool_rows, width,
+    expanded_ptr, dsa_cache_ptr, cu_k_ptr, dsa_cu_ptr, offset_ptr, ke_ptr, batch_idx_ptr,
+    flat_ptr, status_ptr, batch_size, token_capacity, flat_capacity, dsa_index_topk,
+    expected_tokens, expected_flat, BLOCK_R: tl.constexpr, BLOCK_SCAN: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     g = tl.program_id(0)
     s = tl.program_id(1)
@@ -153,7 +153,7 @@ def extend_metadata_kernel(
         tokens_before += tl.sum(qo_e, axis=0)
         kv_before += tl.sum(kv_e, axis=0)
         dsa_before += tl.sum(
-            _clamped_prefix(kv_e, topk) - _clamped_prefix(kv_e - qo_e, topk), axis=0
+            clamped_prefix(kv_e, topk) - clamped_prefix(kv_e - qo_e, topk), axis=0
         )
     lane = tl.arange(0, BLOCK_R)
     request = group_start + lane
@@ -161,7 +161,7 @@ def extend_metadata_kernel(
     qo, kv, pool, group_bad = _lengths(
         ext_ptr, seq_ptr, pool_ptr, request, live, width, pool_rows, True
     )
-    dsa = _clamped_prefix(kv, topk) - _clamped_prefix(kv - qo, topk)
+    dsa = clamped_prefix(kv, topk) - clamped_prefix(kv - qo, topk)
     kv_end = kv_before + tl.cumsum(kv, axis=0)
     token_start = tokens_before + tl.cumsum(qo, axis=0) - qo
     kv_start = kv_end - kv
@@ -184,14 +184,14 @@ def extend_metadata_kernel(
                     ext_ptr, seq_ptr, pool_ptr, scan, scan < batch_size, width, pool_rows, True
                 )
                 first_bad = tl.minimum(first_bad, tl.min(tl.where(bad, scan, 2147483647), axis=0))
+            past_int32 = (n_tokens > 2147483647) | (n_flat > 2147483647) | (dsa_total > 2147483647)
             flags = (
                 (n_tokens > token_capacity).to(tl.int64) * 1
                 + (n_flat > flat_capacity).to(tl.int64) * 2
-                + ((n_tokens > 2147483647) | (n_flat > 2147483647) | (dsa_total > 2147483647)).to(
-                    tl.int64
-                )
-                * 4
+                + past_int32.to(tl.int64) * 4
                 + (first_bad < 2147483647).to(tl.int64) * 8
+                + ((expected_tokens >= 0) & (n_tokens != expected_tokens)).to(tl.int64) * 16
+                + ((expected_flat >= 0) & (n_flat != expected_flat)).to(tl.int64) * 32
             )
             tl.store(status_ptr, n_tokens)
             tl.store(status_ptr + 1, n_flat)
@@ -207,7 +207,7 @@ def extend_metadata_kernel(
     q_lo = tl.minimum(token_start - tokens_before, 2147483647).to(tl.int32)
     q_hi = tl.minimum(token_start - tokens_before + qo, 2147483647).to(tl.int32)
     seen_base = (kv - qo + 1).to(tl.int32) - q_lo
-    dsa_base = dsa_start - _clamped_prefix(kv - qo, topk)
+    dsa_base = dsa_start - clamped_prefix(kv - qo, topk)
     kv_start32 = kv_start.to(tl.int32)
     for t0 in range(s * BLOCK_T, tokens_local, splits * BLOCK_T):
         local = t0 + tl.arange(0, BLOCK_T)
@@ -222,7 +222,7 @@ def extend_metadata_kernel(
         tl.store(dsa_cache_ptr + row, tl.minimum(seen, dsa_index_topk), mask=mask)
         tl.store(
             dsa_cu_ptr + row + 1,
-            (dsa_row + _clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32),
+            (dsa_row + clamped_prefix(seen.to(tl.int64), topk)).to(tl.int32),
             mask=mask,
         )
         tl.store(offset_ptr + row, offset, mask=mask)
@@ -266,38 +266,33 @@ class ExtendBuffers:
     token_to_batch_idx: torch.Tensor
     page_table_1_flattened: torch.Tensor
 
+    @staticmethod
+    def sizes(bs, n_tokens, n_flat):
+        """Entries of each buffer, in field order, for bs requests, N tokens, sum kv entries."""
+        return (n_tokens, n_tokens, bs + 1, n_tokens + 1, n_tokens, n_tokens, n_tokens, n_flat)
+
     @classmethod
     def allocate(cls, max_bs, max_tokens, max_flat, device="cpu", fill=None):
         """``fill=None`` leaves them uninitialised (``torch.empty``), as a runner would."""
+        if fill is None:
+            return cls(*(torch.empty(n, dtype=torch.int32, device=device)
+                         for n in cls.sizes(max_bs, max_tokens, max_flat)))
+        return cls(*(torch.full((n,), fill, dtype=torch.int32, device=device)
+                     for n in cls.sizes(max_bs, max_tokens, max_flat)))
 
-        def buf(n):
-            if fill is None:
-                return torch.empty(n, dtype=torch.int32, device=device)
-            return torch.full((n,), fill, dtype=torch.int32, device=device)
-
-        return cls(
-            buf(max_tokens),
-            buf(max_tokens),
-            buf(max_bs + 1),
-            buf(max_tokens + 1),
-            buf(max_tokens),
-            buf(max_tokens),
-            buf(max_tokens),
-            buf(max_flat),
-        )
+    @classmethod
+    def carve(cls, block, starts, sizes):
+        """Buffers of ``sizes`` carved out of ``block`` at ``starts`` (see ``block_layout``)."""
+        return cls(*(block[start : start + size] for start, size in zip(starts, sizes)))
 
     @classmethod
     def allocate_exact(cls, bs, n_tokens, n_flat, device):
         """Exactly-sized buffers and a status carved out of one allocation (one allocator call
         instead of nine: the allocating form is timed eagerly)."""
-        sizes = (n_tokens, n_tokens, bs + 1, n_tokens + 1, n_tokens, n_tokens, n_tokens, n_flat)
-        starts, total = [], 0
-        for size in sizes:  # every view (and the int64 status) starts on a 16-byte boundary
-            starts.append(total)
-            total += -(-size // 4) * 4
-        block = torch.empty(total + 2 * STATUS_ENTRIES, dtype=torch.int32, device=device)
-        views = [block[start : start + size] for start, size in zip(starts, sizes)]
-        return cls(*views), block[total:].view(torch.int64)
+        sizes = cls.sizes(bs, n_tokens, n_flat)
+        starts, total = block_layout(sizes)
+        block = torch.empty(total, dtype=torch.int32, device=device)
+        return cls.carve(block, starts, sizes), block[starts[-1]:].view(torch.int64)
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -317,108 +312,30 @@ class ExtendBuffers:
     def flat_capacity(self):
         return self.page_table_1_flattened.shape[0]
 
+    @property
+    def capacities(self):
+        """``(token_capacity, flat_capacity)``, as the data checks take them."""
+        return self.token_capacity, self.flat_capacity
+
     def views(self, bs, n_tokens, n_flat):
         """The filled part of every buffer: the dict ``extend_metadata`` returns."""
-        return {
-            "seqlens_expanded": self.seqlens_expanded[:n_tokens],
-            "dsa_cache_seqlens": self.dsa_cache_seqlens[:n_tokens],
-            "cu_seqlens_k": self.cu_seqlens_k[: bs + 1],
-            "dsa_cu_seqlens_k": self.dsa_cu_seqlens_k[: n_tokens + 1],
-            "topk_indices_offset": self.topk_indices_offset[:n_tokens],
-            "indexer_ke": self.indexer_ke[:n_tokens],
-            "token_to_batch_idx": self.token_to_batch_idx[:n_tokens],
-            "page_table_1_flattened": self.page_table_1_flattened[:n_flat],
-        }
+        return {name: t[:n] for (name, t), n in zip(self.as_dict().items(),
+                                                     self.sizes(bs, n_tokens, n_flat))}
+
+
+def block_layout(sizes):
+    """``(starts, total)``: each of ``sizes`` int32 buffers, then an int64 status, carved out of
+    one int32 block of ``total`` entries (``starts[-1]`` is the status); every start on a
+    16-byte boundary."""
+    starts, total = [], 0
+    for size in sizes:
+        starts.append(total)
+        total += -(-size // 4) * 4
+    starts.append(total)
+    return tuple(starts), total + 2 * STATUS_ENTRIES
 
 
 assert tuple(f.name for f in fields(ExtendBuffers)) == EXTEND_KEYS
-
-
-def check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
-    """Metadata-only checks of the inputs; returns topk as an int."""
-    lengths = (torch.int32, torch.int64)
-    checks.check_tensor("seq_lens", seq_lens, 1, lengths)
-    device = seq_lens.device
-    checks.check_tensor("extend_seq_lens", extend_seq_lens, 1, lengths, device)
-    checks.check_tensor("req_pool_indices", req_pool_indices, 1, lengths, device)
-    checks.check_tensor("req_to_token", req_to_token, 2, lengths, device)
-    bs = seq_lens.shape[0]
-    if extend_seq_lens.shape[0] != bs or req_pool_indices.shape[0] != bs:
-        raise ValueError(
-            f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
-            f"request, got {bs}, {extend_seq_lens.shape[0]} and {req_pool_indices.shape[0]}"
-        )
-    return checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
-
-
-def check_static(
-    seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers, status
-):
-    """Metadata-only checks (a few µs); returns ``(topk, status)``, allocating a status if None."""
-    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
-    device, bs = seq_lens.device, seq_lens.shape[0]
-    if not isinstance(buffers, ExtendBuffers):
-        raise TypeError(f"buffers must be an ExtendBuffers, got {type(buffers).__name__}")
-    outputs = buffers.as_dict()
-    for name, t in outputs.items():
-        checks.check_tensor(name, t, 1, (torch.int32,), device)
-    if buffers.cu_seqlens_k.shape[0] < bs + 1:
-        raise ValueError(
-            f"cu_seqlens_k holds {buffers.cu_seqlens_k.shape[0]} entries, bs + 1 = {bs + 1} needed"
-        )
-    if buffers.dsa_cu_seqlens_k.shape[0] < 1:
-        raise ValueError("dsa_cu_seqlens_k needs at least 1 entry (its leading 0)")
-    if status is None:
-        status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=device)
-    else:
-        checks.check_tensor("status", status, 1, (torch.int64,), device)
-        if status.shape[0] < STATUS_ENTRIES:
-            raise ValueError(
-                f"status must hold {STATUS_ENTRIES} int64 entries, got {status.shape[0]}"
-            )
-    outputs["status"] = status
-    checks.check_no_overlap(
-        {
-            "seq_lens": seq_lens,
-            "extend_seq_lens": extend_seq_lens,
-            "req_pool_indices": req_pool_indices,
-            "req_to_token": req_to_token,
-        },
-        outputs,
-    )
-    return topk, status
-
-
-def check_data(
-    seq_lens,
-    extend_seq_lens,
-    req_pool_indices,
-    req_to_token,
-    dsa_index_topk,
-    buffers=None,
-    seq_lens_cpu=None,
-    extend_seq_lens_cpu=None,
-    table_values=True,
-):
-    """Every data check (lengths, sums against int32, pool rows, table values, capacities);
-    returns ``(N, sum kv)``. Costs device-to-host copies unless the host mirrors are given."""
-    kv, qo = checks.host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu, extend_seq_lens_cpu)
-    n_tokens, n_flat = checks.check_lengths_data(kv, qo, req_to_token.shape[1], dsa_index_topk)
-    if table_values:
-        checks.check_pool_data(req_pool_indices, req_to_token.shape[0])
-        checks.check_table_values(req_to_token, req_pool_indices, kv)
-    if buffers is not None:
-        if n_tokens > buffers.token_capacity:
-            raise ValueError(
-                f"the token buffers hold {buffers.token_capacity} entries but "
-                f"N = {n_tokens} are needed"
-            )
-        if n_flat > buffers.flat_capacity:
-            raise ValueError(
-                f"page_table_1_flattened holds {buffers.flat_capacity} entries but "
-                f"sum(seq_lens) = {n_flat} are needed"
-            )
-    return n_tokens, n_flat
 
 
 def pick_splits(bs):
@@ -427,86 +344,68 @@ def pick_splits(bs):
     return max(1, min(MAX_SPLITS, TARGET_PROGRAMS // groups))
 
 
-def plan_extend(
-    seq_lens,
-    extend_seq_lens,
-    req_pool_indices,
-    req_to_token,
-    dsa_index_topk,
-    buffers,
-    status,
-    splits=None,
-):
-    """The one launch, from tensor metadata alone (call ``check_static`` first)."""
+def plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                buffers, status, splits=None, expected=None):
+    """The one launch, from tensor metadata alone (run ``validation.extend.check_static``
+    first). ``expected``: the ``(N, sum kv)`` the host expects, flagged in the status when the
+    device disagrees."""
     bs = seq_lens.shape[0]
-    splits = pick_splits(bs) if splits is None else splits
+    # The grid's second dimension: 0 would launch nothing and leave the status unwritten.
+    splits = pick_splits(bs) if splits is None else as_index(
+        "splits", splits, minimum=1, maximum=MAX_SPLITS)
     grid = (max(triton.cdiv(bs, BLOCK_R), 1), splits)
-    b = buffers
-    args = (
-        seq_lens,
-        extend_seq_lens,
-        req_pool_indices,
-        req_to_token,
-        req_to_token.stride(0),
-        req_to_token.shape[0],
-        req_to_token.shape[1],
-        b.seqlens_expanded,
-        b.dsa_cache_seqlens,
-        b.cu_seqlens_k,
-        b.dsa_cu_seqlens_k,
-        b.topk_indices_offset,
-        b.indexer_ke,
-        b.token_to_batch_idx,
-        b.page_table_1_flattened,
-        status,
-        bs,
-        b.token_capacity,
-        b.flat_capacity,
-        int(dsa_index_topk),
-    )
-    kwargs = dict(
-        BLOCK_R=BLOCK_R,
-        BLOCK_SCAN=BLOCK_SCAN,
-        BLOCK_T=BLOCK_T,
-        BLOCK_F=BLOCK_F,
-        num_warps=NUM_WARPS,
-    )
-    return LaunchPlan(extend_metadata_kernel, grid, args, kwargs)
+    args = ExtendArgs(
+        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, req_to_token.stride(0),
+        *req_to_token.shape, *buffers.as_dict().values(), status, bs, buffers.token_capacity,
+        buffers.flat_capacity, int(dsa_index_topk), *((-1, -1) if expected is None else expected))
+    kwargs = dict(BLOCK_R=BLOCK_R, BLOCK_SCAN=BLOCK_SCAN, BLOCK_T=BLOCK_T, BLOCK_F=BLOCK_F,
+                  num_warps=NUM_WARPS)
+    return LaunchPlan(extend_metadata_kernel, grid, tuple(args), kwargs)
 
 
 def variant_key(plan):
     """What Triton would compile a new variant for: constexprs, tensor dtypes, and int arguments
     past int32 (typed i64). Values themselves are never specialised (see ``do_not_specialize``)."""
-    return (
-        tuple(sorted(plan.kwargs.items())),
-        tuple(
-            str(a.dtype)
-            if isinstance(a, torch.Tensor)
-            else ("i64" if abs(a) > checks.INT32_MAX else "i32")
-            for a in plan.args
-        ),
-    )
+    return (tuple(sorted(plan.kwargs.items())),
+            tuple(str(a.dtype) if isinstance(a, torch.Tensor)
+                  else ("i64" if abs(a) > checks.INT32_MAX else "i32") for a in plan.args))
 
 
-def _prepare(
-    seq_lens,
-    extend_seq_lens,
-    req_pool_indices,
-    req_to_token,
-    dsa_index_topk,
-    buffers,
-    status,
-    check,
-    splits,
-):
-    topk, status = check_static(
-        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk, buffers, status
-    )
-    if check:
-        check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers)
-    return plan_extend(
-        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status, splits
-    )
+class ExtendCall(NamedTuple):
+    """One call of a bound or per-call extend fill, as ``_prepare`` checks and plans it."""
+
+    seq_lens: torch.Tensor
+    extend_seq_lens: torch.Tensor
+    req_pool_indices: torch.Tensor
+    req_to_token: torch.Tensor
+    dsa_index_topk: int
+    buffers: "ExtendBuffers"
+    status: torch.Tensor = None
+    check: bool = False
+    splits: int = None
+    expect_sizes: bool = False
+
+    @property
+    def inputs(self):
+        return self.seq_lens, self.extend_seq_lens, self.req_pool_indices, self.req_to_token
+
+
+def _prepare(call):
+    """Static checks (and data checks with ``call.check``), then the plan; raises before any
+    write. A status is allocated when the call passes none."""
+    buffers, status = call.buffers, call.status
+    if not isinstance(buffers, ExtendBuffers):
+        raise TypeError(f"buffers must be an ExtendBuffers, got {type(buffers).__name__}")
+    topk = checks.check_static(*call.inputs, call.dsa_index_topk, buffers.as_dict(), status,
+                               STATUS_ENTRIES)
+    if status is None:
+        status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=call.seq_lens.device)
+    if call.check:
+        checks.check_data(*call.inputs, topk, buffers.capacities)
+    if type(call.expect_sizes) is not bool:
+        raise TypeError(f"expect_sizes must be a bool, got {type(call.expect_sizes).__name__}")
+    expected = buffers.capacities if call.expect_sizes else None
+    return plan_extend(*call.inputs, topk, buffers, status, call.splits, expected)
 
 
 #: Bound launchers of ``launch_extend``, keyed on the metadata of every argument.
@@ -514,25 +413,18 @@ PLANS = PlanCache(maxsize=32)
 #: Bound launchers of ``extend_metadata``, keyed on the inputs' layout (no addresses) and the
 #: outputs' bucketed capacities: every pointer is re-set per call (see ``extend_metadata``).
 ALLOCATING_PLANS = PlanCache(maxsize=32)
-_STATUS_SLOT = 15  # position of ``status`` in the plan's arguments
-_INPUT_SLOTS = (0, 1, 2, 3)
-_OUTPUT_SLOTS = tuple(range(7, 15))  # the eight ExtendBuffers fields, in field order
+#: The input layouts whose static checks passed (``_layout_key`` -> topk).
+CHECKED_INPUTS = BoundedCache(maxsize=256)
 _rebind_lock = threading.Lock()  # a cached launcher is shared: re-point and launch as one
 
 
-def launch_extend(
-    seq_lens,
-    extend_seq_lens,
-    req_pool_indices,
-    req_to_token,
-    dsa_index_topk,
-    buffers,
-    status=None,
-    *,
-    check=False,
-    splits=None,
-):
+def launch_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                  buffers, status=None, *, check=False, splits=None, expect_sizes=False):
     """Fill ``buffers`` in one launch; returns the device status (see the module doc).
+
+    ``expect_sizes=True``: the buffers were sized from the host's copy of the lengths (token
+    buffers of exactly N, the flattened table of exactly sum kv), and the status flags
+    ``TOKENS_MISMATCH`` / ``FLAT_MISMATCH`` when the device lengths add up to other totals.
 
     ``check=True`` adds the data checks (device-to-host copies). Without it the data are
     trusted, as in a CUDA-graph replay: no sync, and whatever the lengths, writes stay inside
@@ -540,97 +432,44 @@ def launch_extend(
     The static checks and the plan are cached in ``PLANS`` on the metadata of every argument:
     a repeated call costs one launch (plus one status allocation with ``status=None``).
     """
+    call = ExtendCall(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                      buffers, status, False, splits, expect_sizes)
     try:
         b = buffers  # the fields by name: dataclasses.fields() per call costs more than this
         key = metadata_key(
-            seq_lens,
-            extend_seq_lens,
-            req_pool_indices,
-            req_to_token,
-            dsa_index_topk,
-            splits,
-            status is None,
-            b.seqlens_expanded,
-            b.dsa_cache_seqlens,
-            b.cu_seqlens_k,
-            b.dsa_cu_seqlens_k,
-            b.topk_indices_offset,
-            b.indexer_ke,
-            b.token_to_batch_idx,
-            b.page_table_1_flattened,
-            *(() if status is None else (status,)),
-        )
+            *call.inputs, dsa_index_topk, splits, expect_sizes, status is None,
+            b.seqlens_expanded, b.dsa_cache_seqlens, b.cu_seqlens_k, b.dsa_cu_seqlens_k,
+            b.topk_indices_offset, b.indexer_ke, b.token_to_batch_idx, b.page_table_1_flattened,
+            *(() if status is None else (status,)))
         # A miss runs the static checks and plans; a hit means they passed for this metadata.
-        launch = PLANS.launcher(
-            key,
-            _prepare,
-            seq_lens,
-            extend_seq_lens,
-            req_pool_indices,
-            req_to_token,
-            dsa_index_topk,
-            buffers,
-            status,
-            False,
-            splits,
-        )
+        launch = PLANS.launcher(key, _prepare, call)
     except (AttributeError, UnhashableKey):  # not buffers, or arguments of the wrong kind:
-        launch = None  # plan uncached, so that the checks name them
-    if launch is None:
-        plan = _prepare(
-            seq_lens,
-            extend_seq_lens,
-            req_pool_indices,
-            req_to_token,
-            dsa_index_topk,
-            buffers,
-            status,
-            check,
-            splits,
-        )
+        plan = _prepare(call._replace(check=check))  # uncached, so that the checks name them
         plan()
-        return plan.args[_STATUS_SLOT]
+        return plan.args[SLOT["status_ptr"]]
     if check:  # contents change between calls: the data checks run every time, before launching
-        check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
-                   operator.index(dsa_index_topk), buffers)
+        checks.check_data(*call.inputs, operator.index(dsa_index_topk), buffers.capacities)
     if status is not None:
         launch()
         return status
     status = torch.empty(STATUS_ENTRIES, dtype=torch.int64, device=seq_lens.device)
     with _rebind_lock:
-        launch.set_arg(_STATUS_SLOT, status)
+        launch.set_arg(SLOT["status_ptr"], status)
         launch()
     return status
 
 
 class ExtendFill:
-    """Checked and planned once against static buffers; each call is one bound launch."""
+    """Checked and planned once against static buffers; each call is one bound launch that
+    returns the device status. ``expect_sizes`` as in ``launch_extend``: a server that sizes
+    the buffers from its host mirrors reads ``status[2] & (TOKENS_MISMATCH | FLAT_MISMATCH)``
+    (``decode_status``) before it trusts their contents."""
 
-    def __init__(
-        self,
-        seq_lens,
-        extend_seq_lens,
-        req_pool_indices,
-        req_to_token,
-        dsa_index_topk,
-        buffers,
-        status=None,
-        *,
-        check=False,
-        splits=None,
-    ):
-        plan = _prepare(
-            seq_lens,
-            extend_seq_lens,
-            req_pool_indices,
-            req_to_token,
-            dsa_index_topk,
-            buffers,
-            status,
-            check,
-            splits,
-        )
-        self.status = plan.args[_STATUS_SLOT]
+    def __init__(self, seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                 buffers, status=None, *, check=False, splits=None, expect_sizes=False):
+        plan = _prepare(ExtendCall(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
+                                   dsa_index_topk, buffers, status, check, splits, expect_sizes))
+        self.status = plan.args[SLOT["status_ptr"]]
         self.buffers = buffers
         self.launch = bind_plan(plan)
 
@@ -639,24 +478,17 @@ class ExtendFill:
         return self.status
 
 
-def extend_metadata(
-    seq_lens,
-    extend_seq_lens,
-    req_pool_indices,
-    req_to_token,
-    dsa_index_topk,
-    *,
-    seq_lens_cpu=None,
-    extend_seq_lens_cpu=None,
-    check=False,
-):
+def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                    *, seq_lens_cpu=None, extend_seq_lens_cpu=None, check=False):
     """Every extend key (int32) in freshly allocated tensors, as SGLang's eager path returns them.
 
     The outputs are sized by N and sum(kv), which the host must know: pass SGLang's host mirrors
-    ``seq_lens_cpu`` / ``extend_seq_lens_cpu`` (the forward batch holds them) and nothing syncs;
-    without them the lengths are read from the device once (one sync). The lengths are checked
-    on the host either way (free once they are there); ``check=True`` also checks the pool
-    indices and an int64 ``req_to_token``'s live values (more device reads).
+    ``seq_lens_cpu`` / ``extend_seq_lens_cpu`` (the forward batch holds them); without them the
+    lengths are read from the device once (one sync). The lengths are checked on the host
+    either way (free once they are there); ``check=True`` also checks the pool indices and an
+    int64 ``req_to_token``'s live values (more device reads). With mirrors, the kernel compares
+    the totals it computes with theirs and the status is read once (one sync) before anything
+    is returned: a stale mirror raises ``ValueError`` naming it.
 
     Per-call cost: the static checks and the plan are cached in ``ALLOCATING_PLANS`` on the
     inputs' layout (shapes, strides, dtypes, devices, topk; not their addresses) and on the
@@ -665,105 +497,65 @@ def extend_metadata(
     re-points the cached launcher at this call's inputs, outputs and status. The outputs are
     our own fresh allocation: they cannot overlap the inputs, so no overlap check is needed.
     """
-    if dsa_index_topk.__class__ is not int:  # a bool, a numpy or tensor scalar: checked per call
-        topk = check_inputs(
-            seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk
-        )
+    inputs = (seq_lens, extend_seq_lens, req_pool_indices, req_to_token)
     try:
-        layout = _layout_key(
-            seq_lens,
-            extend_seq_lens,
-            req_pool_indices,
-            req_to_token,
-            topk if dsa_index_topk.__class__ is not int else dsa_index_topk,
-        )
-    except AttributeError:  # not tensors: the checks name the argument
-        check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
-        raise
-    topk = _checked_inputs(
-        layout, seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk
-    )
-    n_tokens, n_flat = check_data(
-        seq_lens,
-        extend_seq_lens,
-        req_pool_indices,
-        req_to_token,
-        topk,
-        None,
-        seq_lens_cpu,
-        extend_seq_lens_cpu,
-        table_values=check,
-    )
+        layout = _layout_key(*inputs, dsa_index_topk)
+        if dsa_index_topk.__class__ is not int:  # a bool, a numpy or tensor scalar: checked
+            raise UnhashableKey("checked per call")
+        topk = CHECKED_INPUTS.get_or_build(layout, checks.check_inputs, *inputs, dsa_index_topk)
+    except (AttributeError, UnhashableKey):  # not tensors, or an unusual topk: the checks name it
+        topk = checks.check_inputs(*inputs, dsa_index_topk)
+        layout = _layout_key(*inputs, topk)
+    n_tokens, n_flat = checks.check_data(*inputs, topk, None, seq_lens_cpu, extend_seq_lens_cpu,
+                                         table_values=check)
     bs = seq_lens.shape[0]
     token_capacity, flat_capacity = capacity_bucket(n_tokens), capacity_bucket(n_flat)
     starts, total = _output_layout(bs, token_capacity, flat_capacity)
     block = torch.empty(total, dtype=torch.int32, device=seq_lens.device)
-    sizes = (n_tokens, n_tokens, bs + 1, n_tokens + 1, n_tokens, n_tokens, n_tokens, n_flat)
-    outputs = [block[start : start + size] for start, size in zip(starts, sizes)]
-    status = block[starts[-1] :].view(torch.int64)
-    launch = ALLOCATING_PLANS.launcher(
-        layout + (token_capacity, flat_capacity),
-        _capacity_plan,
-        seq_lens,
-        extend_seq_lens,
-        req_pool_indices,
-        req_to_token,
-        topk,
-        block,
-        starts,
-        token_capacity,
-        flat_capacity,
-        status,
-    )
+    outputs = ExtendBuffers.carve(block, starts, ExtendBuffers.sizes(bs, n_tokens, n_flat))
+    status = block[starts[-1]:].view(torch.int64)
+    launch = ALLOCATING_PLANS.launcher(layout + (token_capacity, flat_capacity), _capacity_plan,
+                                       *inputs, topk, block, starts, token_capacity,
+                                       flat_capacity, status)
     with _rebind_lock:
-        for slot, t in zip(
-            _INPUT_SLOTS, (seq_lens, extend_seq_lens, req_pool_indices, req_to_token)
-        ):
+        for slot, t in zip(_INPUT_SLOTS, inputs):
             launch.set_arg(slot, t)
-        for slot, t in zip(_OUTPUT_SLOTS, outputs):
+        for slot, t in zip(_OUTPUT_SLOTS, outputs.as_dict().values()):
             launch.set_arg(slot, t)
-        launch.set_arg(_STATUS_SLOT, status)
+        launch.set_arg(SLOT["status_ptr"], status)
+        launch.set_arg(SLOT["expected_tokens"], n_tokens)
+        launch.set_arg(SLOT["expected_flat"], n_flat)
         launch()
-    return dict(zip(EXTEND_KEYS, outputs))
+    if seq_lens_cpu is not None and extend_seq_lens_cpu is not None:
+        # The outputs were sized from the mirrors: the one read of the status (a sync) tells
+        # whether the device agrees, before any of them is handed out.
+        _raise_on_mirror_mismatch(status, n_tokens, n_flat)
+    return outputs.as_dict()
+
+
+def _raise_on_mirror_mismatch(status, n_tokens, n_flat):
+    device_tokens, device_flat, flags, first_bad = ExtendStatus.read(status)
+    if flags & TOKENS_MISMATCH:
+        raise ValueError(
+            f"extend_seq_lens_cpu disagrees with the device: it sums to N = {n_tokens}, "
+            f"extend_seq_lens on the device to {device_tokens} (a stale host mirror?)")
+    if flags & FLAT_MISMATCH:
+        raise ValueError(
+            f"seq_lens_cpu disagrees with the device: it sums to {n_flat}, seq_lens on the "
+            f"device to {device_flat} (a stale host mirror?)")
+    if flags & INVALID_REQUEST:
+        raise ValueError(
+            f"request {first_bad}: the device lengths or pool row are invalid (negative, qo > kv, "
+            f"kv past req_to_token's width, or a row outside req_to_token), though the host "
+            f"mirrors passed the checks")
 
 
 def _layout_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
     """What ``check_inputs`` and the plan read of the inputs: everything but the addresses (the
     kernel specialises on none, see ``do_not_specialize``)."""
-    s, e, p, r = seq_lens, extend_seq_lens, req_pool_indices, req_to_token
-    return (
-        s.shape,
-        s.stride(),
-        s.dtype,
-        s.device,
-        e.shape,
-        e.stride(),
-        e.dtype,
-        e.device,
-        p.shape,
-        p.stride(),
-        p.dtype,
-        p.device,
-        r.shape,
-        r.stride(),
-        r.dtype,
-        r.device,
-        dsa_index_topk.__class__,
-        dsa_index_topk,
-    )
-
-
-_CHECKED_INPUTS = {}  # layout key -> topk, for layouts whose static checks passed
-
-
-def _checked_inputs(layout, *inputs):
-    topk = _CHECKED_INPUTS.get(layout)
-    if topk is None:
-        topk = check_inputs(*inputs)
-        if len(_CHECKED_INPUTS) >= 256:
-            _CHECKED_INPUTS.clear()
-        _CHECKED_INPUTS[layout] = topk
-    return topk
+    return tuple(field for t in (seq_lens, extend_seq_lens, req_pool_indices, req_to_token)
+                 for field in (t.shape, t.stride(), t.dtype, t.device)) \
+        + (dsa_index_topk.__class__, dsa_index_topk)
 
 
 def capacity_bucket(n):
@@ -775,58 +567,38 @@ def capacity_bucket(n):
 
 @functools.lru_cache(maxsize=256)
 def _output_layout(bs, token_capacity, flat_capacity):
-    """Start of each output (ExtendBuffers order), then of the int64 status, in one int32 block
-    (every start on a 16-byte boundary), and the block's length."""
-    sizes = (
-        token_capacity,
-        token_capacity,
-        bs + 1,
-        token_capacity + 1,
-        token_capacity,
-        token_capacity,
-        token_capacity,
-        flat_capacity,
-    )
-    starts, total = [], 0
-    for size in sizes:
-        starts.append(total)
-        total += -(-size // 4) * 4
-    starts.append(total)
-    return tuple(starts), total + 2 * STATUS_ENTRIES
+    """``block_layout`` of the buffers of these capacities (cached: it runs per call)."""
+    return block_layout(ExtendBuffers.sizes(bs, token_capacity, flat_capacity))
 
 
-def _capacity_plan(
-    seq_lens,
-    extend_seq_lens,
-    req_pool_indices,
-    req_to_token,
-    topk,
-    block,
-    starts,
-    token_capacity,
-    flat_capacity,
-    status,
-):
+def _capacity_plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, block,
+                   starts, token_capacity, flat_capacity, status):
     """The plan of ``extend_metadata`` for buffers of these capacities, carved out of ``block``."""
-    sizes = (
-        token_capacity,
-        token_capacity,
-        seq_lens.shape[0] + 1,
-        token_capacity + 1,
-        token_capacity,
-        token_capacity,
-        token_capacity,
-        flat_capacity,
-    )
-    buffers = ExtendBuffers(*(block[start : start + size] for start, size in zip(starts, sizes)))
-    return plan_extend(
-        seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk, buffers, status
-    )
+    sizes = ExtendBuffers.sizes(seq_lens.shape[0], token_capacity, flat_capacity)
+    return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk,
+                       ExtendBuffers.carve(block, starts, sizes), status)
+
+
+class ExtendStatus(NamedTuple):
+    """The device status's layout, by name (int64 entries, in this order)."""
+
+    n_tokens: int
+    n_flat: int
+    flags: int  # TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | ...
+    first_invalid_request: int  # -1 for none
+
+    @classmethod
+    def read(cls, status):
+        """The status on the host: one device-to-host copy (a sync on a GPU)."""
+        return cls(*status[:STATUS_ENTRIES].tolist())
+
+
+assert len(ExtendStatus._fields) == STATUS_ENTRIES
 
 
 def decode_status(status):
     """The status as a dict (one device-to-host copy): for tests, notebooks and debugging."""
-    n_tokens, n_flat, flags, first_bad = (int(v) for v in status[:STATUS_ENTRIES].cpu())
+    n_tokens, n_flat, flags, first_bad = ExtendStatus.read(status)
     return {
         "n_tokens": n_tokens,
         "n_flat": n_flat,
@@ -834,5 +606,7 @@ def decode_status(status):
         "flat_overflow": bool(flags & FLAT_OVERFLOW),
         "int32_overflow": bool(flags & INT32_OVERFLOW),
         "invalid_request": bool(flags & INVALID_REQUEST),
+        "tokens_mismatch": bool(flags & TOKENS_MISMATCH),
+        "flat_mismatch": bool(flags & FLAT_MISMATCH),
         "first_invalid_request": first_bad if first_bad >= 0 else None,
     }

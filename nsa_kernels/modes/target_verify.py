@@ -17,9 +17,11 @@ import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
 from ..validation import modes as checks
+from ..validation.core import as_index, check_no_overlap
 from .reference import target_verify_reference
 from .spec import ModeSpec, Variant, common_kwargs, graph_bytes
 from .tiles import (
+    MAX_ROWS_PER_REQUEST,
     flat_blocks,
     grid_size,
     load_requests,
@@ -46,7 +48,8 @@ def target_verify_kernel(seq_ptr, pool_idx_ptr, r2t_ptr, r2t_stride, cache_ptr, 
         # Context kv + next_n, next_n rows: row j sees (kv + next_n) - next_n + j + 1.
         write_flat(seq_ptr, seq_ptr, cache_ptr, cu_ptr, expanded_ptr, dsa_ptr, dsa_cu_ptr, cu_ptr,
                    ctx_ptr, ctx_stride_0, ctx_stride_1, bs, n_rows, next_n, next_n, next_n, topk,
-                   False, True, False, False, HAS_CONTEXT_LENS, CHUNK, BLOCK_J)
+                   VARLEN=False, HAS_EXPANDED=True, CLAMP_AT_ZERO=False, HAS_STATUS=False,
+                   HAS_CONTEXT_LENS=HAS_CONTEXT_LENS, CHUNK=CHUNK, BLOCK_J=BLOCK_J)
     else:
         if SPLIT_ROWS:  # this program writes row `split` of its request
             first, col0, split = tile_position(n_col_blocks, next_n, BLOCK_B, BLOCK_N)
@@ -67,10 +70,10 @@ def check_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens,
                         real_page_table, bs, max_seqlen_k, dsa_index_topk, physical_page_size,
                         next_n, paged_mqa_ctx_lens_2d=None, check=False):
     """Every static check (and the data checks with ``check=True``); raises before any write."""
-    bs = checks.as_int("bs", bs)
-    max_seqlen_k = checks.as_int("max_seqlen_k", max_seqlen_k)
+    bs = as_index("bs", bs, minimum=0)
+    max_seqlen_k = as_index("max_seqlen_k", max_seqlen_k, minimum=0)
     topk = checks.topk_value(dsa_index_topk)
-    next_n = checks.as_int("next_n", next_n, minimum=1)
+    next_n = as_index("next_n", next_n, minimum=1, maximum=MAX_ROWS_PER_REQUEST)
     rows = bs * next_n
     seq_lens = checks.input_vector("seq_lens", seq_lens, None, bs)
     device = seq_lens.device
@@ -95,8 +98,8 @@ def check_target_verify(seq_lens, req_pool_indices, req_to_token, cache_seqlens,
                    page_table_1=page_table_1 if has_pt1 else None,
                    real_page_table=rpt if page_size > 1 else None,
                    paged_mqa_ctx_lens_2d=paged_mqa_ctx_lens_2d)
-    checks.no_overlap(outputs, dict(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
-                                    req_to_token=req_to_token))
+    check_no_overlap(outputs, dict(seq_lens=seq_lens, req_pool_indices=req_pool_indices,
+                                   req_to_token=req_to_token))
     if check:
         target_verify_reference(seq_lens, req_pool_indices, req_to_token, bs, max_seqlen_k, topk,
                                 page_size, next_n)

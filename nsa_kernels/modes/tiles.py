@@ -31,8 +31,6 @@ import triton.language as tl
 #: with barriers, so up to 32 rows (decode bs <= 32, next_n = 4 up to bs = 8) get a chunk of
 #: one warp, where they are register shuffles (PERF_NOTES.md).
 FLAT_BUCKETS = (32, 256, 1024, 4096)
-#: Largest page size a tile can serve (a tile holds whole pages).
-MAX_PAGE_SIZE = 1024
 #: Elements per page tile (BLOCK_B x BLOCK_N).
 TILE = 4096
 #: Pages per request in a tile when only the real page table is written.
@@ -48,6 +46,10 @@ TINY_BLOCK_N = 512
 #: programs: 3.2 µs vs 2.9 unsplit; at bs 8, 8192 programs, each re-reading its request's
 #: segment: 9.4 vs 6.4 before the split; PERF_NOTES.md).
 MAX_TINY_PROGRAMS = 256
+#: Most expanded rows per request (verify's ``next_n``, the draft tokens): program 0 holds a
+#: request's rows in one block of their next power of two (``flat_blocks``' ``BLOCK_J``), and
+#: Triton refuses blocks past 2**20 entries deep inside the launch; SGLang's are a few dozen.
+MAX_ROWS_PER_REQUEST = 4096
 #: Most rows per request that ``split_rows`` spreads over programs (verify's next_n, the
 #: draft tokens).
 MAX_SPLIT_ROWS = 8
@@ -64,11 +66,11 @@ def pick_blocks(width, page_size, has_page_table_1=True, bs=None):
     if not has_page_table_1:
         block_b, block_n = 8, REAL_ONLY_PAGES * page_size
     else:
-        block_n = max(128 if width <= 128 else 1024, page_size)
+        block_n = max(128 if width <= 128 else 1024, triton.next_power_of_2(page_size))
         block_b = max(TILE // block_n, 1)
     if bs is not None and bs <= SMALL_BATCH and block_n > 128:
         block_b = 1
-        tiny_block_n = max(TINY_BLOCK_N, page_size)
+        tiny_block_n = max(TINY_BLOCK_N, triton.next_power_of_2(page_size))
         if (has_page_table_1 and bs <= TINY_BATCH
                 and bs * triton.cdiv(width, tiny_block_n) <= MAX_TINY_PROGRAMS):
             block_n = tiny_block_n
@@ -89,9 +91,17 @@ def flat_block(rows):
     return next((b for b in FLAT_BUCKETS if rows <= b), FLAT_BUCKETS[-1])
 
 
+#: Most programs of a 1-D grid (CUDA's limit on ``gridDim.x``).
+MAX_PROGRAMS = 2**31 - 1
+
+
 def grid_size(bs, width, block_b, block_n, row_splits=1):
     col_blocks = triton.cdiv(width, block_n)
-    return 1 + triton.cdiv(bs, block_b) * col_blocks * row_splits, col_blocks
+    programs = 1 + triton.cdiv(bs, block_b) * col_blocks * row_splits
+    if programs > MAX_PROGRAMS:
+        raise ValueError(f"bs = {bs} requests x a width of {width} columns need {programs} "
+                         f"programs, more than a grid holds ({MAX_PROGRAMS})")
+    return programs, col_blocks
 
 
 @triton.jit
@@ -118,6 +128,13 @@ def load_requests(seq_ptr, pool_idx_ptr, requests, bs):
     kv = tl.load(seq_ptr + requests, mask=in_batch, other=0)
     pool = tl.load(pool_idx_ptr + requests, mask=in_batch, other=0)
     return kv.to(tl.int64), pool.to(tl.int64)
+
+
+@triton.constexpr_function
+def pages_per_tile(block_n, page_size):
+    """Lanes for the pages starting in a ``block_n``-column tile (a power of two; exactly
+    ``block_n // page_size`` when the page size is a power of two)."""
+    return triton.next_power_of_2(-(-block_n // page_size))
 
 
 @triton.jit
@@ -148,9 +165,13 @@ def write_page_rows(pool, r2t_ptr, r2t_stride, pt_ptr, pt_stride, rpt_ptr, rpt_s
                 tl.store(pt_ptr + row[:, None] * pt_stride + cols[None, :], vals,
                          mask=ok[:, None] & col_mask)
         if PAGE_SIZE > 1:
-            pages = col0 // PAGE_SIZE + tl.arange(0, BLOCK_N // PAGE_SIZE)
-            page_mask = (pages * PAGE_SIZE)[None, :] < live[:, None]
-            page_vals = tl.load(source[:, None] + pages[None, :] * PAGE_SIZE, mask=page_mask,
+            # The pages whose first column lies in this tile; with a page size that does not
+            # divide BLOCK_N (48, 96, ...) a page may straddle two tiles: the first writes it.
+            PAGE_BLOCK: tl.constexpr = pages_per_tile(BLOCK_N, PAGE_SIZE)
+            pages = (col0 + PAGE_SIZE - 1) // PAGE_SIZE + tl.arange(0, PAGE_BLOCK)
+            starts = pages * PAGE_SIZE
+            page_mask = (starts < col0 + BLOCK_N)[None, :] & (starts[None, :] < live[:, None])
+            page_vals = tl.load(source[:, None] + starts[None, :], mask=page_mask,
                                 other=0).to(tl.int32) // PAGE_SIZE
             for j in range(0, max_rows_per_request):
                 row = first_row + j

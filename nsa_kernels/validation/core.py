@@ -33,28 +33,33 @@ import operator
 import numpy as np
 import torch
 
+from .._env import COMPILE_ONLY, INTERPRET
+
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
+#: Whether host tensors may reach a kernel: under the interpreter, or when kernels are only
+#: compiled for a named target (``NSA_COMPILE_ONLY``: planned, never launched).
+_HOST_TENSORS_OK = INTERPRET or COMPILE_ONLY
 _LENGTH_DTYPES = (torch.int32, torch.int64)
 
 
 # --------------------------------------------------------------------------- general rules
-def as_index(name, value, minimum=None, maximum=None, *, noun=None):
-    """``value`` as a Python int: anything ``operator.index`` accepts except bool and tensors.
-
-    ``noun`` (e.g. ``"an int"``) words both type errors the same way, for the entry points whose
-    callers match that wording; by default they say "a host integer" / "an integer"."""
+def as_index(name, value, minimum=None, maximum=None):
+    """``value`` as a Python int: anything ``operator.index`` accepts (numpy ints welcome) except
+    bool and tensors, in ``[minimum, maximum]`` (either bound optional). The one integer parser
+    of the package: every entry point words its integer errors through here."""
     # A 0-d tensor has __index__, but reading a device tensor would be a hidden host sync.
     if isinstance(value, (bool, np.bool_, torch.Tensor)):
-        raise TypeError(f"{name} must be {noun or 'a host integer'}, got {type(value).__name__}")
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be {noun or 'an integer'}, got {type(value).__name__}") \
-            from None
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    low = minimum is not None and value < minimum
+    if low or (maximum is not None and value > maximum):
+        if minimum is not None and maximum is not None:
+            raise ValueError(f"{name} must lie in [{minimum}, {maximum}], got {value}")
+        bound = f">= {minimum}" if low else f"<= {maximum}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
     return value
 
 
@@ -87,10 +92,19 @@ def check_strides_2d(name, t):
                          f"would overlap")
 
 
-def require_tensor(name, t):
-    """``t`` is a ``torch.Tensor`` (the first check of every tensor argument)."""
+def require_tensor(name, t, *, host_ok=False):
+    """``t`` is a ``torch.Tensor`` a kernel can touch (the first check of every tensor argument):
+    not a meta tensor (no memory: every one reports address 0, so it would otherwise fail later
+    as an overlap of unrelated buffers), and on a CUDA device unless the interpreter runs the
+    kernels (a compiled kernel cannot read host memory) or ``host_ok`` (the journey's stages,
+    whose stage 0 runs on any device)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.is_meta:
+        raise ValueError(f"{name} is a meta tensor: a kernel needs memory to read and write")
+    if not (host_ok or _HOST_TENSORS_OK or t.is_cuda):
+        raise ValueError(f"{name} is on {t.device}: the kernels are compiled for the GPU and "
+                         "read CUDA tensors only")
 
 
 def byte_range(t):
@@ -141,21 +155,22 @@ def _raise_if_overlapping(written, read):
     """``written`` / ``read``: lists of (name, span or None)."""
     pair = first_overlap(written, read)
     if pair is not None:
-        raise ValueError(f"{pair[0]} overlaps {pair[1]} in memory: an output must not share "
-                         f"memory with any other buffer or input")
+        raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory: an output must not share "
+                         f"memory with another output or an input")
 
 
 def check_no_overlap(outputs, inputs=None):
     """No output shares memory with another output or with an input; names both.
 
-    ``outputs`` and ``inputs`` map argument names to tensors. Spans are byte ranges from
-    metadata (pointer, shape, strides), so a strided view counts its gaps: conservative for
-    interleaved views, exact for the contiguous buffers and row-strided tables used here.
-    Inputs may overlap each other (they are only read). Pass tensors of one device (addresses
-    of different devices could coincide).
+    ``outputs`` and ``inputs`` map argument names to tensors (``None``: an optional buffer not
+    given, skipped). Spans are byte ranges from metadata (pointer, shape, strides), so a
+    strided view counts its gaps: conservative for interleaved views, exact for the contiguous
+    buffers and row-strided tables used here. Inputs may overlap each other (they are only
+    read). Pass tensors of one device (addresses of different devices could coincide).
     """
-    _raise_if_overlapping([(name, byte_range(t)) for name, t in outputs.items()],
-                          [(name, byte_range(t)) for name, t in (inputs or {}).items()])
+    _raise_if_overlapping(
+        [(name, byte_range(t) if t is not None else None) for name, t in outputs.items()],
+        [(name, byte_range(t) if t is not None else None) for name, t in (inputs or {}).items()])
 
 
 def check_int32_fits(name, values):
@@ -235,9 +250,7 @@ def check_req_to_token_fits(req_to_token_rows, req_pool_indices, live_cols):
 
 # --------------------------------------------------------------------------- this fill's checks
 def _check_tensor(name, t):
-    require_tensor(name, t)
-    if t.is_meta:
-        raise ValueError(f"{name} is a meta tensor: a kernel needs memory to read and write")
+    require_tensor(name, t, host_ok=True)
     if t.dim() != 1:
         raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if not t.is_contiguous():
@@ -344,8 +357,17 @@ def check_length_values(ext, seq):
     return check_prefix_fits("extend_seq_lens", ext, output="N")
 
 
-def host_lengths(extend_seq_lens, seq_lens):
-    """Both length arrays on the host (numpy int64), through one device-to-host transfer."""
+def host_lengths(extend_seq_lens, seq_lens, extend_seq_lens_cpu=None, seq_lens_cpu=None):
+    """Both length arrays on the host (numpy int64, extend first): from host mirrors when both
+    are given (SGLang's ``extend_seq_lens_cpu`` / ``seq_lens_cpu``: no sync), else through one
+    device-to-host transfer."""
+    if extend_seq_lens_cpu is not None and seq_lens_cpu is not None:
+        qo, kv = _host_array(extend_seq_lens_cpu), _host_array(seq_lens_cpu)
+        if kv.shape[0] != seq_lens.shape[0] or qo.shape[0] != seq_lens.shape[0]:
+            raise ValueError(
+                f"seq_lens_cpu / extend_seq_lens_cpu must hold {seq_lens.shape[0]} entries, "
+                f"got {kv.shape[0]} and {qo.shape[0]}")
+        return qo, kv
     if extend_seq_lens.dtype == seq_lens.dtype:  # the common case: one stack, one copy
         both = torch.stack((extend_seq_lens, seq_lens)).cpu().numpy().astype(np.int64)
     else:
@@ -353,6 +375,15 @@ def host_lengths(extend_seq_lens, seq_lens):
             torch.stack((extend_seq_lens.to(torch.int64), seq_lens.to(torch.int64))).cpu().numpy()
         )
     return both[0], both[1]
+
+
+def _host_array(values):
+    """A host mirror as a 1-D int64 numpy array; a CPU tensor's memory is read in place."""
+    if isinstance(values, torch.Tensor):
+        if values.device.type != "cpu":
+            values = values.cpu()
+        values = values.numpy()
+    return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
 def check_capacity(n_tokens, **outputs):

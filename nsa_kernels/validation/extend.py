@@ -4,21 +4,22 @@ Static checks read tensor metadata only (types, shapes, devices, byte ranges) an
 microseconds; they always run. Data checks need the lengths on the host (one device-to-host
 copy, or none when the caller passes SGLang's host mirrors) and run when asked.
 
-Integer parsing, byte ranges, the overlap search, the tensor type check and the clamped prefix
-sums are ``validation.core``'s; the wording of the errors stays this module's.
+Integer parsing, the overlap check, the host lengths (mirrors or one copy), the tensor type
+check and the clamped prefix sums are ``validation.core``'s; this module holds extend's rules.
 """
 import numpy as np
 import torch
 
-from .core import INT32_MAX, as_index, byte_range, clamped_prefix, first_overlap, require_tensor
+from .core import (
+    INT32_MAX,
+    as_index,
+    check_no_overlap,
+    clamped_prefix,
+    host_lengths,
+    require_tensor,
+)
 
-
-def check_int_param(name, value, low, high):
-    """``operator.index(value)`` within ``[low, high]``; bools and tensors are refused."""
-    value = as_index(name, value, noun="an int")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must lie in [{low}, {high}], got {value}")
-    return value
+_LENGTHS = (torch.int32, torch.int64)
 
 
 def check_tensor(name, t, dims, dtypes, device=None):
@@ -37,44 +38,6 @@ def check_tensor(name, t, dims, dtypes, device=None):
         )
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device} but seq_lens is on {device}")
-
-
-def check_no_overlap(inputs, outputs):
-    """``ValueError`` naming both tensors when an output shares bytes with another output or
-    with an input (inputs may share bytes among themselves: they are only read)."""
-    pair = first_overlap(
-        [(name, byte_range(t)) for name, t in outputs.items()],
-        [(name, byte_range(t)) for name, t in inputs.items()],
-    )
-    if pair is not None:
-        raise ValueError(
-            f"{pair[0]} and {pair[1]} overlap in memory: outputs must not share bytes "
-            f"with each other or with an input"
-        )
-
-
-def host_lengths(seq_lens, extend_seq_lens, seq_lens_cpu=None, extend_seq_lens_cpu=None):
-    """Both length arrays as host int64 numpy arrays: from the host mirrors when given (no sync),
-    else through one device-to-host copy."""
-    if seq_lens_cpu is not None and extend_seq_lens_cpu is not None:
-        kv, qo = _host_array(seq_lens_cpu), _host_array(extend_seq_lens_cpu)
-        if kv.shape[0] != seq_lens.shape[0] or qo.shape[0] != seq_lens.shape[0]:
-            raise ValueError(
-                f"seq_lens_cpu / extend_seq_lens_cpu must hold {seq_lens.shape[0]} entries, "
-                f"got {kv.shape[0]} and {qo.shape[0]}"
-            )
-        return kv, qo
-    both = torch.stack((seq_lens.to(torch.int64), extend_seq_lens.to(torch.int64))).cpu().numpy()
-    return both[0], both[1]
-
-
-def _host_array(values):
-    """A host mirror as a 1-D int64 numpy array; a CPU tensor's memory is read in place."""
-    if isinstance(values, torch.Tensor):
-        if values.device.type != "cpu":
-            values = values.cpu()
-        values = values.numpy()
-    return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
 def _first(mask):
@@ -151,3 +114,66 @@ def check_table_values(req_to_token, req_pool_indices, kv, chunk_entries=1 << 24
                 f"request {r0 + r}: req_to_token[req_pool_indices[{r0 + r}], {c}] = "
                 f"{int(rows[r, c])} does not fit int32 (page_table_1_flattened is int32)"
             )
+
+
+def check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
+    """Metadata-only checks of the inputs; returns topk as an int."""
+    check_tensor("seq_lens", seq_lens, 1, _LENGTHS)
+    device = seq_lens.device
+    check_tensor("extend_seq_lens", extend_seq_lens, 1, _LENGTHS, device)
+    check_tensor("req_pool_indices", req_pool_indices, 1, _LENGTHS, device)
+    check_tensor("req_to_token", req_to_token, 2, _LENGTHS, device)
+    bs = seq_lens.shape[0]
+    if extend_seq_lens.shape[0] != bs or req_pool_indices.shape[0] != bs:
+        raise ValueError(
+            f"seq_lens, extend_seq_lens and req_pool_indices must have one entry per "
+            f"request, got {bs}, {extend_seq_lens.shape[0]} and {req_pool_indices.shape[0]}"
+        )
+    return as_index("dsa_index_topk", dsa_index_topk, minimum=1, maximum=INT32_MAX)
+
+
+def check_static(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+                 outputs, status, status_entries):
+    """Metadata-only checks (a few µs) of the inputs, the output buffers (``outputs``: name ->
+    tensor, the ``ExtendBuffers`` fields) and ``status``; returns topk. ``status=None`` is a
+    status the caller allocates itself."""
+    topk = check_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk)
+    device, bs = seq_lens.device, seq_lens.shape[0]
+    for name, t in outputs.items():
+        check_tensor(name, t, 1, (torch.int32,), device)
+    if outputs["cu_seqlens_k"].shape[0] < bs + 1:
+        raise ValueError(
+            f"cu_seqlens_k holds {outputs['cu_seqlens_k'].shape[0]} entries, bs + 1 = {bs + 1} "
+            f"needed")
+    if outputs["dsa_cu_seqlens_k"].shape[0] < 1:
+        raise ValueError("dsa_cu_seqlens_k needs at least 1 entry (its leading 0)")
+    if status is not None:
+        check_tensor("status", status, 1, (torch.int64,), device)
+        if status.shape[0] < status_entries:
+            raise ValueError(
+                f"status must hold {status_entries} int64 entries, got {status.shape[0]}")
+        outputs = {**outputs, "status": status}
+    check_no_overlap(outputs, {"seq_lens": seq_lens, "extend_seq_lens": extend_seq_lens,
+                               "req_pool_indices": req_pool_indices, "req_to_token": req_to_token})
+    return topk
+
+
+def check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk,
+               capacities=None, seq_lens_cpu=None, extend_seq_lens_cpu=None, table_values=True):
+    """Every data check (lengths, sums against int32, pool rows, table values, and the buffers'
+    ``capacities = (tokens, flat)``); returns ``(N, sum kv)``. Costs device-to-host copies
+    unless the host mirrors are given."""
+    qo, kv = host_lengths(extend_seq_lens, seq_lens, extend_seq_lens_cpu, seq_lens_cpu)
+    n_tokens, n_flat = check_lengths_data(kv, qo, req_to_token.shape[1], dsa_index_topk)
+    if table_values:
+        check_pool_data(req_pool_indices, req_to_token.shape[0])
+        check_table_values(req_to_token, req_pool_indices, kv)
+    if capacities is not None:
+        if n_tokens > capacities[0]:
+            raise ValueError(
+                f"the token buffers hold {capacities[0]} entries but N = {n_tokens} are needed")
+        if n_flat > capacities[1]:
+            raise ValueError(
+                f"page_table_1_flattened holds {capacities[1]} entries but "
+                f"sum(seq_lens) = {n_flat} are needed")
+    return n_tokens, n_flat

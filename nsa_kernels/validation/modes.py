@@ -5,27 +5,17 @@ whether two buffers share bytes. Data checks (``check=True``) copy the inputs to
 once and reject what the int32 outputs cannot represent or what would read outside
 ``req_to_token``; they name the argument and the request.
 
-Integer parsing, byte ranges, the overlap search and the tensor type check are
-``validation.core``'s; the wording of the errors stays this module's.
+Integer parsing (``as_index``), the overlap check (``check_no_overlap``) and the tensor type
+check are ``validation.core``'s; this module holds the modes' own shape rules.
 """
 import torch
 
-from .core import INT32_MAX, as_index, byte_range, first_overlap, require_tensor
+from .core import INT32_MAX, as_index, require_tensor
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
-
-
-# --------------------------------------------------------------------------- integers
-def as_int(name, value, minimum=0):
-    """``operator.index(value)`` (numpy ints welcome), refusing bool and tensors; ``>= minimum``."""
-    return as_index(name, value, minimum=minimum, noun="an int")
-
-
-def as_power_of_two(name, value, maximum):
-    value = as_int(name, value, minimum=1)
-    if value & (value - 1) or value > maximum:
-        raise ValueError(f"{name} must be a power of two in 1..{maximum}, got {value}")
-    return value
+#: Largest page size served. Any size in 1..MAX_PAGE_SIZE works, as in SGLang: a page belongs
+#: to the tile holding its first column (``modes.tiles.write_page_rows``).
+MAX_PAGE_SIZE = 1024
 
 
 # --------------------------------------------------------------------------- tensors
@@ -94,20 +84,6 @@ def output_table(name, t, device, min_rows, min_cols, dtype=torch.int32):
             f"{name} overlaps {name} (its rows share entries)"
         )
     return t
-
-
-def no_overlap(outputs, inputs):
-    """ValueError naming both arguments when an output shares bytes with another argument.
-
-    A few µs: each span is computed once, then compared as plain ints (``first_overlap``:
-    outputs against every later argument; inputs may share bytes with each other). ``None``
-    entries (optional buffers not given) are skipped."""
-    pair = first_overlap(
-        [(name, byte_range(t) if t is not None else None) for name, t in outputs.items()],
-        [(name, byte_range(t) if t is not None else None) for name, t in inputs.items()],
-    )
-    if pair is not None:
-        raise ValueError(f"{pair[0]} and {pair[1]} overlap in memory")
 
 
 def status_vector(status, device):
@@ -182,10 +158,8 @@ def page_tables(page_table_1, real_page_table, physical_page_size, rows, width, 
     (``real_page_table`` is ignored and ``page_table_1`` is required); otherwise
     ``real_page_table`` is required and ``page_table_1`` may be ``None`` (not written).
     """
-    # Imported here: the modes package imports this module while it initialises.
-    from ..modes.tiles import MAX_PAGE_SIZE
-
-    page_size = as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
+    page_size = as_index("physical_page_size", physical_page_size, minimum=1,
+                         maximum=MAX_PAGE_SIZE)
     if page_size == 1:
         if page_table_1 is None:
             raise ValueError(
@@ -204,4 +178,4 @@ def page_tables(page_table_1, real_page_table, physical_page_size, rows, width, 
 
 
 def topk_value(dsa_index_topk):
-    return as_int("dsa_index_topk", dsa_index_topk, minimum=1)
+    return as_index("dsa_index_topk", dsa_index_topk, minimum=1)
