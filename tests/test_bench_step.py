@@ -161,3 +161,17 @@ def test_targets_met_and_missed_from_the_records():
     assert vllm["met"] is False and "not measured" in vllm["measured"]
     for t in step.targets(_synthetic(5.0)):
         assert set(t) == {"target", "measured", "met", "note"}
+
+
+def test_host_fields_compared_schedules_aside(sglang):
+    import dataclasses
+    group = _group("decode")
+    with step.shared_req_to_token(sb):
+        (side,) = step.GroupSides(sb, group, ["sglang_step"]).sides(2, 1)
+    side.step()
+    metadata = side.metadata()
+    step.compare_host_fields(sb, metadata, dataclasses.replace(
+        metadata, paged_mqa_schedule_metadata=torch.zeros(2, 2, dtype=torch.int32)))
+    with pytest.raises(AssertionError, match="max_seq_len_k"):
+        step.compare_host_fields(sb, metadata, dataclasses.replace(
+            metadata, max_seq_len_k=metadata.max_seq_len_k + 1))
