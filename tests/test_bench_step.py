@@ -175,3 +175,30 @@ def test_host_fields_compared_schedules_aside(sglang):
     with pytest.raises(AssertionError, match="max_seq_len_k"):
         step.compare_host_fields(sb, metadata, dataclasses.replace(
             metadata, max_seq_len_k=metadata.max_seq_len_k + 1))
+
+
+def test_a_side_that_writes_nothing_is_not_timed(sglang, monkeypatch):
+    # The harness's own replay has already written the buffers a timed step writes: only
+    # poisoning them before the checked step tells a step that writes nothing from a good one.
+    original = step.GroupSides._side
+
+    def idle(self, stage, *args):
+        side = original(self, stage, *args)
+        if stage == "nsa_installed":
+            side.step = lambda: None
+        return side
+    monkeypatch.setattr(step.GroupSides, "_side", idle)
+    stages = _points(_run(sglang, _group("decode")))[("decode", _group().config, 320, 1, 2)]
+    assert stages["nsa_installed"]["note"].startswith("not timed: metadata differs")
+    assert stages["sglang_step"]["host_us"] is not None
+
+
+def test_mtp_targets_leave_sglang_fallback_out():
+    records = _synthetic(5.0, sglang_host=100.0)
+    records += [dict(r, workload="mtp_decode", sglang_host=None) for r in
+                _synthetic(5.0, sglang_host=6.0)]
+    ratio = _target(records, "installed: >= 3x")
+    assert ratio["met"] and ratio["measured"].startswith("1 of 1")
+    assert "mtp_decode left out" in ratio["note"]
+    floor = _target(records, "installed, host")
+    assert floor["measured"].startswith("2 of 2")  # the floor targets keep MTP

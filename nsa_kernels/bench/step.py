@@ -39,6 +39,7 @@ differs is not timed and its record says why.
 """
 import argparse
 import contextlib
+import dataclasses
 import json
 import statistics
 import time
@@ -80,6 +81,10 @@ CONFIGS = (
 WORKLOADS = tuple(dict.fromkeys(c[0] for c in CONFIGS))
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 WIDTHS = (8192, 65536, 131072)
+MTP_FALLBACK_NOTE = (
+    "not SGLang's production cost: its JIT fused copy (fused_metadata_copy_*_cuda) cannot be "
+    "built here (tvm_ffi absent), so each step tries the build, fails and takes SGLang's "
+    "individual-copy fallback; left out of the targets against SGLang")
 #: SGLang's eager prefill launches about 5·bs + 17 kernels a step: the sweep stops here.
 EXTEND_MAX_BS = 64
 
@@ -263,7 +268,7 @@ class Side:
     results: object
     graph: object = None
     graph_note: str = None
-    prime: object = None  # run before ``results`` (the in-graph side: a replay of its graph)
+    prime: object = None  # what writes the metadata (the in-graph side: a replay of its graph)
     metadata: object = None  # () -> the backend's forward_metadata (a list for MTP)
 
 
@@ -311,8 +316,10 @@ class GroupSides:
                 integration.install(h.backend, in_graph=True)
             self.harness[stage] = h
 
-    def inputs(self, bs):
-        case = self.group.case(bs)
+    def inputs(self, bs, seed=0):
+        """``(seq_lens, req_pool_indices, extend_seq_lens or None)`` of the timed steps at
+        ``bs`` (``seed`` 1: other lengths, for the first replay, see ``_side``)."""
+        case = dataclasses.replace(self.group.case(bs), seed=seed)
         extra = case.next_n if case.mode == "target_verify" else 0
         seq = torch.tensor(lengths_for(case, extra), dtype=torch.int64)
         pool = torch.randperm(bs, generator=torch.Generator().manual_seed(bs))
@@ -322,20 +329,35 @@ class GroupSides:
     def sides(self, bs, graph_calls):
         seq, pool, qo = self.inputs(bs)
         if self.group.mode == "mtp_decode":
-            return self._mtp_sides(bs, seq, pool, graph_calls)
+            return self._mtp_sides(bs, seq, pool)
         out = []
         for stage, h in self.harness.items():
             out.append(self._side(stage, h, bs, seq, pool, qo, graph_calls))
         return out
 
+    def _case(self, bs, seq):
+        """What ``compare_metadata`` needs of the timed step: each page-table row's length."""
+        mode, next_n = self.group.mode, self.group.next_n
+        rows = next_n if mode in ("target_verify", "draft_extend") else 1
+        extra = next_n if mode == "target_verify" else 0
+        return self.sb.MetadataCase(mode=mode, bs=bs, raw_bs=bs, next_n=next_n,
+                                    page_size=self.sb.PAGE_SIZE,
+                                    row_lengths=(seq + extra).repeat_interleave(rows))
+
     def _side(self, stage, h, bs, seq, pool, qo, graph_calls):
         sb, mode = self.sb, self.group.mode
         backend = h.backend
         if mode in GRAPH_MODES:
+            # The first replay (the capture's) runs on other lengths: the buffers then hold
+            # values the timed step must overwrite, so a step that writes nothing (or writes
+            # elsewhere) cannot pass the check on what the first replay left.
             call = "decode" if mode == "decode_narrow" else mode
-            result, view = _graph_view(sb, h, call, seq, pool, bs)
-            method = backend.init_forward_metadata_out_graph
-            step = _bound(method, view)
+            first, _, _ = self.inputs(bs, seed=1)
+            _, view = _graph_view(sb, h, call, first.clone(), pool, bs)  # view owns its buffer
+            view.seq_lens.copy_(seq)
+            view.seq_lens_cpu = seq.clone()
+            step = _bound(backend.init_forward_metadata_out_graph, view)
+            case = self._case(bs, seq)
         else:
             if mode.startswith("extend"):
                 result = h.extend(seq, qo, pool)
@@ -344,7 +366,7 @@ class GroupSides:
             batch = _eager_batch(sb, h, "extend" if mode.startswith("extend") else mode,
                                  seq, pool, qo)
             step = kinded(KIND[stage], backend.init_forward_metadata, batch)
-        case = result.case
+            case = result.case
 
         def results():
             return [sb.MetadataResult(tensors=sb.metadata_tensors(backend.forward_metadata),
@@ -352,23 +374,31 @@ class GroupSides:
         if stage == "nsa_in_graph":
             in_graph = _bound(backend.init_forward_metadata_in_graph, view)
             captured, note = harness.try_capture(in_graph, graph_calls)
-            return Side(stage, step, results, graph=captured, graph_note=note,
-                        prime=captured.replay if captured is not None else in_graph,
+
+            def prime():
+                # capture's warm-up ran eagerly on the timed lengths: first write other
+                # lengths' metadata eagerly, then the replay must bring the timed ones back
+                view.seq_lens.copy_(first.to(view.seq_lens.device))
+                in_graph()
+                view.seq_lens.copy_(seq.to(view.seq_lens.device))
+                (captured.replay if captured is not None else in_graph)()
+            return Side(stage, step, results, graph=captured, graph_note=note, prime=prime,
                         metadata=lambda: backend.forward_metadata)
         return Side(stage, step, results, metadata=lambda: backend.forward_metadata)
 
-    def _mtp_sides(self, bs, seq, pool, graph_calls):
+    def _mtp_sides(self, bs, seq, pool):
+        first, _, _ = self.inputs(bs, seed=1)  # the capture's replay: other lengths (_side)
         out = []
         for stage in self.stages:
             pair = self.pairs[KIND[stage]]
             side = pair.sides[0 if stage.startswith("sglang") else 1]
-            captured = pair.step(side, seq, pool, bs)  # capture for bs, one step: the cases
+            captured = pair.step(side, first, pool, bs)
             device = side.harnesses[0].device
             view = SimpleNamespace(batch_size=bs, forward_mode=self.sb.load().forward_mode.DECODE,
                                    seq_lens=seq.to(device), seq_lens_cpu=seq, seq_lens_sum=None,
                                    req_pool_indices=pool.to(device), spec_info=None)
             backends = side.multi.attn_backends
-            cases = [r.case for r in captured]
+            cases = [dataclasses.replace(r.case, row_lengths=seq.clone()) for r in captured]
 
             def results(backends=backends, cases=cases):
                 return [self.sb.MetadataResult(tensors=self.sb.metadata_tensors(b.forward_metadata),
@@ -409,6 +439,10 @@ def check_sides(sb, sides):
         except AssertionError as exc:
             refused[stage] = f"not timed: metadata differs from sglang_step's: {exc}"
     return refused
+
+
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
 
 
 def compare_host_fields(sb, a, b):
@@ -545,6 +579,10 @@ def _run_point(sb, group, sides_of, bs, timing, bandwidth, skips):
     times = time_entries(entries, timing)
     notes = {e["name"]: e.get("graph_note") for e in entries}
     out = [record(group, bs, name, times[name], note=notes[name]) for name in times]
+    if group.mode == "mtp_decode":
+        for r in out:
+            if r["stage"].startswith("sglang_"):
+                r["note"] = MTP_FALLBACK_NOTE
     out += [record(group, bs, stage, note=reason) for stage, reason in refused.items()]
     out += [record(group, bs, stage, note=f"skipped: {reason}") for stage, reason in
             skips.items()]
@@ -635,31 +673,34 @@ def targets(records, explain=None):
     ``explain``: optional text for the host-floor targets (a profile of where the host time
     goes), added to their note."""
     by = _points(records)
+    # MTP's SGLang side is its fallback, not its production path (MTP_FALLBACK_NOTE)
+    vs_sglang = {k: v for k, v in by.items() if k[0] != "mtp_decode"}
     is_extend = lambda k: k[0] == "extend"  # noqa: E731
     not_extend = lambda k: k[0] != "extend"  # noqa: E731
+    mtp_note = "mtp_decode left out: " + MTP_FALLBACK_NOTE.split(": ", 1)[1]
     out = [
         _ratio_target("installed, host per step <= 1.2x the cheapest empty launch's host time",
                       by, lambda s: _floor_ratio(s, "nsa_installed"), 1.2, note=explain or ""),
         _ratio_target("drop-in, host per step <= 1.5x the cheapest empty launch's host time",
                       by, lambda s: _floor_ratio(s, "nsa_dropin"), 1.5, note=explain or ""),
-        _ratio_target("installed: >= 3x less host time per step than sglang_step", by,
+        _ratio_target("installed: >= 3x less host time per step than sglang_step", vs_sglang,
                       lambda s: _over(s, "sglang_step", "nsa_installed", "host_us"), 3,
-                      above=True, keys=not_extend),
-        _ratio_target("extend: >= 20x less host time per step than sglang_step", by,
+                      above=True, keys=not_extend, note=mtp_note),
+        _ratio_target("extend: >= 20x less host time per step than sglang_step", vs_sglang,
                       lambda s: _over(s, "sglang_step", "nsa_installed", "host_us"), 20,
                       above=True, keys=is_extend),
-        _ratio_target("installed_full: >= 1.5x less host time than sglang_step_full", by,
+        _ratio_target("installed_full: >= 1.5x less host time than sglang_step_full", vs_sglang,
                       lambda s: _over(s, "sglang_step_full", "nsa_installed_full", "host_us"),
-                      1.5, above=True),
-        _ratio_target("call + synchronize: installed faster than sglang_step", by,
+                      1.5, above=True, note=mtp_note),
+        _ratio_target("call + synchronize: installed faster than sglang_step", vs_sglang,
                       lambda s: _over(s, "sglang_step", "nsa_installed", "eager_us"), 1.0,
-                      above=True),
-        _ratio_target("graph replay: installed faster than sglang_step", by,
+                      above=True, note=mtp_note),
+        _ratio_target("graph replay: installed faster than sglang_step", vs_sglang,
                       lambda s: _over(s, "sglang_step", "nsa_installed", "graph_us"), 1.0,
-                      above=True),
-        _ratio_target("graph replay: >= 2x faster than sglang_step at bs >= 128", by,
+                      above=True, note=mtp_note),
+        _ratio_target("graph replay: >= 2x faster than sglang_step at bs >= 128", vs_sglang,
                       lambda s: _over(s, "sglang_step", "nsa_installed", "graph_us"), 2.0,
-                      above=True, keys=lambda k: k[4] >= 128),
+                      above=True, keys=lambda k: k[4] >= 128, note=mtp_note),
         _ratio_target("graph replay: installed within 1.3x of its floor (floor_us)", by,
                       lambda s: (s["nsa_installed"]["graph_us"] / s["nsa_installed"]["floor_us"]
                                  if s.get("nsa_installed", {}).get("graph_us")
