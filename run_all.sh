@@ -48,6 +48,7 @@ setup_venv() {
   fi
   say "set-up: pip install -e '.[test]' (in $ROOT)"
   (cd "$ROOT" && "$venv/bin/python" -m pip install -e ".[test]")
+  (cd "$ROOT" && "$venv/bin/python" -m nsa_kernels.peers.fetch >&2)
   touch "$venv/.nsa-setup-complete"
   say "set-up: done; later runs reuse $venv"
 }

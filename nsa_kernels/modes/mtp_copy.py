@@ -53,7 +53,7 @@ import triton
 import triton.language as tl
 
 from ..launcher import LaunchPlan, PlannedFill
-from ..validation import modes as checks
+from ..validation.core import check_no_overlap
 from .decode import check_decode
 from .reference import decode_reference
 from .tiles import (
@@ -167,7 +167,7 @@ def check_mtp_copy(seq_lens, req_pool_indices, req_to_token, backends, bs, max_l
             spans[f"backends[{k}].{name}"] = t
     names = list(spans)
     for i, name in enumerate(names):  # backends must not share bytes with each other either
-        checks.no_overlap({name: spans[name]}, {n: spans[n] for n in names[i + 1:]})
+        check_no_overlap({name: spans[name]}, {n: spans[n] for n in names[i + 1:]})
     if check:  # the inputs are shared: their data checks run once
         decode_reference(seq_lens, req_pool_indices, req_to_token, bs_, max_len_, topk,
                          page_size)

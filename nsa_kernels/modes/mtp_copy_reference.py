@@ -13,7 +13,7 @@ from .reference import decode_reference
 def mtp_copy_reference(seq_lens, req_pool_indices, req_to_token, n_backends, bs, max_len,
                        dsa_index_topk, physical_page_size):
     """One dict of int64 CPU tensors per backend (the same values for all ``n_backends``)."""
-    n_backends = checks.as_int("n_backends", n_backends, minimum=1)
+    n_backends = checks.as_index("n_backends", n_backends, minimum=1)
     shared = decode_reference(seq_lens, req_pool_indices, req_to_token, bs, max_len,
                               dsa_index_topk, physical_page_size)
     return [shared] * n_backends

@@ -59,9 +59,10 @@ import triton.language as tl
 from ..launcher import LaunchPlan, bind_plan
 from ..validation import extend as extend_checks
 from ..validation import modes as checks
+from ..validation.core import check_no_overlap
 from . import extend as ext
 from .prefill_paged_reference import prefill_paged_reference
-from .tiles import MAX_PAGE_SIZE, load_requests, pick_blocks, write_page_rows
+from .tiles import load_requests, pick_blocks, write_page_rows
 
 #: Whether ``modes.extend``'s kernel takes the sizes the host expects (``expected_tokens``,
 #: ``expected_flat``) and flags device totals that differ in its status; the call below passes
@@ -224,9 +225,13 @@ def check_prefill_inputs(seq_lens, extend_seq_lens, req_pool_indices, req_to_tok
                          max_seqlen_k, dsa_index_topk, physical_page_size):
     """The inputs' static checks (metadata only); returns ``(bs, max_seqlen_k, topk,
     page_size)``."""
-    topk = extend_checks.check_int_param("dsa_index_topk", dsa_index_topk, 1, checks.INT32_MAX)
-    width = checks.as_int("max_seqlen_k", max_seqlen_k)
-    page_size = checks.as_power_of_two("physical_page_size", physical_page_size, MAX_PAGE_SIZE)
+    topk = checks.as_index("dsa_index_topk", dsa_index_topk, minimum=1, maximum=checks.INT32_MAX)
+    width = checks.as_index("max_seqlen_k", max_seqlen_k)
+    page_size = checks.as_index("physical_page_size", physical_page_size, minimum=1,
+                                maximum=checks.MAX_PAGE_SIZE)
+    if page_size & (page_size - 1):  # this kernel's page tiles are tested on powers of two only
+        raise ValueError(f"physical_page_size = {page_size}: the PAGED prefill path serves "
+                         "powers of two")
     bs = checks.input_vector("seq_lens", seq_lens, None, 0).shape[0]
     device = seq_lens.device
     checks.input_vector("extend_seq_lens", extend_seq_lens, device, bs)
@@ -275,7 +280,7 @@ def check_prefill_paged(seq_lens, extend_seq_lens, req_pool_indices, req_to_toke
                              f"got {status.shape[0]}")
     outputs = {**b.as_dict(), "real_page_table": rpt if page_size > 1 else None,
                "status": status}
-    checks.no_overlap(outputs, dict(seq_lens=seq_lens, extend_seq_lens=extend_seq_lens,
+    check_no_overlap(outputs, dict(seq_lens=seq_lens, extend_seq_lens=extend_seq_lens,
                                     req_pool_indices=req_pool_indices, req_to_token=req_to_token))
     if check:
         ref = prefill_paged_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token,
@@ -369,7 +374,7 @@ def _host_list(name, values, bs):
                             f"{tuple(values.shape)}")
         values = values.tolist()
     elif not all(type(v) is int for v in values):  # numpy ints and the like: parsed one by one
-        values = [checks.as_int(f"{name}[{i}]", v, minimum=None) for i, v in enumerate(values)]
+        values = [checks.as_index(f"{name}[{i}]", v, minimum=None) for i, v in enumerate(values)]
     if len(values) != bs:
         raise ValueError(f"{name} has {len(values)} entries but bs = {bs}")
     return values

@@ -33,8 +33,8 @@ def prefill_paged_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_
                             max_seqlen_k, dsa_index_topk, physical_page_size):
     """Every PAGED key (and RAGGED's extras) as int64 CPU tensors, under SGLang's names."""
     topk = checks.topk_value(dsa_index_topk)
-    width = checks.as_int("max_seqlen_k", max_seqlen_k)
-    page_size = checks.as_power_of_two("physical_page_size", physical_page_size, 1 << 20)
+    width = checks.as_index("max_seqlen_k", max_seqlen_k)
+    page_size = checks.as_index("physical_page_size", physical_page_size, minimum=1)
     base = extend_reference(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk)
     kv = seq_lens.detach().to("cpu", torch.int64)
     qo = extend_seq_lens.detach().to("cpu", torch.int64)
