@@ -54,16 +54,17 @@ def pretend_cuda():
     torch.cuda.get_device_name = lambda *a, **k: _Hopper.name
 
 
+_MASKS = None
+
+
 def coerce_interpreter_masks():
     """SGLang's fused kernels use masks Triton's interpreter refuses (the compiler broadcasts
-    them): the CPU cross-check of scripts/gpu_check_modes.py adapts the interpreter once."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check_modes.py"
-    spec = importlib.util.spec_from_file_location("nsa_gpu_check_modes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module._coerce_interpreter_masks()
+    them): this process adapts the interpreter once, for its whole life (the context is held
+    open in a module global, so it is never closed)."""
+    global _MASKS
+    from nsa_kernels.testing.interpreter import scalar_masks
+    _MASKS = scalar_masks()
+    _MASKS.__enter__()
 
 
 def main():

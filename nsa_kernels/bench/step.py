@@ -52,6 +52,7 @@ from ..compat import sglang as compat
 from ..integrations import sglang as integration
 from ..integrations.sglang_conformance import Case, MultiStepPair, _host_fields, lengths_for
 from ..integrations.sglang_host_cost import _eager_batch, _graph_view
+from ..modes.spec import Inputs, Point
 from . import floors, harness, modes
 
 SIDES = ("sglang_step", "sglang_step_full", "nsa_dropin", "nsa_installed",
@@ -520,19 +521,20 @@ def point_bytes(group, bs, seq, qo, sides):
         # Hopper's verify does not write paged_mqa_ctx_lens_2d (SGLang: SM100 only)
         variant = {"decode_narrow": "real_only", "decode": "page_table_1",
                    "mtp_decode": "page_table_1", "target_verify": "hopper"}.get(group.mode, "")
-        point = modes.Point(workload, bs, group.width, next_n, variant)
+        point = Point(workload, bs, group.width, next_n, variant)
         kv = seq + (next_n if group.mode == "target_verify" else 0)
         ext = torch.full((bs,), next_n, dtype=torch.int32)
-        inputs = modes.Inputs(seq, torch.arange(bs), None, ext, kv, bs * next_n)
-        total = modes.bytes_moved(point, inputs)
+        inputs = Inputs(seq, torch.arange(bs), None, ext, kv, bs * next_n)
+        total = floors.bytes_moved(point, inputs)
         if group.mode == "mtp_decode":
             read = bs * 16 + int(kv.sum()) * 4  # seq_lens, req_pool_indices, req_to_token rows
             total += (group.steps - 2) * (total - read)
         return total
     reference = next(s for s in sides if s.stage == "sglang_step").results()[0].tensors
-    ext = qo if qo is not None else torch.ones(bs, dtype=torch.int32)
-    inputs = modes.Inputs(seq, torch.arange(bs), None, ext.to(torch.int32), seq, 0)
-    return modes.extend_bytes(inputs, reference)
+    # extend_spec.extend_bytes's count (inputs read once, every output at its size), over
+    # SGLang's own outputs rather than the oracle's (this point has no pool to run it on)
+    read = bs * (8 + 8 + 4) + int(seq.sum()) * 4
+    return read + sum(t.numel() for t in reference.values() if t is not None) * 4
 
 
 def run_group(sb, group, timing, bandwidth, progress=None):
@@ -599,10 +601,7 @@ def _run_point(sb, group, sides_of, bs, timing, bandwidth, skips):
 
 def measure_bandwidth(timing):
     """This run's device-to-device copy bandwidth (bytes/µs), as notebook 11 measures it."""
-    def copy_us(fn):
-        t = harness.measure_interleaved({"copy": fn}, 3, 2, 3)["copy"]
-        return t["graph_us"] or t["eager_us"]
-    return modes.copy_bandwidth(copy_us, (1 << 30) if harness.ON_GPU else (1 << 20))
+    return floors.copy_bandwidth((1 << 30) if harness.ON_GPU else (1 << 20), rounds=3)
 
 
 def run(groups_, timing, progress=None):
