@@ -179,7 +179,7 @@ def main(argv=None):
         ("fused_dsa_draft_extend_metadata", lambda: plan_draft_extend(*draft)(),
          lambda: compat.fused_dsa_draft_extend_metadata(*draft)),
         ("launch_extend (buffers, status given)",
-         lambda: ex._prepare(*inputs, buffers, status, False, None)(),
+         lambda: ex._prepare(ex.ExtendCall(*inputs, buffers, status))(),
          lambda: ex.launch_extend(*inputs, buffers, status)),
         ("extend_metadata (allocating, host mirrors)",
          lambda: extend_metadata_before(*inputs, **mirrors),
