@@ -9,7 +9,7 @@ faster:
 * ``"driver"`` (the default): the compiled kernel is launched with ``cuLaunchKernel`` and a
   parameter array packed once at bind time. Triton's ``kernel[grid](...)`` re-binds the
   arguments, recomputes their specialisation and cache key and asks the driver about every
-  pointer on every call, 14-15 µs of host time on the lent H100 for an empty kernel; the
+  pointer on every call, 14-15 µs of host time on an H100 for an empty kernel; the
   driver call alone is about 6 µs. Launched on the current stream, it is captured by an outer
   CUDA-graph capture like any kernel.
 * ``"graph"``: a one-kernel CUDA graph captured at bind time and replayed; inside an outer
@@ -23,9 +23,9 @@ The packing is checked against the compiled kernel itself: the PTX entry's param
 must match the packed values one for one (count and widths), else the fallback is taken and
 the reason says what differed.
 
-Measured on the lent H100 (scripts/launch_cost.py, draft_extend bs 32, host µs / call + sync
-µs): empty kernel through ``kernel[grid]()`` 14.9 / 27.1, through the driver path 6.2 / 18.1,
-as a replayed graph 6.0 / 17.9; ``ZeroSyncFill`` on the driver path 6.7 / 18.5.
+Measured on an H100 (`python -m nsa_kernels.bench.launch_cost`, draft_extend bs 32, host µs /
+call + sync µs): empty kernel through ``kernel[grid]()`` 14.9 / 27.1, through the driver path
+6.2 / 18.1, as a replayed graph 6.0 / 17.9; ``ZeroSyncFill`` on the driver path 6.7 / 18.5.
 
 Per-call entry points (``launch_zero_sync``, the modes' ``launch_*``) keep a ``PlanCache``:
 bound launchers keyed on the metadata of their arguments (see ``metadata_key``), so that a
@@ -55,7 +55,7 @@ from .validation.core import byte_range
 
 PATHS = ("driver", "graph", "triton")
 #: The path bound fills take unless told otherwise (``NSA_LAUNCH_PATH`` overrides it, to run a
-#: whole suite on another path). Measured on the lent H100 (draft_extend bs 32, call + sync,
+#: whole suite on another path). Measured on an H100 (draft_extend bs 32, call + sync,
 #: four interleaved groups, ZeroSyncFill driver / graph): 16.98 / 16.68, 18.47 / 18.11,
 #: 19.9 / 19.9, 19.22 / 18.26 µs. The graph replay is 0-5% faster; the driver path stays the
 #: default because an outer capture records it natively, and binding it captures nothing

@@ -1,7 +1,7 @@
 """The mode specs (nsa_kernels.modes.spec) and the modes benchmark (nsa_kernels.bench.modes):
 workloads, byte counts, records, live checks.
 
-SGLang's launchers assert CUDA tensors, and our compat kernels are built by another helper, so
+SGLang's launchers assert CUDA tensors, so
 on this CPU the calls are exercised with ``sglang_semantics_standin``: a plain per-request
 Python loop with SGLang 0.5.23's signatures and write contract (live prefixes only). It is a
 TEST STAND-IN, never measured as ours; it also cross-checks ``spec.live_reference``, which

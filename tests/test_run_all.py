@@ -307,7 +307,7 @@ def test_describe_failure_counts_source_code_cells(tmp_path):
     assert failure.notebook_failed(nb)
 
 
-# ------------------------------------------------------------------------- issue 12 item 8
+# ------------------------------------------------- unusable --out, locks, dead kernels
 
 def test_unwritable_out_is_a_usage_error(tmp_path):
     blocker = tmp_path / "a_file"
@@ -376,7 +376,7 @@ def test_scratch_of_a_killed_run_is_cleaned_next_time(tmp_path):
     assert sorted(p.name for p in scratch_root.iterdir()) == [alive.name]   # its own is gone
 
 
-# ------------------------------------------------------------------------- issue 13
+# ------------------------------------------------------------------------- everyday use
 
 def _git(repo, *args):
     subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",

@@ -263,7 +263,7 @@ def test_bound_hot_path_follows_changing_contents(stage):
         assert bool((out[n:] == -9).all()) and bool((cache[n:] == -9).all())
 
 
-# --------------------------------------------------------------------------- issue 12
+# --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("stage", STAGE_NAMES)
 def test_inference_mode_outputs(stage):
     """Finding 7: outputs made under torch.inference_mode were written by stages 2-5 but

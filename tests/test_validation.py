@@ -258,9 +258,8 @@ def _lengths64(ext, seq):
     return _set(ext=_tensor(ext, torch.int64), seq=_tensor(seq, torch.int64))
 
 
-# Issue 12, finding 1 (lengths, sums and topk past what the int32 outputs hold) and finding 7
-# (topk beyond int32 or 2**64). Kept out of PIPELINE_CASES until stage 6 runs the same data
-# checks (the modes helper wires them); the lead adds them there at merge.
+# Lengths, sums and topk past what the int32 outputs hold, and topk beyond int32 or 2**64.
+# Kept out of PIPELINE_CASES: stage 6 runs its own data checks.
 INT32_CASES = {
     "seq_past_int32_at_1": (_lengths64([1, 2, 0, 3, 1], [4, 2**32 + 7, 5, 3, 9]), ValueError,
                             [_index("seq_lens", 1)], "data"),
@@ -317,7 +316,7 @@ def _cache_shares_ext(c):
     c.ext, c.cache_arg = big.view[CAPACITY:CAPACITY + 5], big.view[:CAPACITY + 1]
 
 
-# Issue 12, finding 4: outputs that overlap each other or an input.
+# Outputs that overlap each other or an input.
 OVERLAP_CASES = {
     "out_is_cache": (_out_is_cache, ValueError,
                      [_name("out_seqlens_expanded"), _name("out_nsa_cache_seqlens")], "static"),
@@ -451,7 +450,7 @@ def test_reference_rejects_bad_input(case):
 
 @pytest.mark.parametrize("runner", list(RUNNERS) + list(NO_CHECK_RUNNERS))
 def test_numpy_integer_topk_accepted(runner):
-    """Issue 12, finding 7: anything operator.index accepts (not bool) is a valid topk."""
+    """Anything operator.index accepts (not bool) is a valid topk."""
     c = Call()
     c.topk = np.int64(3)
     {**RUNNERS, **NO_CHECK_RUNNERS}[runner](c)
@@ -478,7 +477,7 @@ def _status_inside_seq(c):
 @pytest.mark.parametrize("runner", ["launch_zero_sync_check", "ZeroSyncFill_check",
                                     "launch_zero_sync_nocheck", "ZeroSyncFill_nocheck"])
 def test_status_overlapping_a_buffer_rejected(runner, make, other):
-    """Issue 12, finding 4: the status is an output too."""
+    """The status is an output too."""
     c = Call()
     make(c)
     _assert_raises({**RUNNERS, **NO_CHECK_RUNNERS}[runner], c, ValueError,
@@ -744,7 +743,7 @@ def test_pipeline_rejects_req_to_token_narrower_than_page_table():
 
 
 # --------------------------------------------------------------------------- primitives
-# The general rules that every stage and mode calls (issue 12); each names its argument.
+# The general rules that every stage and mode calls; each names its argument.
 @pytest.mark.parametrize("value, expected", [(5, 5), (np.int64(2048), 2048), (np.int32(7), 7),
                                              (np.uint8(3), 3)])
 def test_as_index_accepts_integers(value, expected):
@@ -777,7 +776,7 @@ def test_check_power_of_two_rejects(value, exc):
 
 
 def test_check_min_entries():
-    """Issue 12, finding 3: a cu array needs its leading 0, so at least 1 entry."""
+    """A cu array needs its leading 0, so at least 1 entry."""
     validation.check_min_entries("nsa_cu_seqlens_k", torch.zeros(1, dtype=torch.int32), 1)
     with pytest.raises(ValueError, match=_name("nsa_cu_seqlens_k")):
         validation.check_min_entries("nsa_cu_seqlens_k", torch.zeros(0, dtype=torch.int32), 1)
@@ -812,7 +811,7 @@ def test_check_no_overlap_byte_ranges():
 
 
 def test_check_strides_2d():
-    """Issue 12, findings 4 and 7: sane row strides; [N, 1] views and 0-column tables pass."""
+    """Sane row strides; [N, 1] views and 0-column tables pass."""
     validation.check_strides_2d("page_table_1", torch.zeros(4, 8, dtype=torch.int32))
     validation.check_strides_2d("page_table_1", torch.zeros(8, 8, dtype=torch.int32)[:, 2:3])
     column = torch.zeros(8, dtype=torch.int32).as_strided((8, 1), (1, 8))
@@ -859,7 +858,7 @@ def _pipeline_reference(ext, seq, topk=8, r2t=None, width=4, page_size=2):
 
 
 def test_pipeline_reference_cu_seqlens_k_past_int32():
-    """Issue 12, finding 1: it wrapped like the kernels, so the tests could not see it."""
+    """It wrapped like the kernels, so the tests could not see it."""
     with pytest.raises(
         ValueError,
         match=rf"{_index('seq_lens', 1)}.*cu_seqlens_k|cu_seqlens_k.*{_index('seq_lens', 1)}",

@@ -523,7 +523,7 @@ def test_cuda_graph_replay_follows_changing_contents(mapping):
         assert bool((out[n:] == POISON).all())
 
 
-# --------------------------------------------------------------------------- issue 12
+# --------------------------------------------------------------------------- bad input
 INT32_MAX = 2**31 - 1
 
 

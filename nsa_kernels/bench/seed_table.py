@@ -1,4 +1,4 @@
-"""The seed's table, measured fairly, on the GPU: a PASS/FAIL table for the lead to run.
+"""The seed's table, measured fairly, on the GPU: a PASS/FAIL table.
 
     python -m nsa_kernels.bench.seed_table [--bs 32 --bs 128] [--iters 200] [--rounds 3]
 

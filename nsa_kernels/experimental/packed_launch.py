@@ -1,7 +1,7 @@
 """Retired: zero_sync's packed entry points (one pointer, four byte offsets from it).
 
 The idea: Triton's launcher asks the driver about every pointer argument on every launch
-(~2.3 µs each on the first lent H100 VM), while integers cost next to nothing; so pass the
+(~2.3 µs each on an H100 VM), while integers cost next to nothing; so pass the
 status pointer and the four other buffers as byte offsets from it.
 
 What it measured (H100, host time per launch, through ``BoundLaunch``, the direct call of
