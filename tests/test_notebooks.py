@@ -120,7 +120,11 @@ def test_notebook_runs_alone_in_the_quick_profile(notebook, tmp_path):
                                cwd=str(ROOT / "notebooks"), kernel_name="python3",
                                progress_bar=False, execution_timeout=TIMEOUT_S)
     fragment = json.loads((tmp_path / f"results_{notebook.stem}.json").read_text())
-    assert fragment["notebook"] == notebook.stem and fragment["records"]
+    assert fragment["notebook"] == notebook.stem
+    # no records only where the notebook says what it skipped on this machine, and why
+    assert fragment["records"] or any(
+        "record" in s["what"] for s in fragment.get("extra", {}).get("skipped", [])), \
+        "no records and no skipped entry saying why"
     interpreter = not torch.cuda.is_available()
     assert all(r.get("interpreter", interpreter) == interpreter for r in fragment["records"])
     for figure in fragment["figures"]:
