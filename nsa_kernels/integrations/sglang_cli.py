@@ -1,7 +1,7 @@
 """``python -m nsa_kernels.integrations.sglang``: conformance and host cost inside SGLang.
 
     --conformance [--full] [--modes decode,extend,...]   per-mode count table; exit 1 on a
-                                                         mismatch, naming the case and tensor
+                  [--budget-s S]                         mismatch, naming the case and tensor
     --in-graph                                           the in-graph mode's equality (GPU)
     --host-cost [--sizes 1,32,128] [--width 8192]        host µs per step table (GPU)
     --json PATH                                          also write the rows / records there
@@ -26,7 +26,7 @@ def _table(headers, rows):
     return "\n".join(lines)
 
 
-def conformance(full, modes, out):
+def conformance(full, modes, out, budget_s=None):
     from . import sglang_conformance as sc
     case_list = sc.cases(full, modes or sc.MODES)
     start = time.perf_counter()
@@ -34,7 +34,7 @@ def conformance(full, modes, out):
     def progress(done, total, case):
         if done % 25 == 0 or done == total:
             print(f"  {done}/{total} cases, {time.perf_counter() - start:.0f} s", flush=True)
-    rows, failures, skipped = sc.run(case_list, progress)
+    rows, failures, skipped = sc.run(case_list, progress, budget_s)
     print(_table(["mode", "cases", "equal", "tensors compared"],
                  [[r["mode"], r["cases"], r["equal"], r["tensors"]] for r in rows]))
     reasons = sorted({(c.mode, reason) for c, reason in skipped})
@@ -82,6 +82,8 @@ def main(argv=None):
     parser.add_argument("--conformance", action="store_true")
     parser.add_argument("--full", action="store_true", help="the GPU grid (bs 1..512, ...)")
     parser.add_argument("--modes", type=_csv(str), default=None)
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="stop starting cases after this many seconds (the rest: skipped)")
     parser.add_argument("--in-graph", action="store_true")
     parser.add_argument("--host-cost", action="store_true")
     parser.add_argument("--sizes", type=_csv(int), default=[1, 32, 128])
@@ -98,7 +100,7 @@ def main(argv=None):
     out, status = {}, 0
     try:
         if args.conformance:
-            status |= conformance(args.full, args.modes, out)
+            status |= conformance(args.full, args.modes, out, args.budget_s)
         if args.in_graph:
             status |= in_graph(out)
         if args.host_cost:

@@ -18,6 +18,7 @@ interpreter runs in a few minutes.
 """
 import dataclasses
 import zlib
+import time
 from collections import Counter, defaultdict
 from types import SimpleNamespace
 
@@ -234,14 +235,19 @@ def cases(full=False, modes=MODES, seed=0):
     return [dataclasses.replace(c, seed=seed) for c in out if c.mode in modes]
 
 
-def run(case_list, progress=None):
+def run(case_list, progress=None, budget_s=None):
     """Run ``case_list``; returns ``(rows, failures, skipped)``: per mode ``{"mode", "cases",
-    "equal", "tensors"}``, the failures as ``(case, message)``, the skipped as ``(case,
-    reason)`` (a configuration the harness cannot run on this device)."""
+    "equal", "tensors"}``, the failures as ``(case, message)`` (a difference, or an error
+    raised by either side), the skipped as ``(case, reason)`` (a configuration the harness
+    cannot run on this device, or a case left when ``budget_s`` seconds had passed)."""
     from nsa_kernels.peers import sglang_backend as sb
     pairs, counts = {}, defaultdict(Counter)
     failures, skipped = [], []
+    start = time.perf_counter()
     for i, case in enumerate(case_list):
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            skipped.append((case, f"not run: the {budget_s:g} s budget was spent"))
+            continue
         key = (case.config(sb), case.steps)
         try:
             if key not in pairs:
@@ -258,6 +264,8 @@ def run(case_list, progress=None):
             counts[case.mode]["equal"] += 1
         except AssertionError as exc:
             failures.append((case, str(exc)))
+        except Exception as exc:  # noqa: BLE001  (an error on either side fails this case only)
+            failures.append((case, f"{type(exc).__name__}: {exc}"))
         if progress:
             progress(i + 1, len(case_list), case)
     rows = [{"mode": mode, **{k: counts[mode][k] for k in ("cases", "equal", "tensors")}}
