@@ -17,7 +17,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=$PWD:/tmp/site PATH=/tmp/site/bin:$PATH JUPYTER_PATH=/tmp/site/share/jupyter PYTHONUNBUFFERED=1
 export NSA_PYTHON=python3
 [[ -n ${NSA_COMMIT:-} ]] || echo "device_publish.sh: warning: NSA_COMMIT not set; the stamp is this machine's git HEAD" >&2
-[[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim/sglang
+# the peers travel packed (python source packs ~7x): .carry/peers_slim.tar.xz, when carried
+[[ -f .carry/peers_slim.tar.xz ]] && tar xJf .carry/peers_slim.tar.xz
+[[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim
 [[ -d .peers_slim/vllm ]] && export NSA_VLLM_PATH=$PWD/.peers_slim/vllm
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv
 status=0

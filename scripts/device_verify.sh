@@ -17,7 +17,9 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING
   export PYTHONPATH=$PYTHONPATH:/tmp/site PATH=/tmp/site/bin:$PATH JUPYTER_PATH=/tmp/site/share/jupyter
 fi
-[[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim/sglang
+# the peers travel packed (python source packs ~7x): .carry/peers_slim.tar.xz, when carried
+[[ -f .carry/peers_slim.tar.xz ]] && tar xJf .carry/peers_slim.tar.xz
+[[ -d .peers_slim/sglang ]] && export NSA_SGLANG_PATH=$PWD/.peers_slim
 [[ -d .peers_slim/vllm ]] && export NSA_VLLM_PATH=$PWD/.peers_slim/vllm
 declare -A CHECKS=(
   [gpu]="timeout 540 python3 -m pytest -q -p no:cacheprovider tests/gpu --junitxml=\$OUT/gpu.xml"
