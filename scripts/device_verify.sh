@@ -31,15 +31,17 @@ declare -A CHECKS=(
   [bench]="timeout 300 python3 -m nsa_kernels.bench.bench_modes --bs 1 8 32 128 1024 --widths 8192 131072"
   [modes_gpu]="timeout 330 python3 -m pytest -q -p no:cacheprovider tests -m gpu"
   [pytest]="timeout 540 python3 -m pytest tests -q -m 'not notebooks' -p no:cacheprovider -x"
-  [sglang]="timeout 300 python3 -m nsa_kernels.peers.sglang_backend_check --full --seeds 1 --budget-s 200 --json \$OUT/sglang_selfcheck.json"
-  [conformance]="timeout 300 python3 -m nsa_kernels.integrations.sglang --conformance --full --modes decode,decode_narrow,eager_decode,eager_target_verify,eager_draft_extend,extend,extend_ragged,mtp_decode --budget-s 240 --json \$OUT/conformance.json"
-  [conformance_verify]="timeout 300 python3 -m nsa_kernels.integrations.sglang --conformance --full --modes target_verify --budget-s 240 --json \$OUT/conformance_verify.json"
-  [conformance_draft]="timeout 300 python3 -m nsa_kernels.integrations.sglang --conformance --full --modes draft_extend --budget-s 240 --json \$OUT/conformance_draft.json"
+  [sglang]="timeout 300 python3 -m nsa_kernels.peers.sglang_backend_check --full --seeds 1 --budget-s ${NSA_BUDGET_S:-200} --json \$OUT/sglang_selfcheck.json"
+  [conformance]="timeout 300 python3 -m nsa_kernels.integrations.sglang --conformance --full --modes decode,decode_narrow,eager_decode,eager_target_verify,eager_draft_extend,extend,extend_ragged,mtp_decode --budget-s ${NSA_BUDGET_S:-240} --json \$OUT/conformance.json"
+  [conformance_verify]="timeout 300 python3 -m nsa_kernels.integrations.sglang --conformance --full --modes target_verify --budget-s ${NSA_BUDGET_S:-240} --json \$OUT/conformance_verify.json"
+  [conformance_draft]="timeout 300 python3 -m nsa_kernels.integrations.sglang --conformance --full --modes draft_extend --budget-s ${NSA_BUDGET_S:-240} --json \$OUT/conformance_draft.json"
   [in_graph]="timeout 240 python3 -m nsa_kernels.integrations.sglang --in-graph --json \$OUT/in_graph.json"
   [host_cost]="timeout 90 python3 -m nsa_kernels.integrations.sglang --host-cost --sizes 1,32,128,512 --width 8192 --json \$OUT/host_cost.json"
+  [host_profile]="timeout 120 python3 -m nsa_kernels.integrations.sglang --host-profile decode && timeout 60 python3 -m nsa_kernels.integrations.sglang --host-profile decode:sglang_step"
   [step_quick]="timeout 150 python3 -m nsa_kernels.bench.step --profile quick --out \$OUT/step_quick.json"
   [memcheck]="env PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 330 compute-sanitizer --tool memcheck --report-api-errors no --print-limit 50 python3 -m pytest -q -p no:cacheprovider tests/gpu/test_memcheck.py"
 )
+# NSA_BUDGET_S: the time budget of the harness and conformance checks (seconds)
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=(gpu seed bench)
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader

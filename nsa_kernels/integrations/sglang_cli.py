@@ -4,6 +4,7 @@
                   [--budget-s S]                         mismatch, naming the case and tensor
     --in-graph                                           the in-graph mode's equality (GPU)
     --host-cost [--sizes 1,32,128] [--width 8192]        host µs per step table (GPU)
+    --host-profile MODE[:STAGE]                          cProfile of one side's step, bs 32 (GPU)
     --json PATH                                          also write the rows / records there
 
 Exit status: 0 all equal, 1 a mismatch, 2 a part this machine cannot run (the reason printed).
@@ -88,10 +89,11 @@ def main(argv=None):
     parser.add_argument("--host-cost", action="store_true")
     parser.add_argument("--sizes", type=_csv(int), default=[1, 32, 128])
     parser.add_argument("--width", type=int, default=8192)
+    parser.add_argument("--host-profile", default=None, metavar="MODE[:STAGE]")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    if not (args.conformance or args.in_graph or args.host_cost):
-        parser.error("ask for --conformance, --in-graph and/or --host-cost")
+    if not (args.conformance or args.in_graph or args.host_cost or args.host_profile):
+        parser.error("ask for --conformance, --in-graph, --host-cost and/or --host-profile")
     from .sglang_conformance import MODES
     unknown = sorted(set(args.modes or ()) - set(MODES))
     if unknown:
@@ -105,6 +107,10 @@ def main(argv=None):
             status |= in_graph(out)
         if args.host_cost:
             status |= host_cost(args.sizes, args.width, out)
+        if args.host_profile:
+            from .sglang_host_cost import profile
+            mode, _, stage = args.host_profile.partition(":")
+            print(profile(mode, width=args.width, stage=stage or "nsa_installed"))
     except RuntimeError as exc:  # a GPU-only part on a CPU, SGLang's wheel absent
         print(f"error: {exc}", file=sys.stderr)
         status = 2

@@ -17,8 +17,8 @@ with padded replays, widths 8192 and 131072, next_n 2..6, boundary lengths), els
 interpreter runs in a few minutes.
 """
 import dataclasses
-import zlib
 import time
+import zlib
 from collections import Counter, defaultdict
 from types import SimpleNamespace
 

@@ -120,3 +120,30 @@ def measure(modes=HOST_MODES, sizes=(1, 32, 128), width=8192, rounds=10, calls=5
             records += [dict(stage=name, workload=mode, bs=bs, width=width, host_us=us,
                              path="step") for name, us in host.items()]
     return records
+
+
+def profile(mode="decode", bs=32, width=8192, stage="nsa_installed", calls=3000, top=25):
+    """Where one side's host time per step goes: ``calls`` steps back to back under cProfile
+    (syncing every 200 so the launch queue never blocks the host); the ``top`` functions by
+    own time, as text. cProfile's own cost inflates every call alike: read shares, not µs."""
+    import cProfile
+    import io
+    import pstats
+
+    from nsa_kernels.peers import sglang_backend as sb
+    if not torch.cuda.is_available():
+        raise RuntimeError("the host profile needs a GPU")
+    fn = dict(point_entries(sb, mode, bs, width))[stage]
+    for _ in range(100):
+        fn()
+    torch.cuda.synchronize()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(calls):
+        fn()
+        if i % 200 == 199:
+            torch.cuda.synchronize()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    return f"{stage} {mode} bs {bs} width {width}, {calls} steps\n" + text.getvalue()

@@ -417,8 +417,11 @@ def compare_live(what, actual, expected, live_cols=None, poison=None):
         tail = actual[rows:]
     if bool(bad.any()):
         where = tuple(bad.nonzero()[0].tolist())
+        outside = live_cols is not None and not bool(mask[where])
+        expected_text = f"the poison {poison}, outside the live columns" if outside else (
+            f"{int(want[where])}")
         raise AssertionError(f"{what}: differs at {where}: got {int(got[where])}, expected "
-                             f"{int(want[where])} ({int(bad.sum())} entries differ)")
+                             f"{expected_text} ({int(bad.sum())} entries differ)")
     if poison is not None and bool((tail != poison).any()):
         raise AssertionError(f"{what}: written past its range")
     return live

@@ -58,6 +58,7 @@ import marshal
 import os
 import shutil
 import sys
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -129,29 +130,35 @@ def source_root():
 
 
 class _StrippedAssertLoader(importlib.machinery.SourceFileLoader):
-    """Compiles with ``optimize=1`` (asserts stripped), caching to the ``.opt-1.pyc`` name.
+    """Compiles with ``optimize=1`` (asserts stripped), caching to a ``.opt-nsa.pyc`` name of
+    its own (an 8-byte source mtime, then the marshalled code: not CPython's pyc header, so
+    never under a name CPython reads).
 
     SGLang's CUDA-only asserts guard its fused wrappers; the torch fallback they sit beside
-    runs on any tensors. Only files under SGLang's root are loaded by this class.
+    runs on any tensors. Only files under SGLang's root are loaded by this class. Several
+    processes may load the same tree at once: the cache is written to a private file and
+    renamed into place, and a cache that does not unmarshal is compiled again.
     """
 
     def get_code(self, fullname):
         source_path = self.get_filename(fullname)
-        cache = importlib.util.cache_from_source(source_path, optimization=1)
+        cache = importlib.util.cache_from_source(source_path, optimization="nsa")
         mtime = os.stat(source_path).st_mtime_ns
         try:
             with open(cache, "rb") as handle:
                 stamp = handle.read(8)
                 if int.from_bytes(stamp, "little") == mtime:
                     return marshal.loads(handle.read())
-        except OSError:
+        except (OSError, EOFError, ValueError, TypeError):
             pass
         code = compile(self.get_data(source_path), source_path, "exec", dont_inherit=True,
                        optimize=1)
         with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(cache), exist_ok=True)
-            with open(cache, "wb") as handle:
+            private = f"{cache}.{os.getpid()}.{threading.get_ident()}.tmp"
+            with open(private, "wb") as handle:
                 handle.write(mtime.to_bytes(8, "little") + marshal.dumps(code))
+            os.replace(private, cache)
         return code
 
 

@@ -14,6 +14,7 @@ from nsa_kernels.modes import extend_workloads as wl
 from nsa_kernels.modes.extend_reference import EXTEND_KEYS, extend_reference
 from nsa_kernels.peers.sglang_extend import sglang_extend_metadata
 from nsa_kernels.testing import Canary, assert_equal
+from nsa_kernels.validation import extend as extend_checks
 
 import pytest
 import torch
@@ -132,7 +133,7 @@ def test_static_checks_cost_little_host_time():
     samples = []
     for _ in range(2000):
         start = time.perf_counter()
-        ex.check_static(*workload.args(), bufs, status)
+        extend_checks.check_static(*workload.args(), bufs.as_dict(), status, ex.STATUS_ENTRIES)
         samples.append(time.perf_counter() - start)
     median_us = statistics.median(samples) * 1e6
     assert median_us < STATIC_CHECKS_BUDGET_US, f"{median_us:.1f} µs median"

@@ -1,0 +1,21 @@
+"""bench.step's graph-replay column: each round's replays reduce to one sample, so every time
+metric of a record is a number (median, p20, p80), never a list. CUDA graphs need a GPU: the
+replay sampler is replaced by one that returns what the real one returns (a list per graph)."""
+import nsa_kernels  # noqa: F401  (first: picks the Triton mode)
+from nsa_kernels.bench import harness, step
+
+
+def test_graph_us_is_a_number_per_record(monkeypatch):
+    replays = iter(range(1, 1000))
+    monkeypatch.setattr(harness, "_graph_samples", lambda graphs, iters, calls: {
+        name: [float(next(replays)) for _ in range(5)] for name in graphs})
+    monkeypatch.setattr(harness, "eager_us", lambda fn, iters: 2.0)
+    entries = [dict(name="a", fn=lambda: None, graph=object()),
+               dict(name="b", fn=lambda: None, graph=None)]
+    times = step.time_entries(entries, dict(rounds=3, calls=4, eager=2, graph_calls=1))
+    median, p20, p80 = times["a"]["graph_us"]
+    assert all(isinstance(v, float) for v in (median, p20, p80))
+    # the rounds' medians: of 1..5, 6..10 and 11..15 (only a has a graph)
+    assert median == 8.0 and p20 <= median <= p80
+    assert times["b"]["graph_us"] == (None, None, None)
+    assert isinstance(times["a"]["host_us"][0], float)
