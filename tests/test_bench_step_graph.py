@@ -19,3 +19,20 @@ def test_graph_us_is_a_number_per_record(monkeypatch):
     assert median == 8.0 and p20 <= median <= p80
     assert times["b"]["graph_us"] == (None, None, None)
     assert isinstance(times["a"]["host_us"][0], float)
+
+
+def test_every_step_workload_has_a_judged_metric_on_a_gpu(monkeypatch):
+    """The step's workloads that are not forward-mode specs (MTP, eager decode, extend) are
+    judged without a lookup in ``SPECS``, on a GPU as under the interpreter."""
+    monkeypatch.setattr(harness, "ON_GPU", True)
+    from nsa_kernels.bench import modes
+    for workload, config, mode, next_n, steps in step.CONFIGS:
+        group = type("G", (), dict(mode=mode))()
+        key = step.judged_metric(group)
+        assert key == ("eager_us" if mode in ("extend", "extend_ragged", "eager_decode")
+                       else "graph_us"), (workload, key)
+        records = [dict(stage=s, workload=workload, interpreter=False, graph_us=2.0,
+                        eager_us=3.0) for s in ("sglang_step", "nsa_installed",
+                                                "empty_kernel", "bandwidth_floor")]
+        out = modes.finish_point(records, key=key)
+        assert out[1]["vs_sglang"] == 1.0 and out[1]["floor_us"] in (2.0, 3.0)

@@ -92,11 +92,12 @@ def time_key(records):
     return "eager_us" if eager else "graph_us"
 
 
-def finish_point(records):
+def finish_point(records, key=None):
     """Add ``floor_us`` (``floors.point_floor``: max of the empty kernel and the bandwidth
     floor), ``vs_sglang`` (SGLang time / this time: > 1 means faster than SGLang) and
-    ``vs_floor`` (this / floor) to the records of one point."""
-    key = time_key(records)
+    ``vs_floor`` (this / floor) to the records of one point, judged on ``key`` (default
+    ``time_key``: a workload of ``SPECS``; other callers name their metric)."""
+    key = key or time_key(records)
     by_stage = {r["stage"]: r for r in records}
     floor = floors.point_floor(by_stage.get("empty_kernel", {}).get(key),
                                by_stage.get("bandwidth_floor", {}).get(key))

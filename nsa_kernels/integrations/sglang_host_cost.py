@@ -7,7 +7,11 @@ through ``init_forward_metadata``. Steps run back to back without a synchronize 
 the replay's critical path), interleaved with the empty-launch floors (``bench.floors``), in
 one process; medians. ``nsa_in_graph`` is the installed backend in in-graph mode: its replay
 step only re-points ``forward_metadata`` (the metadata launches are inside the model's graph).
-Before timing, each point's metadata is compared once (``compare_metadata``).
+Before timing, each point's metadata is compared once (``compare_metadata``). DeepGEMM's
+schedule is the harness's stand-in on both sides (``peers.sglang_standins``: an allocation and
+a ``copy_``, about half of the installed step's host time at bs 32 on an H200), and the top-k
+plan as the harness configures it: this is the step with the launches that stay SGLang's;
+``bench.step`` separates the part the workbook replaces (``nsa_installed``) from that.
 """
 from types import SimpleNamespace
 
