@@ -30,7 +30,10 @@ before every ``graph.replay()``), ``mtp_decode`` through the multi-step draft ba
   ``bench.modes`` as ``vllm_indexer``); its decode step is ``torch.diff`` and a copy, plus
   ``_prepare_decode_tensors``' elementwise per-token lengths for next_n > 1. DeepGEMM's
   schedule is left out, as ``sglang_step`` leaves SGLang's out. Its inputs are the same batch:
-  ``seq_lens`` counting the step's tokens, the block table ``req_to_token[pool, ::64] // 64``.
+  ``seq_lens`` counting the step's tokens, the block table ``req_to_token[pool, ::64] // 64``,
+  made once per point outside the timed step (vLLM's runner builds its
+  ``CommonAttentionMetadata`` once for every attention group; ``build`` is the indexer's own
+  cost).
   vLLM defines fewer outputs than SGLang: the ones both define, per-token KV lengths
   (``dsa_seqlens_expanded``) and page ids per query row (``real_page_table``), are compared
   with ``sglang_step``'s and ``nsa_installed``'s before timing.

@@ -55,8 +55,9 @@ output of the decode path:
 * ``current_platform``: CUDA, capability family 90 (Hopper), not ROCm; ``has_deep_gemm``:
   true (vLLM on an H200 runs with DeepGEMM). Only the path choices read them.
 * ``get_paged_mqa_logits_metadata``: DeepGEMM's schedule is left out, as the step benchmark
-  leaves SGLang's out (``sglang_step``): it returns an empty ``[0, 2]`` int32 tensor, so
-  ``decode.schedule_metadata`` is an empty slice and its ``copy_`` moves nothing.
+  leaves SGLang's out (``sglang_step``): it returns an empty ``[0, 2]`` int32 tensor (one per
+  device, made once), so ``decode.schedule_metadata`` is an empty slice and its ``copy_``
+  moves nothing.
 * ``AttentionMetadataBuilder``: the base class's ``__init__`` as vLLM's (stores
   ``kv_cache_spec``, ``layer_names``, ``vllm_config``, ``device``); ``MLAAttentionSpec``: a
   class the spec is not an instance of (no KV compression: DeepSeek-V3.2's layout);
@@ -143,10 +144,17 @@ class _Hopper:
         return family == 90
 
 
+_EMPTY_SCHEDULES = {}
+
+
 def _no_schedule(context_lens, block_size, num_sms, indices=None):
     # DeepGEMM's schedule, left out (the step benchmark leaves SGLang's out too): an empty
-    # result makes build()'s copy into scheduler_metadata_buffer move nothing
-    return torch.empty(0, 2, dtype=torch.int32, device=context_lens.device)
+    # result, made once per device so that the stand-in costs no allocation, makes build()'s
+    # copy into scheduler_metadata_buffer move nothing
+    device = context_lens.device
+    if device not in _EMPTY_SCHEDULES:
+        _EMPTY_SCHEDULES[device] = torch.empty(0, 2, dtype=torch.int32, device=device)
+    return _EMPTY_SCHEDULES[device]
 
 
 class _AttentionMetadataBuilder:
@@ -173,7 +181,9 @@ class _VllmTritonJitKernel:
 
     def launch(self, launch_spec, inputs):
         grid, launch_kwargs = launch_spec[:2]
-        names = set(inspect.signature(self.kernel.fn).parameters)
+        names = getattr(self.kernel, "arg_names", None) or inspect.signature(
+            self.kernel.fn).parameters
+        names = set(names)
         kwargs = dict(launch_kwargs)
         for name, value in inputs.items():
             # vLLM's _launch_binding_plan: an input binds to `name` or `name_ptr`
