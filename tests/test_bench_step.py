@@ -20,6 +20,14 @@ def sglang():
         pytest.skip(str(e))
 
 
+@pytest.fixture(scope="module")
+def vllm():
+    try:
+        return step.vllm_peer()
+    except step.vllm_hopper.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
 def _group(workload="decode", sizes=(2,), width=320):
     return next(g for g in step.groups("quick", sizes, (width,), [workload]))
 
@@ -205,7 +213,7 @@ def test_mtp_targets_leave_sglang_fallback_out():
 
 
 @pytest.mark.parametrize("workload", ["decode", "target_verify"])
-def test_vllm_hopper_is_checked_then_timed(sglang, workload):
+def test_vllm_hopper_is_checked_then_timed(sglang, vllm, workload):
     group = _group(workload, sizes=(1, 3))
     for stages in _points(_run(sglang, group)).values():
         vllm = stages["vllm_hopper"]
@@ -213,7 +221,8 @@ def test_vllm_hopper_is_checked_then_timed(sglang, workload):
         assert vllm["note"].startswith(step.vllm_hopper.CONFIG)
 
 
-def test_vllm_hopper_outputs_changed_in_vllms_file_are_not_timed(sglang, tmp_path, monkeypatch):
+def test_vllm_hopper_outputs_changed_in_vllms_file_are_not_timed(sglang, vllm, tmp_path,
+                                                                 monkeypatch):
     # vLLM's own file, one constant changed: its per-token lengths are then one too long,
     # which the check before timing must catch
     from nsa_kernels.peers import vllm as vllm_peer
@@ -238,7 +247,7 @@ def test_vllm_hopper_outputs_changed_in_vllms_file_are_not_timed(sglang, tmp_pat
     assert stages["nsa_installed"]["host_us"] is not None
 
 
-def test_vllm_hopper_compared_with_our_outputs_too(sglang):
+def test_vllm_hopper_compared_with_our_outputs_too(sglang, vllm):
     group = _group("target_verify")
     with step.shared_req_to_token(sb):
         sides = step.GroupSides(sb, group, ["sglang_step", "nsa_installed", "vllm_hopper"])
