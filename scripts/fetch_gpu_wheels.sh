@@ -5,7 +5,8 @@
 #    typing_extensions), the versions of this machine's environment so the GPU runs what CI ran;
 #  * .peers_slim/sglang: the SGLang files the harness loads (python -m nsa_kernels.peers.fetch
 #    --slim), for NSA_SGLANG_PATH=.peers_slim there;
-#  * .peers_slim/vllm: vLLM's attention ops and MLA backends, from .peers/vllm-*.whl when present
+#  * .peers_slim/vllm: vLLM's attention ops and MLA backends, and utils/deep_gemm.py (the Hopper
+#    path's native_next_n_supported, peers/vllm_hopper.py), from .peers/vllm-*.whl when present
 #    (pip download vllm==0.33.0 --no-deps -d .peers: 330 MB, only ~3 MB of it travels);
 #  * .carry/peers_slim.tar.xz: .peers_slim packed (~4 MB instead of ~33), which the device
 #    scripts unpack: the working tree, .whl and the peers must travel in 64 MiB together.
@@ -35,7 +36,7 @@ vllm_wheel=$(ls .peers/vllm-0.33.0-*.whl 2>/dev/null | tail -n 1 || true)
 if [[ -n $vllm_wheel ]]; then
   mkdir -p .peers_slim/vllm
   unzip -q -o "$vllm_wheel" 'vllm/v1/attention/ops/*' 'vllm/v1/attention/backends/mla/*' \
-    'vllm/v1/attention/backends/*.py' -d .peers_slim/vllm
+    'vllm/v1/attention/backends/*.py' 'vllm/utils/deep_gemm.py' -d .peers_slim/vllm
 else
   echo "no .peers/vllm-0.33.0-*.whl: the vLLM peer will be absent on the GPU"
 fi

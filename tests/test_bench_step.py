@@ -20,6 +20,14 @@ def sglang():
         pytest.skip(str(e))
 
 
+@pytest.fixture(scope="module")
+def vllm():
+    try:
+        return step.vllm_peer()
+    except step.vllm_hopper.PeerUnavailable as e:
+        pytest.skip(str(e))
+
+
 def _group(workload="decode", sizes=(2,), width=320):
     return next(g for g in step.groups("quick", sizes, (width,), [workload]))
 
@@ -202,3 +210,75 @@ def test_mtp_targets_leave_sglang_fallback_out():
     assert "mtp_decode left out" in ratio["note"]
     floor = _target(records, "installed, host")
     assert floor["measured"].startswith("2 of 2")  # the floor targets keep MTP
+
+
+@pytest.mark.parametrize("workload", ["decode", "target_verify"])
+def test_vllm_hopper_is_checked_then_timed(sglang, vllm, workload):
+    group = _group(workload, sizes=(1, 3))
+    for stages in _points(_run(sglang, group)).values():
+        vllm = stages["vllm_hopper"]
+        assert vllm["host_us"] > 0 and vllm["eager_us"] > 0, vllm["note"]
+        assert vllm["note"].startswith(step.vllm_hopper.CONFIG)
+
+
+def test_vllm_hopper_outputs_changed_in_vllms_file_are_not_timed(sglang, vllm, tmp_path,
+                                                                 monkeypatch):
+    # vLLM's own file, one constant changed: its per-token lengths are then one too long,
+    # which the check before timing must catch
+    from nsa_kernels.peers import vllm as vllm_peer
+    name = step.vllm_hopper.INDEXER
+    folder = tmp_path / "vllm"
+    for file in step.vllm_hopper.TAKEN:
+        path, _ = vllm_peer.source_file(file)
+        (folder / file).parent.mkdir(parents=True, exist_ok=True)
+        (folder / file).write_bytes(path.read_bytes())
+    text = (folder / name).read_text()
+    native = "                    + 1\n                    + self.offsets_buffer[:max_decode_len]"
+    assert text.count(native) == 1
+    (folder / name).write_text(text.replace(native, native.replace("+ 1", "+ 2")))
+    monkeypatch.setenv("NSA_VLLM_PATH", str(folder))
+    monkeypatch.setattr(step, "_VLLM", [])
+    stages = _points(_run(sglang, _group("target_verify")))[
+        ("target_verify", _group("target_verify").config, 320, 2, 2)]
+    refused = stages["vllm_hopper"]
+    assert refused["host_us"] is None
+    assert refused["note"].startswith("not timed: metadata differs from sglang_step's")
+    assert "dsa_seqlens_expanded" in refused["note"]
+    assert stages["nsa_installed"]["host_us"] is not None
+
+
+def test_vllm_hopper_compared_with_our_outputs_too(sglang, vllm):
+    group = _group("target_verify")
+    with step.shared_req_to_token(sb):
+        sides = step.GroupSides(sb, group, ["sglang_step", "nsa_installed", "vllm_hopper"])
+        sides = {s.stage: s for s in sides.sides(2, 1)}
+    for side in sides.values():
+        side.step()
+    got = sides["vllm_hopper"].results()
+    ours = {"nsa_installed": sides["nsa_installed"].results()}
+    assert step.check_vllm(sb, got, ours) is None
+    ours["nsa_installed"][0].tensors["real_page_table"][1, 0] += 1
+    assert "real_page_table" in step.check_vllm(sb, got, ours)
+
+
+def test_vllm_hopper_skipped_with_a_reason(sglang, monkeypatch, tmp_path):
+    stages = _points(_run(sglang, _group("extend")))
+    for point in stages.values():
+        assert point["vllm_hopper"]["note"].startswith("skipped: ")
+    monkeypatch.setenv("NSA_VLLM_PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(step, "_VLLM", [])
+    monkeypatch.setattr(step.vllm_hopper.vllm_peer, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(step.vllm_hopper.vllm_peer, "CACHE", tmp_path / "cache")
+    point = _points(_run(sglang, _group("decode")))[("decode", _group().config, 320, 1, 2)]
+    assert point["vllm_hopper"]["note"].startswith("skipped: vLLM unavailable")
+    assert point["nsa_installed"]["host_us"] is not None
+
+
+def test_vllm_target_from_the_records():
+    records = _synthetic(5.0)
+    vllm = [dict(r, stage="vllm_hopper", host_us=8.0, eager_us=9.0, graph_us=1.0)
+            for r in records if r["stage"] == "nsa_installed"]
+    host = _target(records + vllm, "vLLM on Hopper: installed faster than vllm_hopper (host)")
+    assert host["met"] and "1.60x" in host["measured"]
+    graph = _target(records + vllm, "vLLM on Hopper: installed faster than vllm_hopper (graph")
+    assert not graph["met"] and "0.45x" in graph["measured"]

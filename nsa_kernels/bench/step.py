@@ -23,9 +23,20 @@ before every ``graph.replay()``), ``mtp_decode`` through the multi-step draft ba
   (``bench.floors``) and ``bandwidth_floor`` (bytes that must move / this run's copy bandwidth,
   ``bench.modes``). ``floor_us`` is ``modes.finish_point``'s: one floor model for every notebook.
 
-vLLM 0.33's Hopper path (``vllm_hopper``) is not a side here: it lives in the indexer
-backend's ``build`` (``v1/attention/backends/mla/indexer.py``), which imports vLLM's config,
-distributed and platform layers; no by-path load of it exists yet.
+* ``vllm_hopper`` (decode and target_verify): vLLM 0.33's own step for the same batch on
+  Hopper, ``DeepseekV32IndexerMetadataBuilder.build`` (``v1/attention/backends/mla/
+  indexer.py``) as ``peers.vllm_hopper`` loads it: on SM90 it never launches
+  ``_indexer_decode_metadata_kernel`` (vLLM's SM100 path, ``peers.vllm``, timed in
+  ``bench.modes`` as ``vllm_indexer``); its decode step is ``torch.diff`` and a copy, plus
+  ``_prepare_decode_tensors``' elementwise per-token lengths for next_n > 1. DeepGEMM's
+  schedule is left out, as ``sglang_step`` leaves SGLang's out. Its inputs are the same batch:
+  ``seq_lens`` counting the step's tokens, the block table ``req_to_token[pool, ::64] // 64``,
+  made once per point outside the timed step (vLLM's runner builds its
+  ``CommonAttentionMetadata`` once for every attention group; ``build`` is the indexer's own
+  cost).
+  vLLM defines fewer outputs than SGLang: the ones both define, per-token KV lengths
+  (``dsa_seqlens_expanded``) and page ids per query row (``real_page_table``), are compared
+  with ``sglang_step``'s and ``nsa_installed``'s before timing.
 
 Times per step, every side and floor of a point sampled in the same interleaved rounds:
 ``host_us`` (steps back to back, no sync: ``floors.host_times``), ``eager_us`` (call +
@@ -53,18 +64,25 @@ from ..integrations import sglang as integration
 from ..integrations.sglang_conformance import Case, MultiStepPair, _host_fields, lengths_for
 from ..integrations.sglang_host_cost import _eager_batch, _graph_view
 from ..modes.spec import Inputs, Point
+from ..peers import vllm_hopper
 from . import floors, harness, modes
 
 SIDES = ("sglang_step", "sglang_step_full", "nsa_dropin", "nsa_installed",
-         "nsa_installed_full", "nsa_in_graph")
+         "nsa_installed_full", "nsa_in_graph", "vllm_hopper")
 FLOOR_STAGES = ("empty_kernel", "empty_driver", "empty_graph", "bandwidth_floor")
 METRICS = ("host_us", "eager_us", "graph_us")
 NOOP, STANDIN = "noop", "standin"
 #: The schedule / plan treatment of each side (``nsa_dropin`` and ``nsa_in_graph``: as
 #: ``sglang_step``, the part the workbook replaces).
 KIND = {"sglang_step": NOOP, "sglang_step_full": STANDIN, "nsa_dropin": NOOP,
-        "nsa_installed": NOOP, "nsa_installed_full": STANDIN, "nsa_in_graph": NOOP}
+        "nsa_installed": NOOP, "nsa_installed_full": STANDIN, "nsa_in_graph": NOOP,
+        "vllm_hopper": NOOP}
 GRAPH_MODES = ("decode", "decode_narrow", "target_verify", "draft_extend")
+#: The modes vLLM's Hopper decode path covers (decode, and target verify: next_n 2 and 4 are
+#: its native multi-token path on SM90).
+VLLM_MODES = ("decode", "decode_narrow", "target_verify")
+#: The sides the ``vllm_hopper`` outputs are compared with (the ones both define).
+VLLM_CHECKED_AGAINST = ("sglang_step", "nsa_installed")
 #: ``(workload, config, harness mode, next_n, steps)`` of every measured configuration.
 CONFIGS = (
     ("decode", "wide table (page_table_1)", "decode", 1, 0),
@@ -282,6 +300,9 @@ def side_skips(group, on_gpu):
         skip["sglang_step_full"] = skip["nsa_installed_full"] = cuda_only
         skip["nsa_dropin"] = "SGLang calls its _fused_* kernels only on CUDA (is_cuda())"
         skip["nsa_in_graph"] = "CUDA graphs need a GPU"
+    if group.mode not in VLLM_MODES:
+        skip["vllm_hopper"] = ("vLLM's Hopper indexer metadata (indexer.py build) is compared "
+                               "on decode and target_verify only")
     if group.mode not in GRAPH_MODES:
         skip.setdefault("nsa_in_graph", "in-graph mode exists for the graph replays only")
         skip.setdefault("nsa_dropin", "this path calls none of SGLang's three fused kernels"
@@ -307,6 +328,8 @@ class GroupSides:
                     self.pairs[kind] = pair
             return
         for stage in stages:
+            if stage == "vllm_hopper":
+                continue  # built below, on the SGLang harness's req_to_token
             h = sb.SGLangHarness(config)
             prepare_backend(h.backend, KIND[stage])
             if stage == "nsa_dropin":
@@ -316,6 +339,11 @@ class GroupSides:
             elif stage == "nsa_in_graph":
                 integration.install(h.backend, in_graph=True)
             self.harness[stage] = h
+        if "vllm_hopper" in stages:
+            pages = -(-group.width // sb.PAGE_SIZE)
+            q = group.next_n if group.mode == "target_verify" else 1
+            self.vllm = vllm_hopper.Builder(vllm_peer(), max(group.sizes), pages, q,
+                                            device=self.harness["sglang_step"].device)
 
     def inputs(self, bs, seed=0):
         """``(seq_lens, req_pool_indices, extend_seq_lens or None)`` of the timed steps at
@@ -334,7 +362,33 @@ class GroupSides:
         out = []
         for stage, h in self.harness.items():
             out.append(self._side(stage, h, bs, seq, pool, qo, graph_calls))
+        if "vllm_hopper" in self.stages:
+            out.append(self._vllm_side(bs, seq, pool))
         return out
+
+    def _vllm_side(self, bs, seq, pool):
+        """vLLM's ``build`` on the same batch: its ``seq_lens`` count the step's tokens, its
+        block table is SGLang's page-granular one (``req_to_token[pool, ::page] // page``)."""
+        page, builder = self.sb.PAGE_SIZE, self.vllm
+        table = self.harness["sglang_step"].req_to_token
+        table = (table[pool.to(table.device)][:, ::page] // page).to(torch.int32)
+        extra = builder.next_n if self.group.mode == "target_verify" else 0
+        # a first build on other lengths, as the SGLang sides' first replay: the buffers then
+        # hold values the timed step must overwrite
+        first, _, _ = self.inputs(bs, seed=1)
+        builder.step(builder.inputs(first + extra, table))
+        common = builder.inputs(seq + extra, table)
+        built = [None]
+
+        def step():
+            built[0] = builder.step(common)
+
+        case = self._case(bs, seq)
+
+        def results():
+            return [self.sb.MetadataResult(
+                tensors=vllm_hopper.outputs(built[0], builder.next_n), case=case)]
+        return Side("vllm_hopper", step, results, metadata=lambda: built[0])
 
     def _case(self, bs, seq):
         """What ``compare_metadata`` needs of the timed step: each page-table row's length."""
@@ -431,6 +485,12 @@ def check_sides(sb, sides):
     for stage, (got, meta) in outputs.items():
         if stage == "sglang_step":
             continue
+        if stage == "vllm_hopper":
+            reason = check_vllm(sb, got, {s: outputs[s][0] for s in VLLM_CHECKED_AGAINST
+                                          if s in outputs and s not in refused})
+            if reason:
+                refused[stage] = reason
+            continue
         try:
             if len(got) != len(reference):
                 raise AssertionError(f"{len(got)} backends vs {len(reference)}")
@@ -440,6 +500,23 @@ def check_sides(sb, sides):
         except AssertionError as exc:
             refused[stage] = f"not timed: metadata differs from sglang_step's: {exc}"
     return refused
+
+
+def check_vllm(sb, got, references):
+    """The reason ``vllm_hopper`` is not timed, or None: its outputs (``vllm_hopper.outputs``)
+    against each of ``references`` (``{stage: results}``), on the tensors both define."""
+    (mine,) = got
+    for stage, results in references.items():
+        theirs = results[0]
+        shared = {name: theirs.tensors[name] for name in mine.tensors if name in theirs.tensors}
+        if shared.keys() != mine.tensors.keys():
+            missing = sorted(set(mine.tensors) - set(shared))
+            return f"not timed: {stage} has no {missing} to compare vLLM's outputs with"
+        try:
+            sb.compare_metadata(sb.MetadataResult(shared, theirs.case), mine, theirs.case)
+        except AssertionError as exc:
+            return f"not timed: metadata differs from {stage}'s: {exc}"
+    return None
 
 
 def _as_list(value):
@@ -537,9 +614,25 @@ def point_bytes(group, bs, seq, qo, sides):
     return read + sum(t.numel() for t in reference.values() if t is not None) * 4
 
 
+_VLLM = []
+
+
+def vllm_peer():
+    """vLLM's Hopper path (``peers.vllm_hopper``), loaded once; ``PeerUnavailable`` without a
+    copy of vLLM."""
+    if not _VLLM:
+        _VLLM.append(vllm_hopper.load(require_gpu=False))
+    return _VLLM[0]
+
+
 def run_group(sb, group, timing, bandwidth, progress=None):
     """Records of every point of ``group``: sides checked, then timed with the floors."""
     skips = side_skips(group, harness.ON_GPU)
+    if "vllm_hopper" not in skips:
+        try:
+            vllm_peer()
+        except vllm_hopper.PeerUnavailable as exc:
+            skips["vllm_hopper"] = f"vLLM unavailable: {exc}"
     stages = [s for s in SIDES if s not in skips]
     records = []
     _EAGER_KIND[0] = STANDIN  # captures call the schedule through the resolver
@@ -581,6 +674,9 @@ def _run_point(sb, group, sides_of, bs, timing, bandwidth, skips):
     times = time_entries(entries, timing)
     notes = {e["name"]: e.get("graph_note") for e in entries}
     out = [record(group, bs, name, times[name], note=notes[name]) for name in times]
+    for r in out:
+        if r["stage"] == "vllm_hopper":
+            r["note"] = "; ".join(n for n in (vllm_hopper.CONFIG, r["note"]) if n)
     if group.mode == "mtp_decode":
         for r in out:
             if r["stage"].startswith("sglang_"):
@@ -719,11 +815,15 @@ def targets(records, explain=None):
                                  f"SGLang's eager method ({what})", by,
                                  lambda s, m=metric: _over(s, "sglang_step", "nsa_installed", m),
                                  20, above=True, keys=bs32))
-    out.append({"target": "vLLM on Hopper: faster wherever both produce the same outputs",
-                "measured": "not measured: no vllm_hopper side", "met": False,
-                "note": "vLLM 0.33's Hopper path lives in the indexer backend's build "
-                        "(v1/attention/backends/mla/indexer.py), which imports vLLM's config, "
-                        "distributed and platform layers: no faithful by-path load of it yet"})
+    for metric, what in (("host_us", "host"), ("eager_us", "call + sync"),
+                         ("graph_us", "graph replay")):
+        out.append(_ratio_target(
+            f"vLLM on Hopper: installed faster than vllm_hopper ({what})", by,
+            lambda s, m=metric: _over(s, "vllm_hopper", "nsa_installed", m), 1.0, above=True,
+            note="at every point where vllm_hopper's outputs equal ours (per-token KV lengths, "
+                 "page ids per row); vLLM's step defines fewer outputs than SGLang's "
+                 "(no token-granular page table, no cu_seqlens), its DeepGEMM schedule left "
+                 "out as SGLang's is"))
     return out
 
 

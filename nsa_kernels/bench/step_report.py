@@ -10,9 +10,11 @@ LINES = SIDES + FLOOR_STAGES
 DASHED = set(FLOOR_STAGES)
 
 
-#: One colour per line, the same in every figure (SGLang warm, the workbook cool, floors grey).
+#: One colour per line, the same in every figure (SGLang red, vLLM orange, the workbook cool,
+#: floors grey).
 COLORS = {"sglang_step": "#d62728", "sglang_step_full": "#ff9896", "nsa_dropin": "#9467bd",
           "nsa_installed": "#1f77b4", "nsa_installed_full": "#aec7e8", "nsa_in_graph": "#2ca02c",
+          "vllm_hopper": "#ff7f0e",
           "empty_kernel": "#7f7f7f", "empty_driver": "#525252", "empty_graph": "#bcbd22",
           "bandwidth_floor": "#17becf"}
 
@@ -67,7 +69,10 @@ def plot_mode(records, workload):
     order = [s for s in LINES if s in handles]
     fig.legend([handles[s] for s in order], order, loc="upper center", ncol=len(order) or 1,
                fontsize=9, bbox_to_anchor=(0.5, 1 - 0.7 / height))
-    fig.suptitle(_title(f"{workload}: per-step metadata cost, SGLang's step vs the workbook"),
+    with_vllm = any(r["stage"] == "vllm_hopper" and r.get("host_us") for r in records
+                    if r["workload"] == workload)
+    vs = "SGLang's and vLLM's steps" if with_vllm else "SGLang's step"
+    fig.suptitle(_title(f"{workload}: per-step metadata cost, {vs} vs the workbook"),
                  y=1 - 0.05 / height, va="top")
     # fixed spacing: tight_layout measures every tick label and costs seconds per figure
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.6 / height, top=1 - 1.3 / height,
@@ -76,10 +81,10 @@ def plot_mode(records, workload):
 
 
 def host_table(records, sizes=(1, 32, 128, 512)):
-    """``(columns, rows)``: host µs per step at a few bs, per mode, side and cheapest floor,
-    with SGLang's step over the installed one."""
-    columns = ["workload", "config", "next_n", "width", "bs", "sglang_step", "sglang_step_full",
-               "nsa_dropin", "nsa_installed", "nsa_installed_full", "nsa_in_graph",
+    """``(columns, rows)``: host µs per step at a few bs, per mode, side (``vllm_hopper``:
+    vLLM's Hopper step, decode and target_verify only) and cheapest floor, with SGLang's step
+    over the installed one."""
+    columns = ["workload", "config", "next_n", "width", "bs", *SIDES,
                "cheapest empty", "sglang_step / installed"]
     points = {}
     for r in records:

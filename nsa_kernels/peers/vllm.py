@@ -1,5 +1,9 @@
 """vLLM 0.33.0's indexer-metadata kernels as a second peer, loaded by file path (never vendored).
 
+This is vLLM's SM100 path: ``indexer.py`` launches ``_indexer_decode_metadata_kernel`` only
+where ``_supports_varlen_paged_mqa_logits()`` holds (CUDA, capability family 100, DeepGEMM).
+On Hopper (SM90) vLLM builds the same metadata another way: ``peers.vllm_hopper``.
+
 ``vllm/v1/attention/ops/metadata.py`` (``_indexer_decode_metadata_kernel``,
 ``compute_token_to_req_indices``) imports only torch and ``vllm.triton_utils``, a re-export of
 ``triton`` and ``triton.language``. Importing the ``vllm`` package would pull in the whole
@@ -30,45 +34,53 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = REPO_ROOT / ".peers" / f"vllm-{VERSION}-kernels"
 #: The ``config`` text of every vLLM record: the launch ``indexer.py`` makes (supports_varlen).
 PRODUCTION_CONFIG = (
-    f"vLLM {VERSION} DSA indexer decode metadata (supports_varlen path of "
-    "v1/attention/backends/mla/indexer.py): grid = max(num_decodes, num_tokens + "
-    "cdiv(capacity - num_tokens, 256)), BLOCK_COLS = block-table width, num_warps=4"
+    f"vLLM {VERSION} DSA indexer decode metadata, SM100 only (supports_varlen path of "
+    "v1/attention/backends/mla/indexer.py, SM100 with DeepGEMM): "
+    "grid = max(num_decodes, num_tokens + cdiv(capacity - num_tokens, 256)), "
+    "BLOCK_COLS = block-table width, num_warps=4"
 )
 
-__all__ = ["PRODUCTION_CONFIG", "PeerUnavailable", "decode_metadata_call", "load"]
+__all__ = ["PRODUCTION_CONFIG", "PeerUnavailable", "decode_metadata_call", "load",
+           "source_file"]
 
 
 def _candidates():
     return peer_candidates("NSA_VLLM_PATH", "vllm", REPO_ROOT, CACHE)
 
 
-def _find_in_folder(folder):
-    """The metadata file under ``folder``: it holds ``vllm/v1/...`` or is the package itself."""
-    for candidate in (folder / FILE, folder / Path(FILE).relative_to("vllm")):
+def _find_in_folder(folder, file=FILE):
+    """``file`` under ``folder``: it holds ``vllm/v1/...`` or is the package itself."""
+    for candidate in (folder / file, folder / Path(file).relative_to("vllm")):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _source_file():
+def source_file(file=FILE):
+    """``(path, source)`` of vLLM's ``file`` (``vllm/...``) on disk: a wheel's copy is
+    extracted into the cache first, so that Triton (and tracebacks) can read its lines."""
     for path in _candidates():
         if path.is_file() and path.suffix == ".whl":
             with zipfile.ZipFile(path) as wheel:
                 try:
-                    data = wheel.read(FILE)
+                    data = wheel.read(file)
                 except KeyError:
                     continue
-            target = CACHE / FILE
+            target = CACHE / file
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             return target, path.name
         if path.is_dir():
-            found = _find_in_folder(path)
+            found = _find_in_folder(path, file)
             if found is not None:
                 return found, str(path)
     raise PeerUnavailable(
-        f"vLLM {VERSION} {FILE} not found: set NSA_VLLM_PATH (a wheel or a folder) or put the "
+        f"vLLM {VERSION} {file} not found: set NSA_VLLM_PATH (a wheel or a folder) or put the "
         f"wheel in .peers/ (pip download vllm=={VERSION} --no-deps -d .peers)")
+
+
+def _source_file():
+    return source_file(FILE)
 
 
 def _standin_triton_utils():
