@@ -26,7 +26,7 @@ def test_every_step_workload_has_a_judged_metric_on_a_gpu(monkeypatch):
     judged without a lookup in ``SPECS``, on a GPU as under the interpreter."""
     monkeypatch.setattr(harness, "ON_GPU", True)
     from nsa_kernels.bench import modes
-    for workload, config, mode, next_n, steps in step.CONFIGS:
+    for workload, _config, mode, _next_n, _steps in step.CONFIGS:
         group = type("G", (), dict(mode=mode))()
         key = step.judged_metric(group)
         assert key == ("eager_us" if mode in ("extend", "extend_ragged", "eager_decode")
