@@ -8,7 +8,7 @@ reference rejects, with a small hand-written expectation).
 import time
 
 import nsa_kernels as nk
-from nsa_kernels import stage5_zero_sync as s5
+from nsa_kernels.stages import stage5_zero_sync as s5
 from nsa_kernels.testing import DEVICE, POISON, Canary, assert_equal, lengths
 from nsa_kernels.testing.strategies import cheap_sizes, describe, examples, fill_inputs
 

@@ -25,8 +25,8 @@ import torch
 import triton
 
 from .. import launcher
-from .. import stage5_zero_sync as s5
 from ..empty_kernel import empty_kernel
+from ..stages import stage5_zero_sync as s5
 from . import cli, floors, workloads
 
 

@@ -19,8 +19,8 @@ from .._env import DEVICE
 from ..compat.sglang import fused_dsa_decode_metadata, fused_dsa_target_verify_metadata
 from ..modes import DecodeFill, DraftExtendFill, TargetVerifyFill, launch_draft_extend
 from ..modes import extend as extend_mode
-from ..stage5_zero_sync import ZeroSyncFill, launch_zero_sync
-from ..stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
+from ..stages.stage5_zero_sync import ZeroSyncFill, launch_zero_sync
+from ..stages.stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
 from . import Canary
 
 

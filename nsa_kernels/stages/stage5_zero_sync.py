@@ -28,9 +28,9 @@ import threading
 import triton
 import triton.language as tl
 
-from .device_helpers import load_length
-from .launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan
-from .validation import check_static, new_status, status_buffer, validate
+from ..device_helpers import load_length
+from ..launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan
+from ..validation import check_static, new_status, status_buffer, validate
 
 INT32_MAX = tl.constexpr(2**31 - 1)
 
