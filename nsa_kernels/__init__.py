@@ -5,9 +5,9 @@ before any kernel below is decorated.
 """
 from ._env import DEVICE, INTERPRET  # noqa: F401  (must come first)
 from .reference import pipeline_reference, reference
-from .registry import STAGES, Stage
-from .stage5_zero_sync import ZeroSyncFill, launch_zero_sync
-from .stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
+from .stages import STAGES, Stage
+from .stages.stage5_zero_sync import ZeroSyncFill, launch_zero_sync
+from .stages.stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
 from .empty_kernel import launch_empty
 
 __all__ = ["DEVICE", "FullPipelineFill", "INTERPRET", "ZeroSyncFill",

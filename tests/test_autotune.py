@@ -6,7 +6,7 @@ interpreter ignores ``num_warps``, so there the configs differ by ``BLOCK_SIZE``
 each config is a separate compiled kernel).
 """
 import nsa_kernels as nk
-from nsa_kernels import stage4_triton_autotuned as s4
+from nsa_kernels.stages import stage4_triton_autotuned as s4
 from nsa_kernels.testing import DEVICE, Canary, assert_equal, check_fill, lengths
 
 import pytest

@@ -11,8 +11,8 @@ import weakref
 
 import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
 from nsa_kernels import launcher
-from nsa_kernels import stage5_zero_sync as s5
 from nsa_kernels.modes import extend as ex
+from nsa_kernels.stages import stage5_zero_sync as s5
 
 import pytest
 import torch

@@ -8,9 +8,9 @@ calls the drop-ins and per-call entry points in a loop; every result is checked.
 import threading
 
 import nsa_kernels as nk  # first: it switches Triton to its interpreter on CPU-only machines
-from nsa_kernels import stage5_zero_sync as s5
 from nsa_kernels.modes.extend import extend_metadata
 from nsa_kernels.modes.extend_reference import extend_reference
+from nsa_kernels.stages import stage5_zero_sync as s5
 
 import torch
 from test_extend import make_case, random_lengths

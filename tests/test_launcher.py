@@ -10,9 +10,9 @@ import sys
 
 import nsa_kernels as nk
 from nsa_kernels import launcher
-from nsa_kernels import stage5_zero_sync as s5
 from nsa_kernels.bench import floors, workloads
 from nsa_kernels.empty_kernel import bound_empty
+from nsa_kernels.stages import stage5_zero_sync as s5
 from nsa_kernels.testing import DEVICE, Canary, assert_equal
 
 import pytest

@@ -12,6 +12,7 @@ from nsa_kernels.modes.tiles import (
     split_rows,
 )
 from nsa_kernels.testing import DEVICE
+from nsa_kernels.validation.modes import DraftExtendStatus
 
 import numpy as np
 import pytest
@@ -305,6 +306,7 @@ def test_draft_extend_status(static):
     run.call(fn=lambda **kw: modes.launch_draft_extend(*kw.values(), status=status))
     needed = 15 if static else 8
     assert status.tolist() == [needed, 1]
+    assert DraftExtendStatus.read(status) == DraftExtendStatus(rows=needed, overflow=1)
     run.check()  # the first total_len rows, nothing past them
     ok = _run("draft_extend", static=static, qo=[1, 2, 0, 3, 2], max_extend_len=3)
     ok.call(fn=lambda **kw: modes.launch_draft_extend(*kw.values(), status=status))

@@ -26,7 +26,8 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from nsa_kernels import PipelineBuffers, stage6_full_pipeline as s6
+from nsa_kernels import PipelineBuffers
+from nsa_kernels.stages import stage6_full_pipeline as s6
 from nsa_kernels.launcher import LaunchPlan
 from nsa_kernels.modes import inputs, plan_decode, plan_draft_extend, plan_target_verify
 

@@ -10,10 +10,10 @@ argument, before anything is written.
 import nsa_kernels as nk  # noqa: F401  (first: interpreter switch)
 from nsa_kernels.modes import mtp_copy as mc
 from nsa_kernels.modes.mtp_copy_reference import mtp_copy_reference
+from nsa_kernels.testing import DEVICE, POISON, Canary, assert_equal, assert_poisoned
 
 import pytest
 import torch
-from nsa_testing import DEVICE, POISON, Canary, assert_equal, assert_poisoned
 
 BOUNDARY_KV = [0, 1, 63, 64, 65, 2047, 2048, 2049]
 

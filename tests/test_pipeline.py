@@ -18,7 +18,7 @@ import inspect
 import re
 
 import nsa_kernels as nk
-from nsa_kernels import stage6_full_pipeline as s6
+from nsa_kernels.stages import stage6_full_pipeline as s6
 from nsa_kernels.testing import DEVICE, Canary, assert_equal, assert_poisoned
 from nsa_kernels.testing.strategies import cheap_sizes, examples
 

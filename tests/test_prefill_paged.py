@@ -15,12 +15,12 @@ from pathlib import Path
 import nsa_kernels as nk  # noqa: F401  (first: interpreter switch)
 from nsa_kernels.modes import prefill_paged as pp
 from nsa_kernels.modes.prefill_paged_reference import prefill_paged_reference
+from nsa_kernels.testing import DEVICE, POISON, Canary, assert_equal
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from nsa_testing import DEVICE, POISON, Canary, assert_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_KEYS = ("dsa_seqlens_expanded", "dsa_cache_seqlens_int32", "indexer_k_start",

@@ -98,7 +98,7 @@ def test_faithful_baseline_target(seed_us, loop_us, met):
 
 def test_seed_triton_stages_launch_our_stage1_kernel():
     """Equal kernels, so the seed table compares host code only."""
-    from nsa_kernels import stage1_triton_fused
+    from nsa_kernels.stages import stage1_triton_fused
     assert seed.launch_linear_scan is stage1_triton_fused.launch_linear_scan
     ext, seq = lengths([2, 0, 3], [9, 4, 3], dtype=torch.int64)
     check_fill(seed.seed_triton_inplace, ext, seq, 5, slack=2)

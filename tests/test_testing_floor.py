@@ -11,7 +11,8 @@ import nsa_kernels.testing
 
 #: Module prefixes the floor must not load (stages 5-6 come with ``import nsa_kernels``).
 ABOVE_THE_FLOOR = ("nsa_kernels.compat", "nsa_kernels.modes", "nsa_kernels.testing.garbage",
-                   "nsa_kernels.stage5_zero_sync", "nsa_kernels.stage6_full_pipeline")
+                   "nsa_kernels.stages.stage5_zero_sync",
+                   "nsa_kernels.stages.stage6_full_pipeline")
 
 _PROBE = """
 import json, sys
@@ -50,7 +51,7 @@ def test_the_floor_names_no_stage_5_6_mode_or_compat_import():
             imported |= {base} | {f"{base}.{alias.name}".replace("..", ".") for alias in node.names}
         elif isinstance(node, ast.Import):
             imported |= {alias.name for alias in node.names}
-    banned = ("compat", "modes", "stage5_zero_sync", "stage6_full_pipeline", "registry")
+    banned = ("compat", "modes", "stages", "stage5_zero_sync", "stage6_full_pipeline")
     named = sorted(name for name in imported
                    if any(part in banned for part in name.lstrip(".").split(".")))
     assert named == [], named

@@ -8,9 +8,10 @@ reference rejects, with a small hand-written expectation).
 import time
 
 import nsa_kernels as nk
-from nsa_kernels import stage5_zero_sync as s5
+from nsa_kernels.stages import stage5_zero_sync as s5
 from nsa_kernels.testing import DEVICE, POISON, Canary, assert_equal, lengths
 from nsa_kernels.testing.strategies import cheap_sizes, describe, examples, fill_inputs
+from nsa_kernels.validation import FILL_STATUS_ENTRIES, FillStatus
 
 import pytest
 import torch
@@ -196,6 +197,8 @@ def test_status_overwrites_stale_values():
         assert status.cpu().tolist() == [3, 0]
     status = nk.launch_zero_sync(ext, seq, TOPK, out, cache)
     assert status.dtype == torch.int32 and status.cpu().tolist() == [3, 0]
+    assert FillStatus.read(status) == FillStatus(n_tokens=3, overflow=0)
+    assert status.shape[0] == FILL_STATUS_ENTRIES
 
 
 @pytest.mark.parametrize("mapping", MAPPINGS)

@@ -6,8 +6,8 @@ inputs rewritten in place (N changing, zero-length requests appearing), must equ
 reference of the inputs at that time, write nothing past N and report ``[N, 0]``.
 """
 import nsa_kernels as nk
-from nsa_kernels import stage5_zero_sync as stage5
 from nsa_kernels.bench import harness, workloads
+from nsa_kernels.stages import stage5_zero_sync as stage5
 
 import pytest
 import torch

@@ -25,8 +25,8 @@ import torch
 import triton
 
 from .. import launcher
-from .. import stage5_zero_sync as s5
 from ..empty_kernel import empty_kernel
+from ..stages import stage5_zero_sync as s5
 from . import cli, floors, workloads
 
 
@@ -59,10 +59,10 @@ class CtypesLaunch:
 
 def entries_for(bs):
     """The workload and every path of one zero_sync launch, plus the parts of its host time."""
-    from nsa_kernels.validation import check_static
+    from nsa_kernels.validation import check_static, new_status
     w = workloads.draft_extend(bs)
     out, cache = w.buffers()
-    status = torch.empty(2, dtype=torch.int32, device="cuda")
+    status = new_status("cuda")
     args = w.args(out, cache)
     fills = {p: nk.ZeroSyncFill(*args, status=status, path=p) for p in launcher.PATHS}
     entries = [dict(name=f"ZeroSyncFill[{p}]", fn=f) for p, f in fills.items()]

@@ -2,10 +2,10 @@
 floors."""
 import torch
 
-from ..registry import STAGES
-from ..stage1_triton_fused import launch_linear_scan
-from ..stage3_triton_bsearch import launch_bsearch
-from ..stage4_triton_autotuned import launch_autotuned
+from ..stages import STAGES
+from ..stages.stage1_triton_fused import launch_linear_scan
+from ..stages.stage3_triton_bsearch import launch_bsearch
+from ..stages.stage4_triton_autotuned import launch_autotuned
 from .checks import check_fill
 from .floors import measure_with_floors, skip_notes
 

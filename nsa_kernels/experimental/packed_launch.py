@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from ..launcher import LaunchPlan
-from ..stage5_zero_sync import (
+from ..stages.stage5_zero_sync import (
     _request_parallel,
     _token_parallel,
     zero_sync_request_kernel,

@@ -16,7 +16,8 @@ Two paths, as in SGLang:
   finds its first row from one wide load per ``PREFIX_BLOCK`` (1024, or 32 up to bs 32)
   earlier requests (the fallback path; static is the hot one).
 
-An optional int64 ``status`` receives ``[rows the requests expand to, rows > total_len]``.
+An optional int64 ``status`` receives ``[rows the requests expand to, rows > total_len]``
+(``validation.modes.DraftExtendStatus`` reads it by name).
 """
 import triton
 import triton.language as tl

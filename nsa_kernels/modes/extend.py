@@ -23,7 +23,8 @@ SGLang builds these eagerly with Python loops over the batch (see
 * The device ``status`` (int64): ``[N, sum kv, flags, first invalid request or -1]``; flags are
   ``TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | TOKENS_MISMATCH |
   FLAT_MISMATCH``. It is written by the last group's first program alone, which holds the
-  totals and scans the batch for bad rows.
+  totals and scans the batch for bad rows. Its layout (``ExtendStatus``) and flags live in
+  ``validation.extend``, beside the checks whose rules they report.
 * The kernel is the judge of sizes the host derived from its own copy of the lengths (SGLang's
   ``seq_lens_cpu`` / ``extend_seq_lens_cpu``): given the N and sum kv the host expects
   (``expected_tokens`` / ``expected_flat``, -1 for none), it sets ``TOKENS_MISMATCH`` /
@@ -57,11 +58,18 @@ from ..launcher import (
 )
 from ..validation import extend as checks
 from ..validation.core import as_index
+from ..validation.extend import (
+    FLAT_MISMATCH,
+    FLAT_OVERFLOW,
+    INT32_OVERFLOW,
+    INVALID_REQUEST,
+    STATUS_ENTRIES,
+    TOKENS_MISMATCH,
+    TOKENS_OVERFLOW,
+    ExtendStatus,
+)
 from .extend_reference import EXTEND_KEYS
 
-TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
-TOKENS_MISMATCH, FLAT_MISMATCH = 16, 32  # device totals differ from the host's expected sizes
-STATUS_ENTRIES = 4
 BLOCK_R = 32
 BLOCK_SCAN = 4096
 # The interpreter pays per operation, not per lane: there, wide blocks run fastest. On sm_90
@@ -529,25 +537,8 @@ def extend_metadata(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, d
     if seq_lens_cpu is not None and extend_seq_lens_cpu is not None:
         # The outputs were sized from the mirrors: the one read of the status (a sync) tells
         # whether the device agrees, before any of them is handed out.
-        _raise_on_mirror_mismatch(status, n_tokens, n_flat)
+        checks.raise_on_mirror_mismatch(status, n_tokens, n_flat)
     return outputs.as_dict()
-
-
-def _raise_on_mirror_mismatch(status, n_tokens, n_flat):
-    device_tokens, device_flat, flags, first_bad = ExtendStatus.read(status)
-    if flags & TOKENS_MISMATCH:
-        raise ValueError(
-            f"extend_seq_lens_cpu disagrees with the device: it sums to N = {n_tokens}, "
-            f"extend_seq_lens on the device to {device_tokens} (a stale host mirror?)")
-    if flags & FLAT_MISMATCH:
-        raise ValueError(
-            f"seq_lens_cpu disagrees with the device: it sums to {n_flat}, seq_lens on the "
-            f"device to {device_flat} (a stale host mirror?)")
-    if flags & INVALID_REQUEST:
-        raise ValueError(
-            f"request {first_bad}: the device lengths or pool row are invalid (negative, qo > kv, "
-            f"kv past req_to_token's width, or a row outside req_to_token), though the host "
-            f"mirrors passed the checks")
 
 
 def _layout_key(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_index_topk):
@@ -577,23 +568,6 @@ def _capacity_plan(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, to
     sizes = ExtendBuffers.sizes(seq_lens.shape[0], token_capacity, flat_capacity)
     return plan_extend(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, topk,
                        ExtendBuffers.carve(block, starts, sizes), status)
-
-
-class ExtendStatus(NamedTuple):
-    """The device status's layout, by name (int64 entries, in this order)."""
-
-    n_tokens: int
-    n_flat: int
-    flags: int  # TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | ...
-    first_invalid_request: int  # -1 for none
-
-    @classmethod
-    def read(cls, status):
-        """The status on the host: one device-to-host copy (a sync on a GPU)."""
-        return cls(*status[:STATUS_ENTRIES].tolist())
-
-
-assert len(ExtendStatus._fields) == STATUS_ENTRIES
 
 
 def decode_status(status):

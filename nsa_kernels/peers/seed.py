@@ -33,8 +33,8 @@ seed also did, so our stage should cost the seed's stage plus ``validation``.
 import torch
 
 from ..bench.display import fmt_ratio, fmt_us
-from ..stage0_python_baseline import expand_on_host
-from ..stage1_triton_fused import launch_linear_scan
+from ..stages.stage0_python_baseline import expand_on_host
+from ..stages.stage1_triton_fused import launch_linear_scan
 from ..validation import host_lengths, validate
 
 #: The seed write-up's published times (ms, its own machine, draft extend bs = 32).

@@ -19,8 +19,10 @@ from .._env import DEVICE
 from ..compat.sglang import fused_dsa_decode_metadata, fused_dsa_target_verify_metadata
 from ..modes import DecodeFill, DraftExtendFill, TargetVerifyFill, launch_draft_extend
 from ..modes import extend as extend_mode
-from ..stage5_zero_sync import ZeroSyncFill, launch_zero_sync
-from ..stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
+from ..stages.stage5_zero_sync import ZeroSyncFill, launch_zero_sync
+from ..stages.stage6_full_pipeline import FullPipelineFill, PipelineBuffers, launch_full_pipeline
+from ..validation import FILL_STATUS_ENTRIES
+from ..validation.modes import DRAFT_EXTEND_STATUS_ENTRIES, DraftExtendStatus
 from . import Canary
 
 
@@ -97,7 +99,7 @@ def run_guarded(run, canaries, inputs):
 
 def _assert_row_status(status, total_len, what):
     """The modes' int64 ``[rows the requests expand to, rows > total_len]``."""
-    rows, overflow = status.tolist()
+    rows, overflow = DraftExtendStatus.read(status)
     if not (rows >= 0 and overflow == int(rows > total_len)):
         raise AssertionError(f"{what} status {[rows, overflow]} for total_len {total_len}")
 
@@ -133,7 +135,8 @@ def _draft_extend(static, bound):
                         cu_seqlens_k=Canary(bs + 1, device=device),
                         dsa_cu_seqlens_k=Canary(total_len + 1, device=device),
                         page_table_1=page_table_1, real_page_table=real_page_table,
-                        status=Canary(2, dtype=torch.int64, device=device))
+                        status=Canary(DRAFT_EXTEND_STATUS_ENTRIES, dtype=torch.int64,
+                                      device=device))
         args = (seq, ext, pool, req_to_token, canaries["cache_seqlens"].view,
                 canaries["cu_seqlens_k"].view, page_table_1.view, out_expanded, out_cache,
                 canaries["dsa_cu_seqlens_k"].view, real_page_table.view, bs, total_len,
@@ -194,7 +197,7 @@ def _target_verify(bound):
 
 def assert_extend_status(status, bs, token_capacity, flat_capacity):
     """Extend's int64 ``[N, sum kv, flags, first invalid request or -1]`` is self-consistent."""
-    n, n_flat, flags, first_bad = status.tolist()
+    n, n_flat, flags, first_bad = extend_mode.ExtendStatus.read(status)
     sane = (n >= 0 and n_flat >= 0 and 0 <= flags < 16
             and bool(flags & extend_mode.TOKENS_OVERFLOW) == (n > token_capacity)
             and bool(flags & extend_mode.FLAT_OVERFLOW) == (n_flat > flat_capacity)
@@ -325,7 +328,7 @@ def launch_on_canaries(entry, ext, seq, topk, capacity, cache_capacity=None):
     device = ext.device
     out = Canary(capacity, device=device)
     cache = Canary(capacity if cache_capacity is None else cache_capacity, device=device)
-    status = Canary(2, device=device)
+    status = Canary(FILL_STATUS_ENTRIES, device=device)
     before = ext.clone(), seq.clone()
     entry.launch(ext, seq, topk, out.view, cache.view, status.view)
     out.assert_margins("out_seqlens_expanded")

@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from .._env import DEVICE, INTERPRET
-from ..registry import STAGES
+from ..stages import STAGES
 from . import reference_n
 
 #: Stages whose kernel finds each token's request by a linear scan: ~1 ms per request per

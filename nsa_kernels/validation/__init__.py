@@ -7,8 +7,10 @@ checks. ``extend``: the extend (prefill) checks. ``modes`` and ``extend`` are im
 whose package imports them back.
 """
 from .core import (
+    FILL_STATUS_ENTRIES,
     INT32_MAX,
     INT32_MIN,
+    FillStatus,
     as_index,
     check_capacity,
     check_int32_fits,
@@ -34,8 +36,10 @@ from .core import (
 )
 
 __all__ = [
+    "FILL_STATUS_ENTRIES",
     "INT32_MAX",
     "INT32_MIN",
+    "FillStatus",
     "as_index",
     "check_capacity",
     "check_int32_fits",

@@ -26,9 +26,11 @@ The general rules, for every entry point (each names the argument, and the reque
 The fill's own checks build on them: ``check_topk`` (returns the int to launch with),
 ``check_static(..., status=None)`` (metadata of lengths, outputs and status, overlap included),
 ``check_length_values(ext, seq)`` (the data rules; returns N), ``check_capacity`` and
-``validate``. A sync-free launch's status ``[N, overflow]`` is int32; N saturates at INT32_MAX.
+``validate``. A sync-free launch's status ``[N, overflow]`` (``FillStatus``) is int32; N
+saturates at INT32_MAX.
 """
 import operator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -290,15 +292,31 @@ def check_outputs(device, **outputs):
             raise ValueError(f"{name} holds {t.shape[0]} entries, more than int32 can index")
 
 
+class FillStatus(NamedTuple):
+    """The device status of the sync-free journey fills (stages 5 and 6), by name: int32
+    entries, in this order."""
+
+    n_tokens: int  # N, saturated at INT32_MAX
+    overflow: int  # 1 when N exceeds the buffers' capacity (nothing past it is written)
+
+    @classmethod
+    def read(cls, status):
+        """The status on the host: one device-to-host copy (a sync on a GPU)."""
+        return cls(*status[:FILL_STATUS_ENTRIES].tolist())
+
+
+FILL_STATUS_ENTRIES = len(FillStatus._fields)
+
+
 def new_status(device):
-    """A fresh device status ``[N, overflow]`` (int32) for a sync-free launch."""
-    return torch.empty(2, dtype=torch.int32, device=device)
+    """A fresh device status ``[N, overflow]`` (``FillStatus``, int32) for a sync-free launch."""
+    return torch.empty(FILL_STATUS_ENTRIES, dtype=torch.int32, device=device)
 
 
 def check_status(status, device):
     """Static checks of a caller's status buffer: int32, 1-D, contiguous, >= 2 entries."""
     check_outputs(device, status=status)
-    check_min_entries("status", status, 2)
+    check_min_entries("status", status, FILL_STATUS_ENTRIES)
 
 
 def status_buffer(status, device):

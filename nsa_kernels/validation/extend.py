@@ -5,8 +5,12 @@ microseconds; they always run. Data checks need the lengths on the host (one dev
 copy, or none when the caller passes SGLang's host mirrors) and run when asked.
 
 Integer parsing, the overlap check, the host lengths (mirrors or one copy), the tensor type
-check and the clamped prefix sums are ``validation.core``'s; this module holds extend's rules.
+check and the clamped prefix sums are ``validation.core``'s; this module holds extend's rules,
+and the device status by which the kernel reports what they would reject (``ExtendStatus``,
+its flags, and ``raise_on_mirror_mismatch``).
 """
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -20,6 +24,29 @@ from .core import (
 )
 
 _LENGTHS = (torch.int32, torch.int64)
+
+# The device status of the extend kernel: its flags, and its layout by name. The kernel sets the
+# flags for what these checks would reject, so a trusted launch reports it instead of raising.
+TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
+TOKENS_MISMATCH, FLAT_MISMATCH = 16, 32  # device totals differ from the host's expected sizes
+STATUS_ENTRIES = 4
+
+
+class ExtendStatus(NamedTuple):
+    """The device status's layout, by name (int64 entries, in this order)."""
+
+    n_tokens: int
+    n_flat: int
+    flags: int  # TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | ...
+    first_invalid_request: int  # -1 for none
+
+    @classmethod
+    def read(cls, status):
+        """The status on the host: one device-to-host copy (a sync on a GPU)."""
+        return cls(*status[:STATUS_ENTRIES].tolist())
+
+
+assert len(ExtendStatus._fields) == STATUS_ENTRIES
 
 
 def check_tensor(name, t, dims, dtypes, device=None):
@@ -177,3 +204,22 @@ def check_data(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, dsa_in
                 f"page_table_1_flattened holds {capacities[1]} entries but "
                 f"sum(seq_lens) = {n_flat} are needed")
     return n_tokens, n_flat
+
+
+def raise_on_mirror_mismatch(status, n_tokens, n_flat):
+    """Read the status (one sync) and raise when the device disagreed with the host mirrors
+    the outputs were sized from, or found an invalid request."""
+    device_tokens, device_flat, flags, first_bad = ExtendStatus.read(status)
+    if flags & TOKENS_MISMATCH:
+        raise ValueError(
+            f"extend_seq_lens_cpu disagrees with the device: it sums to N = {n_tokens}, "
+            f"extend_seq_lens on the device to {device_tokens} (a stale host mirror?)")
+    if flags & FLAT_MISMATCH:
+        raise ValueError(
+            f"seq_lens_cpu disagrees with the device: it sums to {n_flat}, seq_lens on the "
+            f"device to {device_flat} (a stale host mirror?)")
+    if flags & INVALID_REQUEST:
+        raise ValueError(
+            f"request {first_bad}: the device lengths or pool row are invalid (negative, qo > kv, "
+            f"kv past req_to_token's width, or a row outside req_to_token), though the host "
+            f"mirrors passed the checks")

@@ -8,6 +8,8 @@ once and reject what the int32 outputs cannot represent or what would read outsi
 Integer parsing (``as_index``), the overlap check (``check_no_overlap``) and the tensor type
 check are ``validation.core``'s; this module holds the modes' own shape rules.
 """
+from typing import NamedTuple
+
 import torch
 
 from .core import INT32_MAX, as_index, require_tensor
@@ -86,16 +88,32 @@ def output_table(name, t, device, min_rows, min_cols, dtype=torch.int32):
     return t
 
 
+class DraftExtendStatus(NamedTuple):
+    """The optional device status of ``draft_extend``, by name: int64 entries, in this order."""
+
+    rows: int  # rows the requests expand to (the sum of their extend lengths)
+    overflow: int  # 1 when rows > total_len (rows past total_len are not written)
+
+    @classmethod
+    def read(cls, status):
+        """The status on the host: one device-to-host copy (a sync on a GPU)."""
+        return cls(*status[:DRAFT_EXTEND_STATUS_ENTRIES].tolist())
+
+
+DRAFT_EXTEND_STATUS_ENTRIES = len(DraftExtendStatus._fields)
+
+
 def status_vector(status, device):
-    """The optional device status: int64 ``[rows needed, overflow]``."""
+    """The optional device status: int64 ``[rows needed, overflow]`` (``DraftExtendStatus``)."""
     if status is None:
         return None
     if not isinstance(status, torch.Tensor) or status.dim() != 1 or status.dtype != torch.int64:
         raise TypeError("status must be a 1-D int64 tensor")
     if status.device != device:
         raise ValueError(f"status is on {status.device}, expected {device}")
-    if status.shape[0] < 2 or status.stride(0) != 1:
-        raise ValueError(f"status must hold 2 contiguous entries, got {status.shape[0]}")
+    if status.shape[0] < DRAFT_EXTEND_STATUS_ENTRIES or status.stride(0) != 1:
+        raise ValueError(f"status must hold {DRAFT_EXTEND_STATUS_ENTRIES} contiguous entries, "
+                         f"got {status.shape[0]}")
     return status
 
 

@@ -17,12 +17,12 @@ import time
 
 import nsa_kernels as nk
 from nsa_kernels import launcher
-from nsa_kernels import stage5_zero_sync as s5
 from nsa_kernels.bench import workloads
 from nsa_kernels.compat import sglang as compat
 from nsa_kernels.empty_kernel import empty_kernel
 from nsa_kernels.modes import extend as ex
 from nsa_kernels.modes import extend_workloads, inputs
+from nsa_kernels.stages import stage5_zero_sync as s5
 
 import pytest
 import torch

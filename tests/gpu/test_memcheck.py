@@ -22,8 +22,8 @@ registry on canary buffers).
 """
 import nsa_kernels as nk
 from nsa_kernels.bench import workloads
-from nsa_kernels.stage4_triton_autotuned import SEARCH_SPACE, launch_with_config
-from nsa_kernels.stage5_zero_sync import launch_zero_sync
+from nsa_kernels.stages.stage4_triton_autotuned import SEARCH_SPACE, launch_with_config
+from nsa_kernels.stages.stage5_zero_sync import launch_zero_sync
 from nsa_kernels.testing import assert_equal
 from nsa_kernels.testing.garbage import GARBAGE_CASES, SYNC_FREE_ENTRY_POINTS, status_is_sane
 from nsa_kernels.testing.strategies import LINEAR_SCAN_STAGES

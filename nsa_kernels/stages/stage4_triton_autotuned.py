@@ -7,10 +7,10 @@ skipping the autotuner's per-call bookkeeping. Without a GPU the autotuner canno
 """
 import triton
 
-from ._env import INTERPRET
+from .._env import INTERPRET
+from ..validation import check_topk
 from .stage1_triton_fused import prepare
 from .stage3_triton_bsearch import expand_bsearch_kernel, search_steps
-from .validation import check_topk
 
 SEARCH_SPACE = [
     triton.Config({"BLOCK_SIZE": block}, num_warps=warps)

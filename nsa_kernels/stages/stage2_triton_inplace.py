@@ -1,8 +1,8 @@
 """Stage 2: stage 1's kernel writing straight into the metadata buffers: no temporaries, no
 copies."""
 
+from ..validation import check_topk
 from .stage1_triton_fused import launch_linear_scan, prepare
-from .validation import check_topk
 
 
 def fill_triton_inplace(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,

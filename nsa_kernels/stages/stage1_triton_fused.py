@@ -8,8 +8,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ..validation import check_static, check_topk, host_lengths, validate
 from .stage0_python_baseline import copy_prefix
-from .validation import check_static, check_topk, host_lengths, validate
 
 BLOCK_SIZE = 256
 

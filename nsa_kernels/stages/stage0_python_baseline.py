@@ -5,7 +5,7 @@ then ``.copy_`` into the pre-allocated metadata buffers.
 """
 import torch
 
-from .validation import check_static, check_topk, validate
+from ..validation import check_static, check_topk, validate
 
 
 def fill_python_baseline(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,

@@ -1,8 +1,11 @@
-"""``STAGES``: the journey, in order. Each entry is callable with the public fill contract.
+"""The journey's stages, one module each, and ``STAGES``: those of the fill contract, in order.
 
 ``fill(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded, out_nsa_cache_seqlens)``
 writes exactly the first N entries of both buffers and returns N. A stage also says whether
 its hot path syncs with the host, and gives that hot path (``launch``) to the harness.
+
+Stage 6 (``stage6_full_pipeline``) is not in ``STAGES``: it also takes the pool indices, the
+``req_to_token`` table and a ``PipelineBuffers`` of seven outputs, so it has another contract.
 """
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -6,8 +6,8 @@ batch size does not compile a new kernel.
 import triton
 import triton.language as tl
 
+from ..validation import check_topk
 from .stage1_triton_fused import prepare
-from .validation import check_topk
 
 BLOCK_SIZE = 256
 

@@ -28,17 +28,18 @@ import threading
 import triton
 import triton.language as tl
 
-from .device_helpers import load_length
-from .launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan
-from .validation import check_static, new_status, status_buffer, validate
+from ..device_helpers import load_length
+from ..launcher import LaunchPlan, PlanCache, UnhashableKey, bind_plan
+from ..validation import FillStatus, check_static, new_status, status_buffer, validate
 
 INT32_MAX = tl.constexpr(2**31 - 1)
 
 
 @triton.jit
 def _store_status(status_ptr, total, capacity):
-    """``[N, overflow]`` from the int64 total: N saturates at INT32_MAX (so a total past int32
-    never reads as a small N), overflow is set whenever N exceeds the capacity."""
+    """``[N, overflow]`` (``FillStatus``, in its order) from the int64 total: N saturates at
+    INT32_MAX (so a total past int32 never reads as a small N), overflow is set whenever N
+    exceeds the capacity."""
     tl.store(status_ptr, tl.minimum(total, INT32_MAX).to(tl.int32))
     tl.store(status_ptr + 1, (total > capacity).to(tl.int32))
 
@@ -319,4 +320,4 @@ def fill_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expand
     """
     status = launch_zero_sync(extend_seq_lens, seq_lens, nsa_index_topk, out_seqlens_expanded,
                               out_nsa_cache_seqlens, check=True)
-    return int(status[0])
+    return FillStatus.read(status).n_tokens

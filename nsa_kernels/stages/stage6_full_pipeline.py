@@ -26,9 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
-from . import device_helpers as dev
-from .launcher import LaunchPlan, bind_plan
-from .validation import (
+from .. import device_helpers as dev
+from ..launcher import LaunchPlan, bind_plan
+from ..validation import (
     as_index,
     check_lengths,
     check_min_entries,
@@ -40,7 +40,7 @@ from .validation import (
     host_lengths,
     status_buffer,
 )
-from .validation import modes as modes_checks
+from ..validation import modes as modes_checks
 
 #: The closed-form prefix the kernel uses (shown beside it in notebook 06).
 _clamped_prefix = dev.clamped_prefix
