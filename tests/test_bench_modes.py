@@ -693,15 +693,22 @@ def test_extend_is_checked_against_its_oracle_and_counts_its_outputs():
         point.spec.check(point, reference, {}, bad, "ours")
 
 
-@pytest.mark.xfail(strict=True, reason="bs = 1 varlen draft extend with total_len = 0 writes "
-                   "cache_seqlens past bs (up to max_total_len)")
-def test_varlen_draft_extend_with_no_rows_writes_only_its_requests():
-    point = spec.Point("draft_extend_varlen", 1, 256, 4)
+@pytest.mark.parametrize("bs", [1, 2])
+@pytest.mark.parametrize("path", ["compat", "fill"])
+def test_varlen_draft_extend_with_no_rows_writes_only_its_requests(bs, path):
+    """total_len = 0 (every request accepts nothing): only ``cache_seqlens[:bs]`` and
+    ``cu_seqlens_k[:bs + 1]`` change; the slack past them (a graph's padding) keeps its poison.
+    SGLang's own ``copy_`` broadcasts one request's length over the whole buffer."""
+    point = spec.Point("draft_extend_varlen", bs, 256, 4)
     inputs = spec.make_inputs(point)
     inputs.extend_seq_lens.zero_()
     inputs.total_len = 0
     outputs = spec.allocate_outputs(point, slack=3)
-    spec.bind(point.spec.ours_function(), point, inputs, outputs)()
+    if path == "compat":
+        spec.bind(point.spec.ours_function(), point, inputs, outputs)()
+    else:
+        point.spec.fill_class()(**point.spec.kwargs(point, inputs, outputs))()
+    assert outputs["cache_seqlens"][bs:].eq(spec.POISON).all(), outputs["cache_seqlens"]
     spec.check_outputs(point, spec.live_reference(point, inputs), outputs, poison=spec.POISON)
 
 
