@@ -98,12 +98,17 @@ def test_boundary_lengths(topk):
     run_and_check(qo, kv, topk=topk, splits=2)
 
 
-def test_empty_batch():
-    run_and_check([], [], slack=(0, 0, 0))
+@pytest.mark.parametrize("slack", [(0, 0, 0), (2, 5, 7)])
+def test_empty_batch(slack):
+    run_and_check([], [], slack=slack)
 
 
-def test_all_extends_empty():
-    run_and_check([0, 0, 0], [5, 0, 9])
+@pytest.mark.parametrize("qo,kv", [([0, 0, 0], [5, 0, 9]), ([0], [0]), ([0], [7]),
+                                   ([0, 0], [0, 3])])
+def test_all_extends_empty(qo, kv):
+    """No tokens at small bs: only ``cu_seqlens_k[:bs + 1]`` written (the slack past it and
+    every token and flat buffer keep the poison)."""
+    run_and_check(qo, kv)
 
 
 @pytest.mark.parametrize("context,topk", [(100_000, 2048), (1_000_000, 4096)])

@@ -184,6 +184,9 @@ def kv_mix(bs, width, seed, extra=()):
 # --------------------------------------------------------------------------- decode
 DECODE_CASES = {
     "bs0": dict(kv=[], width=64),
+    # empty contexts at small bs: only cache_seqlens[:bs] written, the slack keeps its poison
+    "bs1_empty_context": dict(kv=[0], width=64),
+    "bs2_empty_contexts": dict(kv=[0, 0], width=300, has_pt1=False),
     "bs1_kv0": dict(kv=[0], width=64),
     "boundaries_w128": dict(kv=kv_mix(9, 128, 1), width=128, page_size=64),
     "boundaries_w2048": dict(kv=kv_mix(10, 2048, 2), width=2048, page_size=64, topk=2048),
@@ -213,6 +216,8 @@ def test_decode_matches_reference(name):
 # --------------------------------------------------------------------------- target verify
 VERIFY_CASES = {
     "bs0": dict(kv=[], width=64, next_n=2),
+    "bs1_empty_context": dict(kv=[0], width=64, next_n=2, has_ctx=True),
+    "bs2_empty_contexts": dict(kv=[0, 0], width=300, next_n=4),
     "next_n_2": dict(kv=kv_mix(9, 130, 10, extra=[62, 126, 127, 128]), width=130, next_n=2),
     "next_n_4_ctx": dict(kv=kv_mix(9, 2049, 11, extra=[2044, 2045, 2046]), width=2049,
                          next_n=4, has_ctx=True, topk=2048),
@@ -240,6 +245,13 @@ def _qo(bs, max_qo, seed):
 
 DRAFT_CASES = {
     "bs0": dict(kv=[], qo=[], width=64, total_len=0),
+    # total_len = 0 at small bs (SGLang's early return; its copy_ broadcasts at bs 1): only
+    # cache_seqlens[:bs] and cu_seqlens_k[:bs + 1] written
+    "varlen_bs1_no_rows": dict(kv=[70], qo=[0], width=100),
+    "varlen_bs2_no_rows": dict(kv=[70, 0], qo=[0, 0], width=100),
+    "varlen_bs1_cut_to_no_rows": dict(kv=[70], qo=[3], width=100, total_len=0),
+    "static_bs1_no_rows": dict(kv=[70], width=100, static=True, max_extend_len=2, total_len=0),
+    "varlen_bs1_empty_context": dict(kv=[0], qo=[2], width=100),
     "static_2": dict(kv=kv_mix(9, 130, 20), width=130, static=True, max_extend_len=2),
     "static_4_padded_rows": dict(kv=[1, 0, 3, 70, 2049, 1], width=2049, static=True,
                                  max_extend_len=4, topk=2048),

@@ -290,18 +290,30 @@ def test_fused_path_with_the_gpu_machines_packages(sglang):
     assert "FUSED-PATH OK 39" in done.stdout, done.stdout[-3000:]
 
 
-def test_conformance_of_an_install_that_changes_nothing(sglang):
+def test_conformance_of_an_install_that_changes_nothing(sglang, capsys):
     """Shipped against installed, with an install that returns the backend as it is: every
-    case equal (the sweep itself, at CPU sizes)."""
-    from nsa_kernels.peers.sglang_backend_check import conformance
-    report = conformance(lambda backend: backend, quick=True, width=256)
-    assert report["total"] > 0 and report["equal"] == report["total"], report
-    assert all("no CPU path" in s for s in report["skipped"]), report["skipped"]
+    case equal. ``--conformance MODULE:FUNC`` runs the one sweep
+    (``integrations.sglang_conformance``); here its first case of each mode."""
+    from nsa_kernels.integrations import sglang_conformance as sc
+    from nsa_kernels.peers import sglang_backend_check as check
+    first = {}
+    for case in sc.cases(False):
+        first.setdefault(case.mode, case)
+    rows, failures, skipped = sc.run(list(first.values()), install=lambda backend: backend)
+    assert not failures, failures
+    assert {r["mode"] for r in rows} | {c.mode for c, _ in skipped} == set(sc.MODES)
+    assert all(r["equal"] == r["cases"] > 0 for r in rows), rows
+    assert all("no CPU path" in reason for _, reason in skipped), skipped
+    assert check.conformance(lambda backend: backend, modes=["decode"]) == 0
+    assert "MISMATCH" not in capsys.readouterr().out
 
 
-def test_conformance_names_what_an_install_breaks(sglang):
-    """An install whose decode step writes one live page-table entry wrong is caught, named."""
-    from nsa_kernels.peers.sglang_backend_check import conformance
+def test_conformance_names_what_an_install_breaks(sglang, tmp_path, capsys):
+    """An install whose decode step writes one live page-table entry wrong is caught, named,
+    through ``sglang_backend_check``'s entry point to the sweep (exit status 1, the JSON)."""
+    import json
+
+    from nsa_kernels.peers import sglang_backend_check as check
 
     def broken(backend):
         real = backend.init_forward_metadata_out_graph
@@ -312,11 +324,14 @@ def test_conformance_names_what_an_install_breaks(sglang):
                 backend.forward_metadata.page_table_1[1, 0] += 1
         backend.init_forward_metadata_out_graph = step
         return backend
-    report = conformance(broken, quick=True, width=256)
-    decode = [c for c in report["cases"] if c["case"].startswith("decode ")]
-    failed = [c for c in decode if c["status"] != "EQUAL"]
-    assert failed and all("page_table_1[1, 0]" in c["status"] for c in failed), decode
-    assert any(c["status"] == "EQUAL" for c in decode)  # bs 1 has no row 1
+    path = tmp_path / "conformance.json"
+    assert check.conformance(broken, modes=["decode"], json_path=str(path)) == 1
+    report = json.loads(path.read_text())
+    (row,) = report["conformance"]
+    failed = report["failures"]
+    assert failed and all("page_table_1[1, 0]" in message for _, message in failed), failed
+    assert 0 < row["equal"] < row["cases"]  # bs 1 has no row 1
+    assert "MISMATCH" in capsys.readouterr().out
 
 
 def test_fetch_is_idempotent_and_offline_tolerant(tmp_path, monkeypatch):

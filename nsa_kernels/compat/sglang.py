@@ -16,8 +16,9 @@ page-table row's written range up to its 128-column block (entries past the live
 no consumer reads), we stop at the live prefix; with ``static_extend_len=True`` every request
 extends by ``max_extend_len`` (SGLang reads ``extend_seq_lens[0]`` for the flat arrays and
 ``extend_seq_lens[b]`` for the page rows: the same in production, where all equal it);
-``total_len == 0`` with bs > 1 and a ``cache_seqlens`` longer than bs writes
-``cache_seqlens[:bs]`` where SGLang's ``copy_`` raises (with bs == 1 both fill the whole buffer).
+``total_len == 0`` with a ``cache_seqlens`` longer than bs writes ``cache_seqlens[:bs]``, where
+SGLang's ``cache_seqlens.copy_(seq_lens)`` raises (bs > 1) or, with one request, broadcasts
+it over the whole buffer, past bs, into entries the caller may own (a CUDA graph's padding).
 Everything also runs on CPU tensors under Triton's interpreter.
 
 Per-call cost: SGLang calls these eagerly once per step with the same static buffers, so each
@@ -160,7 +161,3 @@ def fused_dsa_draft_extend_metadata(
                     dsa_cu_seqlens_k, real_page_table, bs, total_len, max_seqlen_k,
                     dsa_index_topk, physical_page_size, max_extend_len, max_total_len,
                     static_extend_len), check)
-    if total_len == 0 and bs == 1 and cache_seqlens.shape[0] > 1:
-        # SGLang's total_len == 0 path does cache_seqlens.copy_(seq_lens[:bs]): with one
-        # request that broadcasts over the whole buffer. Same entries written here.
-        cache_seqlens[1:].copy_(cache_seqlens[:1].expand(cache_seqlens.shape[0] - 1))

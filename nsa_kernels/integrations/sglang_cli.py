@@ -27,7 +27,9 @@ def _table(headers, rows):
     return "\n".join(lines)
 
 
-def conformance(full, modes, out, budget_s=None):
+def conformance(full, modes, out, budget_s=None, install=None):
+    """The conformance grid (``sglang_conformance``), its table and failures printed, its rows
+    in ``out``; 0 when every case is equal. ``install``: the workbook's by default."""
     from . import sglang_conformance as sc
     case_list = sc.cases(full, modes or sc.MODES)
     start = time.perf_counter()
@@ -35,7 +37,7 @@ def conformance(full, modes, out, budget_s=None):
     def progress(done, total, case):
         if done % 25 == 0 or done == total:
             print(f"  {done}/{total} cases, {time.perf_counter() - start:.0f} s", flush=True)
-    rows, failures, skipped = sc.run(case_list, progress, budget_s)
+    rows, failures, skipped = sc.run(case_list, progress, budget_s, install)
     print(_table(["mode", "cases", "equal", "tensors compared"],
                  [[r["mode"], r["cases"], r["equal"], r["tensors"]] for r in rows]))
     reasons = sorted({(c.mode, reason) for c, reason in skipped})

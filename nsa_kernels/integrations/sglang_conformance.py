@@ -3,10 +3,13 @@
 Every case runs one of SGLang 0.5.23's per-step methods twice through
 ``nsa_kernels.peers.sglang_backend`` (the harness that loads SGLang's files from the wheel):
 on a backend as shipped, and on a twin backend (same configuration, same ``req_to_token``) with
-``install`` applied; then every tensor of ``forward_metadata`` is compared (``compare_metadata``:
+the workbook's ``install`` applied (or another ``install(backend)``: ``run(..., install=)``, as
+``python -m nsa_kernels.peers.sglang_backend_check --conformance MODULE:FUNC`` passes it); then
+every tensor of ``forward_metadata`` is compared (``compare_metadata``:
 flat arrays whole, page rows over their live prefix, SGLang's contract) and so are its host
-fields (``max_seq_len_q``, ``dsa_extend_seq_lens_list``, ...). A case also checks that the
-installed side served the step itself: the twin's SGLang method is called only for capture.
+fields (``max_seq_len_q``, ``dsa_extend_seq_lens_list``, ...). With the workbook's install a
+case also checks that the installed side served the step itself: the twin's SGLang method is
+called only for capture.
 
 Modes: ``decode`` (wide table), ``decode_narrow`` (no wide table: SGLang has a fused path only,
 GPU), ``target_verify`` and ``draft_extend`` (v2) replays with next_n, ``extend`` (PAGED, with and
@@ -14,7 +17,8 @@ without cached prefixes), ``extend_ragged`` (FP8 KV), the eager ``eager_decode``
 ``eager_target_verify`` / ``eager_draft_extend`` and ``mtp_decode`` (the multi-step draft
 backend, ``steps`` draft steps). ``cases(full)`` is the grid: ``full`` the GPU grid (bs 1..512
 with padded replays, widths 8192 and 131072, next_n 2..6, boundary lengths), else a small set the
-interpreter runs in a few minutes.
+interpreter runs in a few minutes (one of them as wide as the top-k, 2048, so that lengths
+cross it: the DSA lengths' clamp).
 """
 import dataclasses
 import time
@@ -31,6 +35,8 @@ GRAPH_MODES = ("decode", "decode_narrow", "target_verify", "draft_extend")
 EAGER_MODES = ("eager_decode", "eager_target_verify", "eager_draft_extend")
 EXTEND_MODES = ("extend", "extend_ragged")
 MODES = GRAPH_MODES + EAGER_MODES + EXTEND_MODES + ("mtp_decode",)
+#: The small grid's wide cases: past SGLang's top-k (2048) with room for next_n more.
+TOPK_EDGE_WIDTH = 2056
 #: Host fields of ``DSAMetadata`` compared besides the tensors (``None``-ness of every
 #: optional field too).
 HOST_FIELDS = ("page_size", "max_seq_len_q", "max_seq_len_k", "dsa_extend_seq_lens_list",
@@ -73,14 +79,17 @@ def lengths_for(case, extra):
 
 
 class Pair:
-    """A shipped backend and its installed twin for one configuration."""
+    """A shipped backend and its installed twin for one configuration (``install``: the
+    workbook's by default)."""
 
-    def __init__(self, sb, config):
+    def __init__(self, sb, config, install=None):
         self.shipped = sb.SGLangHarness(config)
         self.installed = sb.SGLangHarness(config)
-        self.installed.install(integration.install)
+        self.installed.install(install or integration.install)
         self.fallbacks = Counter()
         served = integration.installation(self.installed.backend)
+        if served is None:  # another install: no workbook fallbacks to count
+            return
         original = served.original
 
         def counted(name):
@@ -140,7 +149,7 @@ class MultiStepPair:
     SGLang builds one per draft step), one of them installed; the draft backends of a side
     share one ``req_to_token`` as a server's do."""
 
-    def __init__(self, sb, config, steps, in_graph=False):
+    def __init__(self, sb, config, steps, in_graph=False, install=None):
         module = sb.load().backend_module
         self.sb, self.steps, self.sides = sb, steps, []
         for installed in (False, True):
@@ -152,7 +161,9 @@ class MultiStepPair:
             multi.topk, multi.speculative_num_steps = 1, steps
             multi._sink_pad_cache = {}
             multi.attn_backends = [h.backend for h in harnesses]
-            if installed:
+            if installed and install is not None:
+                install(multi)
+            elif installed:
                 integration.install(multi, in_graph=in_graph)
             self.sides.append(SimpleNamespace(multi=multi, harnesses=harnesses, captured=set()))
 
@@ -199,12 +210,19 @@ def run_mtp_case(sb, pair, case):
 
 # ----------------------------------------------------------------------------- the grid
 
+#: Graph sizes also replayed one request short of full (a single padding row).
+ONE_SHORT = (8, 32, 512)
+
+
 def _graph_sizes(sizes):
-    """Each graph bs as a full replay and as a padded one (raw_bs < bs)."""
+    """Each graph bs as a full replay and as a padded one (raw_bs < bs); those of
+    ``ONE_SHORT`` also with ``bs - 1`` requests."""
     for bs in sizes:
         yield bs, bs
         if bs > 1:
             yield bs, max(1, bs - 1 - bs // 3)
+        if bs in ONE_SHORT:
+            yield bs, bs - 1
 
 
 def cases(full=False, modes=MODES, seed=0):
@@ -213,7 +231,7 @@ def cases(full=False, modes=MODES, seed=0):
     if full:
         sizes, widths, next_ns = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512), (8192, 131072), \
             (2, 3, 4, 5, 6)
-        eager_sizes, extend_sizes, mtp_steps = (1, 3, 33, 600), (1, 4, 32), (3, 5)
+        eager_sizes, extend_sizes, mtp_steps = (1, 3, 33, 600), (1, 4, 32, 128), (3, 5)
     else:
         sizes, widths, next_ns = (1, 3), (320,), (2,)
         eager_sizes, extend_sizes, mtp_steps = (3,), (3,), (3,)
@@ -226,20 +244,28 @@ def cases(full=False, modes=MODES, seed=0):
                     for bs, raw in _graph_sizes(sizes)]
         out += [Case("eager_decode", bs, bs, width) for bs in eager_sizes]
         for mode in ("eager_target_verify", "eager_draft_extend"):
-            out += [Case(mode, bs, bs, width, n) for n in next_ns[:2] for bs in eager_sizes]
+            out += [Case(mode, bs, bs, width, n) for n in next_ns for bs in eager_sizes]
         for mode in EXTEND_MODES:
             out += [Case(mode, bs, bs, width, prefix=p) for bs in extend_sizes
                     for p in (True, False)]
         out += [Case("mtp_decode", bs, raw, width, steps=s, max_bs=max(sizes[:6]))
                 for s in mtp_steps for bs, raw in _graph_sizes(sizes[:6])]
+    if not full:
+        # Lengths across the top-k (2047, 2048, 2049 fit) and a next_n of 4, padded replays
+        # included, as the GPU grid has them.
+        out += [Case("decode", 3, 2, TOPK_EDGE_WIDTH, max_bs=3),
+                Case("target_verify", 3, 3, TOPK_EDGE_WIDTH, 4, max_bs=3),
+                Case("draft_extend", 3, 2, TOPK_EDGE_WIDTH, 4, max_bs=3),
+                Case("extend", 3, 3, TOPK_EDGE_WIDTH)]
     return [dataclasses.replace(c, seed=seed) for c in out if c.mode in modes]
 
 
-def run(case_list, progress=None, budget_s=None):
-    """Run ``case_list``; returns ``(rows, failures, skipped)``: per mode ``{"mode", "cases",
-    "equal", "tensors"}``, the failures as ``(case, message)`` (a difference, or an error
-    raised by either side), the skipped as ``(case, reason)`` (a configuration the harness
-    cannot run on this device, or a case left when ``budget_s`` seconds had passed)."""
+def run(case_list, progress=None, budget_s=None, install=None):
+    """Run ``case_list`` (on twins with ``install`` applied: the workbook's by default);
+    returns ``(rows, failures, skipped)``: per mode ``{"mode", "cases", "equal", "tensors"}``,
+    the failures as ``(case, message)`` (a difference, or an error raised by either side), the
+    skipped as ``(case, reason)`` (a configuration the harness cannot run on this device, or a
+    case left when ``budget_s`` seconds had passed)."""
     from nsa_kernels.peers import sglang_backend as sb
     pairs, counts = {}, defaultdict(Counter)
     failures, skipped = [], []
@@ -252,8 +278,8 @@ def run(case_list, progress=None, budget_s=None):
         try:
             if key not in pairs:
                 pairs.clear()  # one configuration's buffers at a time
-                pairs[key] = (MultiStepPair(sb, key[0], case.steps) if case.mode == "mtp_decode"
-                              else Pair(sb, key[0]))
+                pairs[key] = (MultiStepPair(sb, key[0], case.steps, install=install)
+                              if case.mode == "mtp_decode" else Pair(sb, key[0], install))
         except sb.HarnessUnavailable as exc:
             skipped.append((case, str(exc)))
             continue

@@ -25,8 +25,9 @@ API::
 ``harness.backend`` is the live ``DeepseekSparseAttnBackend``; ``harness.install(fn)`` applies
 ``fn(backend) -> backend`` to it (the install path: methods or ``_fused_*`` attributes replaced on
 the instance), after which the same harness calls run through what was installed.
-``sglang_backend_check.conformance(install)`` runs every case twice, as shipped and installed,
-and compares every tensor (``python -m nsa_kernels.peers.sglang_backend_check --conformance``).
+``integrations.sglang_conformance.run(cases, install=fn)`` runs every case twice, as shipped and
+installed, and compares every tensor and host field (``python -m
+nsa_kernels.peers.sglang_backend_check --conformance MODULE:FUNC`` runs its grid for ``fn``).
 ``harness.req_to_token`` is the request -> token-slot table (``[max_bs, width]`` int32, random
 distinct slots) the page-table rows are gathered from.
 

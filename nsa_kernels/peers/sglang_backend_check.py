@@ -8,7 +8,9 @@ with the harness' output proves the harness ran SGLang's method on the intended 
 ``python -m nsa_kernels.peers.sglang_backend_check`` runs every mode and configuration the
 harness supports on this device, compares each with ``expected_metadata``, and prints the
 import time, which path SGLang took (fused on CUDA, torch fallback elsewhere) and the host
-time per call of each method. Exit status 0 when every case is equal.
+time per call of each method. Exit status 0 when every case is equal. ``--conformance
+[MODULE:FUNC]`` runs the conformance grid instead (``integrations.sglang_conformance``, the one
+sweep of shipped against installed) with that install applied, the workbook's by default.
 """
 from __future__ import annotations
 
@@ -284,7 +286,7 @@ def selfcheck(quick=True, seeds=2, budget_s=None, device=None, width=None, timin
     return report
 
 
-# --- conformance: SGLang as shipped against SGLang with an install applied -----------------
+# --- the lengths: boundary values first ---------------------------------------------------
 
 BOUNDARY = (1, 63, 64, 65, 2047, 2048, 2049, 65530, 65531, 65535, 65536, 65537, 65539, 100001)
 
@@ -298,28 +300,8 @@ def boundary_lengths(bs, width, low, seed):
     return torch.tensor(picked + rest, dtype=torch.int64)
 
 
-def conformance_cases(quick, width=None):
-    """(config kwargs, mode, (raw_bs, graph_bs) sizes) for the shipped-vs-installed sweep."""
-    width = width or (2048 if quick else 131072)
-    max_bs = 8 if quick else 512
-    sizes = ([(1, 1), (3, 8), (8, 8)] if quick else
-             [(1, 1), (2, 2), (3, 4), (7, 8), (31, 32), (32, 32), (100, 128), (256, 256),
-              (500, 512), (512, 512)])
-    next_ns = (2, 4) if quick else (2, 3, 4, 5, 6)
-    for wide in (True, False):
-        yield dict(max_bs=max_bs, width=width, wide_table=wide), "decode", sizes
-    for next_n in next_ns:
-        for mode in ("target_verify", "draft_extend", "eager_target_verify",
-                     "eager_draft_extend"):
-            yield dict(max_bs=max_bs, width=width, next_n=next_n), mode, sizes
-    yield dict(max_bs=max_bs, width=width), "eager_decode", sizes
-    extend_sizes = sizes if quick else [(1, 1), (3, 3), (32, 32), (128, 128)]
-    for kv in ("bf16", "fp8"):
-        yield (dict(max_bs=max(s for s, _ in extend_sizes), width=min(width, 8192), kv_dtype=kv),
-               "extend", extend_sizes)
-
-
 def _conformance_inputs(harness, mode, raw_bs, seed):
+    """``(seq_lens, req_pool_indices, extend_seq_lens or None)`` of one timed step."""
     cfg = harness.config
     low = max(cfg.next_n, 1)
     high = cfg.width - (cfg.next_n if mode.endswith("target_verify") else 0)
@@ -341,53 +323,6 @@ def _step(harness, mode, seq, req, ext, graph_bs):
     return getattr(harness, mode)(seq, req, graph_bs=graph_bs)
 
 
-def conformance(install, quick=True, seeds=1, budget_s=None, device=None, width=None,
-                out=sys.stdout):
-    """Every case run by two harnesses of one configuration (same ``req_to_token``): SGLang as
-    shipped, and with ``install(backend)`` applied; every ``forward_metadata`` tensor compared
-    (``compare_metadata``: flat arrays whole, page rows over their live prefix). Returns a
-    report dict with ``equal`` / ``total`` and the first difference of each failing case."""
-    report = {"cases": [], "skipped": [], "equal": 0, "total": 0}
-    start = time.perf_counter()
-    for kwargs, mode, sizes in conformance_cases(quick, width):
-        label = f"{mode} {kwargs}"
-        if budget_s is not None and time.perf_counter() - start > budget_s:
-            report["skipped"].append(f"{label}: time budget ({budget_s} s) spent")
-            continue
-        config = sb.HarnessConfig(**kwargs, **({"device": device} if device else {}))
-        try:
-            shipped, installed = sb.SGLangHarness(config), sb.SGLangHarness(config)
-        except sb.HarnessUnavailable as e:
-            report["skipped"].append(f"{label}: {e}")
-            continue
-        installed.install(install)
-        counts = [0, 0]
-        for raw_bs, graph_bs in sizes:
-            if graph_bs > config.max_bs:
-                continue
-            for seed in range(seeds):
-                seq, req, ext = _conformance_inputs(shipped, mode, raw_bs, seed)
-                name = f"{label} bs={raw_bs}/{graph_bs} seed={seed}"
-                a = _step(shipped, mode, seq, req, ext, graph_bs)
-                try:
-                    b = _step(installed, mode, seq, req, ext, graph_bs)
-                    sb.compare_metadata(a, b, a.case)
-                    status = "EQUAL"
-                except (sb.MetadataMismatch, RuntimeError, ValueError, TypeError) as e:
-                    status = f"DIFF {type(e).__name__}: {e}"
-                counts[0] += status == "EQUAL"
-                counts[1] += 1
-                report["cases"].append({"case": name, "status": status})
-                if status != "EQUAL":
-                    print(f"{status}: {name}", file=out, flush=True)
-        print(f"{label}: {counts[0]}/{counts[1]} equal", file=out, flush=True)
-        report["equal"] += counts[0]
-        report["total"] += counts[1]
-    print(f"CONFORMANCE: {report['equal']} EQUAL of {report['total']} cases, "
-          f"{len(report['skipped'])} configurations skipped", file=out, flush=True)
-    return report
-
-
 def _load_install(spec):
     module, _, name = spec.partition(":")
     import importlib
@@ -397,25 +332,43 @@ def _load_install(spec):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true",
-                        help="production sizes (widths 131072, bs up to 64): for a GPU")
-    parser.add_argument("--seeds", type=int, default=2)
+                        help="production sizes (widths 131072, bs up to 64; with --conformance "
+                        "its GPU grid): for a GPU")
+    parser.add_argument("--seeds", type=int, default=2,
+                        help="seeds per self-check case (the conformance grid seeds each case)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="start no new configuration after this many seconds")
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--conformance", nargs="?", const="nsa_kernels.integrations.sglang:install",
-                        metavar="MODULE:FUNC", help="instead, run every case as shipped and "
-                        "with this install applied (default: the workbook's install)")
+                        metavar="MODULE:FUNC", help="instead, run the conformance grid "
+                        "(nsa_kernels.integrations.sglang_conformance; --full: the GPU grid) as "
+                        "shipped and with this install applied (default: the workbook's)")
     args = parser.parse_args(argv)
     if args.conformance:
-        sb.load()
-        report = conformance(_load_install(args.conformance), quick=not args.full,
-                             seeds=args.seeds, budget_s=args.budget_s)
-    else:
-        report = selfcheck(quick=not args.full, seeds=args.seeds, budget_s=args.budget_s)
+        return conformance(args.conformance, full=args.full, budget_s=args.budget_s,
+                           json_path=args.json)
+    report = selfcheck(quick=not args.full, seeds=args.seeds, budget_s=args.budget_s)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=1)
     return 0 if report["equal"] == report["total"] else 1
+
+
+def conformance(install, full=False, budget_s=None, json_path=None, modes=None):
+    """The one conformance sweep, ``python -m nsa_kernels.integrations.sglang --conformance``'s
+    (``sglang_cli.conformance``), with ``install`` (a callable or ``"module:function"``)
+    applied to the twins; its exit status (0: every case equal)."""
+    import nsa_kernels  # noqa: F401  (before triton: the interpreter switch on a CPU)
+    from nsa_kernels.integrations import sglang_cli
+    if isinstance(install, str):
+        install = _load_install(install)
+    sb.load()
+    out = {}
+    status = sglang_cli.conformance(full, modes, out, budget_s, install)
+    if json_path:
+        with open(json_path, "w") as handle:
+            json.dump(out, handle, indent=1, default=str)
+    return status
 
 
 if __name__ == "__main__":

@@ -279,6 +279,11 @@ GARBAGE_CASES = [
     ("negative lengths", [-5, 7, INT32_MIN, 9], [3, 2, 1, INT32_MAX], torch.int32, INT32_MAX, 12),
     ("qo > kv everywhere", [9, 9, 9], [1, 0, -3], torch.int32, 4, 27),
     ("capacity 0", [3, 2**40], [3, 5], torch.int64, 8, 0),
+    # One request and nothing to write (no rows; an empty context too): the small-bs edge of
+    # the flat pass and of the page tiles.
+    ("bs 1, no rows", [0], [5], torch.int64, 8, 0),
+    ("bs 1, empty context and no rows", [0], [0], torch.int32, 2048, 0),
+    ("bs 1, empty context", [1], [0], torch.int32, 8, 4),
     (
         "bs 300 mixed garbage",
         [INT32_MAX, -1, 3] * 100,

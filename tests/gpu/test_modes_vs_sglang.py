@@ -5,6 +5,8 @@ buffer is compared:
 
 * flat arrays and ``paged_mqa_ctx_lens_2d``: equal everywhere (so both write exactly the same
   range; poison left where the other wrote fails);
+* ``cache_seqlens`` of a draft extend with ``total_len = 0``: equal over ``[:bs]``; SGLang's
+  broadcast of a single request's length past bs is counted (``sglang_only``), not failed;
 * page tables, on each row's live prefix ``[:min(len, width)]``: equal and written by both;
   past it, an entry we write and SGLang does not fails, an entry SGLang writes and we do not
   is counted (``sglang_only``: SGLang rounds each row up to its 128-column block; no consumer
@@ -77,6 +79,14 @@ def differences(case, theirs, mine):
         a, b = theirs.get(name), mine.get(name)
         if a is None:
             continue
+        if name == "cache_seqlens" and case["mode"] == "draft_extend" and case["total_len"] == 0:
+            # SGLang's total_len = 0 return copies seq_lens into the whole buffer (one
+            # request's length broadcast past bs); we write [:bs] only.
+            bs = case["bs"]
+            if bool((b[bs:] != POISON).any()):
+                problems.append(f"cache_seqlens: we write past bs = {bs}")
+            sglang_only += int((a[bs:] != POISON).sum())
+            a, b = a[:bs], b[:bs]
         diff = a != b
         if bool(diff.any()):
             i = diff.nonzero()[0].tolist()
@@ -135,3 +145,25 @@ def test_differences_catch_a_planted_error_and_a_write_past_the_live_prefix():
     problems, _ = differences(case, theirs, mine)
     assert len(problems) == 2 and problems[0].startswith("cu_seqlens_k"), problems
     assert "past the live prefix" in problems[1], problems
+
+
+def test_no_rows_at_bs_1_differs_from_sglang_only_past_bs(sglang, interpreter_scalar_masks):
+    """total_len = 0 with one request: SGLang's ``cache_seqlens.copy_(seq_lens)`` broadcasts
+    that request's length over the whole buffer (a graph's padding entries included); we write
+    ``cache_seqlens[:1]`` only. Everything else is equal."""
+    case = make_case("draft_extend", 1, 300, dict(page_size=64, has_pt1=True, static=False,
+                                                  draft=4), 7, device=nk.DEVICE)
+    case["inputs"].extend_seq_lens.zero_()
+    case["inputs"].total_len = case["rows"] = case["total_len"] = 0
+    theirs, mine = allocate_outputs(case), allocate_outputs(case)
+    call(sglang, case, theirs)
+    call(ours, case, mine)
+    if ON_GPU:
+        torch.cuda.synchronize()
+    kv = int(case["seq"][0])
+    assert theirs["cache_seqlens"].tolist() == [kv] * theirs["cache_seqlens"].numel()
+    assert mine["cache_seqlens"].tolist() == [kv] + [POISON] * (mine["cache_seqlens"].numel() - 1)
+    slack = theirs["cache_seqlens"].numel() - 1
+    assert differences(case, theirs, mine) == ([], slack)
+    mine["cache_seqlens"][1] = kv
+    assert differences(case, theirs, mine)[0] == ["cache_seqlens: we write past bs = 1"]
