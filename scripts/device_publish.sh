@@ -47,5 +47,6 @@ case "$step" in
     echo "memcheck $* rc=$status: $(grep -E 'ERROR SUMMARY| passed| failed' "$log" | tr '\n' ' ')" ;;
   *) echo "unknown step: $step" >&2; exit 2 ;;
 esac
-[[ -n ${OUT:-} ]] && tar czf "$OUT/publish.tgz" "$dest"
+# a failed run is kept as reports/.failed-<run>/: it travels too (its banner names the cell)
+[[ -n ${OUT:-} ]] && tar czf "$OUT/publish.tgz" $(ls -d "$dest" reports/.failed-* 2>/dev/null)
 exit $status
