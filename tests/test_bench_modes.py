@@ -163,7 +163,7 @@ def sglang_metadata_without_asserts():
     load; the benchmark uses ``nsa_kernels.peers.sglang.load()``."""
     from nsa_kernels.peers import sglang as sglang_peer
 
-    wheels = sorted(Path("/work/main/.peers").glob("sglang-*.whl"))
+    wheels = sorted((sglang_peer.REPO_ROOT / ".peers").glob("sglang-*.whl"))
     saved = os.environ.get("NSA_SGLANG_PATH")
     if not saved and wheels:
         os.environ["NSA_SGLANG_PATH"] = str(wheels[0])
