@@ -795,10 +795,10 @@ def test_host_cost_without_launches_times_extend_metadata(monkeypatch, capsys, t
     the no-op launches are undone on return."""
     from nsa_kernels import launcher
     from nsa_kernels.bench import host_cost_modes
-    from nsa_kernels.modes import extend as ex
+    from nsa_kernels.validation import extend as extend_checks
 
     calls = {cls: cls.__dict__["__call__"] for cls in host_cost_modes.LAUNCH_CLASSES}
-    check = ex._raise_on_mirror_mismatch
+    check = extend_checks.raise_on_mirror_mismatch
     empty = torch.empty
     monkeypatch.setattr(torch, "empty", lambda *a, **k: empty(*a, **k).fill_(-1))
     assert host_cost_modes.main(["--bs", "2", "--calls", "2", "--out", str(tmp_path)]) == 0
@@ -811,7 +811,7 @@ def test_host_cost_without_launches_times_extend_metadata(monkeypatch, capsys, t
     written = json.loads((tmp_path / "host_cost_modes.json").read_text())
     assert len(written["results"]) == 5 and written["note"] == host_cost_modes.NO_LAUNCH_STATUS_NOTE
     assert {cls: cls.__dict__["__call__"] for cls in host_cost_modes.LAUNCH_CLASSES} == calls
-    assert ex._raise_on_mirror_mismatch is check and launcher.LaunchPlan.__call__ is \
+    assert extend_checks.raise_on_mirror_mismatch is check and launcher.LaunchPlan.__call__ is \
         calls[launcher.LaunchPlan]
 
 

@@ -128,16 +128,16 @@ def launches_left_out():
     """Every launch path a no-op and the extend mirror check a bare status read, restored on
     exit (so that a caller in the same process launches again afterwards)."""
     saved = [(cls, cls.__dict__["__call__"]) for cls in LAUNCH_CLASSES]
-    saved_check = ex._raise_on_mirror_mismatch
+    saved_check = extend_checks.raise_on_mirror_mismatch
     for cls, _ in saved:
         cls.__call__ = lambda self: None
-    ex._raise_on_mirror_mismatch = _read_status_only
+    extend_checks.raise_on_mirror_mismatch = _read_status_only
     try:
         yield
     finally:
         for cls, call in saved:
             cls.__call__ = call
-        ex._raise_on_mirror_mismatch = saved_check
+        extend_checks.raise_on_mirror_mismatch = saved_check
 
 
 def check_cached_paths(device):
