@@ -1,4 +1,6 @@
 """The per-step benchmark (``nsa_kernels.bench.step``): records, floors, refusals, targets."""
+import functools
+
 import nsa_kernels  # noqa: F401  (first: it switches Triton to its interpreter on CPU)
 from nsa_kernels.bench import step
 
@@ -237,7 +239,8 @@ def test_vllm_hopper_outputs_changed_in_vllms_file_are_not_timed(sglang, vllm, t
     assert text.count(native) == 1
     (folder / name).write_text(text.replace(native, native.replace("+ 1", "+ 2")))
     monkeypatch.setenv("NSA_VLLM_PATH", str(folder))
-    monkeypatch.setattr(step, "_VLLM", [])
+    # a cache of its own: the vLLM files this test points at, not those loaded before
+    monkeypatch.setattr(step, "vllm_peer", functools.cache(step.vllm_peer.__wrapped__))
     stages = _points(_run(sglang, _group("target_verify")))[
         ("target_verify", _group("target_verify").config, 320, 2, 2)]
     refused = stages["vllm_hopper"]
@@ -266,7 +269,8 @@ def test_vllm_hopper_skipped_with_a_reason(sglang, monkeypatch, tmp_path):
     for point in stages.values():
         assert point["vllm_hopper"]["note"].startswith("skipped: ")
     monkeypatch.setenv("NSA_VLLM_PATH", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(step, "_VLLM", [])
+    # a cache of its own: the vLLM files this test points at, not those loaded before
+    monkeypatch.setattr(step, "vllm_peer", functools.cache(step.vllm_peer.__wrapped__))
     monkeypatch.setattr(step.vllm_hopper.vllm_peer, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setattr(step.vllm_hopper.vllm_peer, "CACHE", tmp_path / "cache")
     point = _points(_run(sglang, _group("decode")))[("decode", _group().config, 320, 1, 2)]

@@ -51,6 +51,7 @@ differs is not timed and its record says why.
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -614,15 +615,11 @@ def point_bytes(group, bs, seq, qo, sides):
     return read + sum(t.numel() for t in reference.values() if t is not None) * 4
 
 
-_VLLM = []
-
-
+@functools.cache
 def vllm_peer():
     """vLLM's Hopper path (``peers.vllm_hopper``), loaded once; ``PeerUnavailable`` without a
-    copy of vLLM."""
-    if not _VLLM:
-        _VLLM.append(vllm_hopper.load(require_gpu=False))
-    return _VLLM[0]
+    copy of vLLM (not cached: a later call looks again)."""
+    return vllm_hopper.load(require_gpu=False)
 
 
 def run_group(sb, group, timing, bandwidth, progress=None):

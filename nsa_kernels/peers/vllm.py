@@ -79,10 +79,6 @@ def source_file(file=FILE):
         f"wheel in .peers/ (pip download vllm=={VERSION} --no-deps -d .peers)")
 
 
-def _source_file():
-    return source_file(FILE)
-
-
 def _standin_triton_utils():
     import triton
     import triton.language as tl
@@ -119,7 +115,7 @@ def load(require_gpu=True):
     ``(metadata, source, version)``."""
     if require_gpu and not torch.cuda.is_available():
         raise PeerUnavailable("no GPU: vLLM's indexer metadata is measured on a GPU only")
-    path, source = _source_file()
+    path, source = source_file()
     return SimpleNamespace(metadata=_exec_with_standin(path), source=source, version=VERSION)
 
 

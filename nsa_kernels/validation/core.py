@@ -292,6 +292,12 @@ def check_outputs(device, **outputs):
             raise ValueError(f"{name} holds {t.shape[0]} entries, more than int32 can index")
 
 
+def read_status(cls, status):
+    """A device status on the host as the named layout ``cls`` (a NamedTuple of its entries, in
+    order): one device-to-host copy (a sync on a GPU). Each layout's ``read``."""
+    return cls(*status[:len(cls._fields)].tolist())
+
+
 class FillStatus(NamedTuple):
     """The device status of the sync-free journey fills (stages 5 and 6), by name: int32
     entries, in this order."""
@@ -299,10 +305,7 @@ class FillStatus(NamedTuple):
     n_tokens: int  # N, saturated at INT32_MAX
     overflow: int  # 1 when N exceeds the buffers' capacity (nothing past it is written)
 
-    @classmethod
-    def read(cls, status):
-        """The status on the host: one device-to-host copy (a sync on a GPU)."""
-        return cls(*status[:FILL_STATUS_ENTRIES].tolist())
+    read = classmethod(read_status)
 
 
 FILL_STATUS_ENTRIES = len(FillStatus._fields)

@@ -20,6 +20,7 @@ from .core import (
     check_no_overlap,
     clamped_prefix,
     host_lengths,
+    read_status,
     require_tensor,
 )
 
@@ -29,7 +30,6 @@ _LENGTHS = (torch.int32, torch.int64)
 # flags for what these checks would reject, so a trusted launch reports it instead of raising.
 TOKENS_OVERFLOW, FLAT_OVERFLOW, INT32_OVERFLOW, INVALID_REQUEST = 1, 2, 4, 8
 TOKENS_MISMATCH, FLAT_MISMATCH = 16, 32  # device totals differ from the host's expected sizes
-STATUS_ENTRIES = 4
 
 
 class ExtendStatus(NamedTuple):
@@ -40,13 +40,10 @@ class ExtendStatus(NamedTuple):
     flags: int  # TOKENS_OVERFLOW | FLAT_OVERFLOW | INT32_OVERFLOW | INVALID_REQUEST | ...
     first_invalid_request: int  # -1 for none
 
-    @classmethod
-    def read(cls, status):
-        """The status on the host: one device-to-host copy (a sync on a GPU)."""
-        return cls(*status[:STATUS_ENTRIES].tolist())
+    read = classmethod(read_status)
 
 
-assert len(ExtendStatus._fields) == STATUS_ENTRIES
+STATUS_ENTRIES = len(ExtendStatus._fields)
 
 
 def check_tensor(name, t, dims, dtypes, device=None):

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from .core import INT32_MAX, as_index, require_tensor
+from .core import INT32_MAX, as_index, read_status, require_tensor
 
 _INDEX_DTYPES = (torch.int32, torch.int64)
 #: Largest page size served. Any size in 1..MAX_PAGE_SIZE works, as in SGLang: a page belongs
@@ -94,10 +94,7 @@ class DraftExtendStatus(NamedTuple):
     rows: int  # rows the requests expand to (the sum of their extend lengths)
     overflow: int  # 1 when rows > total_len (rows past total_len are not written)
 
-    @classmethod
-    def read(cls, status):
-        """The status on the host: one device-to-host copy (a sync on a GPU)."""
-        return cls(*status[:DRAFT_EXTEND_STATUS_ENTRIES].tolist())
+    read = classmethod(read_status)
 
 
 DRAFT_EXTEND_STATUS_ENTRIES = len(DraftExtendStatus._fields)
