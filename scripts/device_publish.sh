@@ -8,7 +8,7 @@
 # merges into the report already at the destination (run_all.sh --only), so two calls at one
 # commit make one report. Needs the papermill wheels in .whl/ (../shared/device/fetch-wheels.sh)
 # and, for the peers, .peers_slim/{sglang,vllm} (the few files nsa_kernels/peers/*.py load,
-# extracted from the wheels). Outputs are packed into $OUT/publish.tgz when OUT is set.
+# extracted from the wheels). Outputs are packed into $OUT/publish.tgz.part-NN when OUT is set.
 set -uo pipefail
 step=${1:?step: report, tests or memcheck}
 dest=${2:-reports/h100}
@@ -48,5 +48,8 @@ case "$step" in
   *) echo "unknown step: $step" >&2; exit 2 ;;
 esac
 # a failed run is kept as reports/.failed-<run>/: it travels too (its banner names the cell)
-[[ -n ${OUT:-} ]] && tar czf "$OUT/publish.tgz" $(ls -d "$dest" reports/.failed-* 2>/dev/null)
+# in parts of 15 MiB (the device tool returns files of at most 16 MiB each); unpack with
+#   cat publish.tgz.part-* | tar xz
+[[ -n ${OUT:-} ]] && tar czf - $(ls -d "$dest" reports/.failed-* 2>/dev/null) \
+  | split -b 15M -d - "$OUT/publish.tgz.part-"
 exit $status

@@ -133,8 +133,16 @@ def load_requests(seq_ptr, pool_idx_ptr, requests, bs):
 @triton.constexpr_function
 def pages_per_tile(block_n, page_size):
     """Lanes for the pages starting in a ``block_n``-column tile (a power of two; exactly
-    ``block_n // page_size`` when the page size is a power of two)."""
-    return triton.next_power_of_2(-(-block_n // page_size))
+    ``block_n // page_size`` when the page size is a power of two).
+
+    Plain arithmetic, not ``triton.next_power_of_2``: in some Triton releases (3.6 among them)
+    that is a plain host function, and device code, a ``constexpr_function`` included, may not
+    reference one (the compiler's dependency scan raises "Unsupported function referenced")."""
+    pages = -(-block_n // page_size)
+    lanes = 1
+    while lanes < pages:
+        lanes *= 2
+    return lanes
 
 
 @triton.jit
