@@ -26,6 +26,9 @@ from .results import STAMP_KEYS, write_json_atomic
 
 #: The fields that must agree for B / A to mean anything.
 MUST_AGREE = ("interpreter", "profile")
+#: Fields whose difference leaves B / A meaningful but mixes its causes: a device compare at
+#: two commits moves with the code as well as with the machine.
+ALSO_MOVES = ("commit", "driver", "torch", "triton", "python")
 ROW_FIELDS = ("notebook", "stage", "workload", "variant", "next_n", "width", "bs", "tokens")
 
 
@@ -45,6 +48,15 @@ def disagreements(a, b):
               "profile": tuple((d.get("environment") or {}).get("profile") for d in (a, b))}
     return [(f, *values[f]) for f in MUST_AGREE
             if None not in values[f] and values[f][0] != values[f][1]]
+
+
+def confounders(a, b):
+    """``[(field, value in A, value in B)]`` for the fields in ``ALSO_MOVES`` that differ
+    (both known)."""
+    env_a, env_b = a.get("environment") or {}, b.get("environment") or {}
+    return [(f, env_a.get(f), env_b.get(f)) for f in ALSO_MOVES
+            if env_a.get(f) is not None and env_b.get(f) is not None
+            and env_a.get(f) != env_b.get(f)]
 
 
 def _move_row(m):
@@ -80,6 +92,7 @@ def compare(a, b, modes=None):
         "stamps": [[k, env_a.get(k), env_b.get(k)] for k in (*STAMP_KEYS, "run")],
         "devices": [env_a.get("device") or "A", env_b.get("device") or "B"],
         "disagree": [list(d) for d in disagreements(a, b)],
+        "confounders": [list(d) for d in confounders(a, b)],
         "warnings": matched["warnings"],
         "counts": {"a": len(a["records"]), "b": len(b["records"]),
                    "matched": len(matched["pairs"]), "compared": sum(compared.values()),
@@ -105,6 +118,8 @@ def text_report(result):
     c = result["counts"]
     lines = [f"WARNING: A and B differ in {f}: {va} in A, {vb} in B; B / A compares unlike "
              "times" for f, va, vb in result["disagree"]]
+    lines += [f"note: A and B also differ in {f} ({va} in A, {vb} in B): B / A moves with it "
+              "as well as with the machine" for f, va, vb in result.get("confounders", ())]
     lines += [f"warning: {w}" for w in result["warnings"]]
     lines.append(f"{c['matched']} of A's {c['a']} and B's {c['b']} records matched "
                  f"({c['compared']} with a time in both); {c['only_a']} only in A, "

@@ -222,6 +222,19 @@ def test_unlike_runs_are_refused_unless_forced(tmp_path, h100, capsys, field, va
     assert page.index(f"A and B differ in {field}") < page.index("<h1>")
 
 
+def test_another_commit_is_compared_with_a_notice_naming_it(tmp_path, h100, capsys):
+    b = copy.deepcopy(h100)
+    b["environment"]["commit"] = "0123456789ab"
+    code, doc, out = run_cli(tmp_path, H100, write_report(tmp_path / "b", b))
+    assert code == 0
+    assert doc["confounders"] == [["commit", h100["environment"]["commit"], "0123456789ab"]]
+    assert "note: A and B also differ in commit" in capsys.readouterr().out
+    page = (out / "compare.html").read_text()
+    assert page.index("A and B also differ in commit") < page.index("<h1>")
+    code, doc, _ = run_cli(tmp_path, H100, H100)
+    assert doc["confounders"] == []
+
+
 def test_interpreter_read_off_the_records_when_the_stamp_lacks_it(tmp_path, h100):
     b = copy.deepcopy(h100)
     b["environment"]["interpreter"] = None

@@ -49,6 +49,7 @@ differs is not timed and its record says why.
 ``python -m nsa_kernels.bench.step --profile full --out step.json`` runs the GPU sweep.
 """
 import argparse
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -65,7 +66,7 @@ from ..integrations import sglang as integration
 from ..integrations.sglang_conformance import Case, MultiStepPair, _host_fields, lengths_for
 from ..integrations.sglang_host_cost import _eager_batch, _graph_view
 from ..modes.spec import Inputs, Point
-from ..peers import vllm_hopper
+from ..peers import sglang_messages, vllm_hopper
 from . import floors, harness, modes
 
 SIDES = ("sglang_step", "sglang_step_full", "nsa_dropin", "nsa_installed",
@@ -710,9 +711,12 @@ def run(groups_, timing, progress=None):
     from nsa_kernels.peers import sglang_backend as sb
     bandwidth = measure_bandwidth(timing)
     records = []
-    with eager_schedule(sb), shared_req_to_token(sb):
+    messages = collections.Counter()
+    with eager_schedule(sb), shared_req_to_token(sb), sglang_messages.counted(messages):
         for group in groups_:
             records += run_group(sb, group, timing, bandwidth, progress)
+    if messages:
+        print(sglang_messages.summary(messages))
     return records, bandwidth
 
 
