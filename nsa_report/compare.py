@@ -119,7 +119,7 @@ def text_report(result):
     lines = [f"WARNING: A and B differ in {f}: {va} in A, {vb} in B; B / A compares unlike "
              "times" for f, va, vb in result["disagree"]]
     lines += [f"note: A and B also differ in {f} ({va} in A, {vb} in B): B / A moves with it "
-              "as well as with the machine" for f, va, vb in result.get("confounders", ())]
+              "as well as with the machine" for f, va, vb in result["confounders"]]
     lines += [f"warning: {w}" for w in result["warnings"]]
     lines.append(f"{c['matched']} of A's {c['a']} and B's {c['b']} records matched "
                  f"({c['compared']} with a time in both); {c['only_a']} only in A, "

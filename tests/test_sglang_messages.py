@@ -19,9 +19,8 @@ def test_fallback_prints_and_logs_are_counted_and_others_pass(monkeypatch, capsy
     logger = logging.getLogger(sglang_messages.LOGGER)
     line = ("Warning: Fused metadata copy kernel not available, falling back to individual "
             "copies.")
-    messages = collections.Counter()
     with caplog.at_level(logging.ERROR, logger=sglang_messages.LOGGER):
-        with sglang_messages.counted(messages):
+        with sglang_messages.counted() as messages:
             for _ in range(3):
                 backend.step(line)
                 logger.error("Failed to compile JIT fused metadata copy kernel (forward_mode=0,"
@@ -42,7 +41,7 @@ def test_everything_is_restored_on_exit(monkeypatch, capsys):
     backend = _fake_sglang_module(monkeypatch, sglang_messages.PRINTING_MODULES[1])
     logger = logging.getLogger(sglang_messages.LOGGER)
     filters = list(logger.filters)
-    with sglang_messages.counted(collections.Counter()):
+    with sglang_messages.counted():
         assert "print" in backend.__dict__
     assert "print" not in backend.__dict__ and logger.filters == filters
     backend.step("Warning: Fused metadata copy kernel not available, falling back")

@@ -49,7 +49,6 @@ differs is not timed and its record says why.
 ``python -m nsa_kernels.bench.step --profile full --out step.json`` runs the GPU sweep.
 """
 import argparse
-import collections
 import contextlib
 import dataclasses
 import functools
@@ -711,8 +710,7 @@ def run(groups_, timing, progress=None):
     from nsa_kernels.peers import sglang_backend as sb
     bandwidth = measure_bandwidth(timing)
     records = []
-    messages = collections.Counter()
-    with eager_schedule(sb), shared_req_to_token(sb), sglang_messages.counted(messages):
+    with eager_schedule(sb), shared_req_to_token(sb), sglang_messages.counted() as messages:
         for group in groups_:
             records += run_group(sb, group, timing, bandwidth, progress)
     if messages:

@@ -4,11 +4,12 @@ Where SGLang's JIT fused metadata copy (``fused_metadata_copy_*_cuda``, built th
 ``tvm_ffi``) cannot be built, every MTP step logs the failed build and prints that it falls
 back to individual copies (``dsa_backend``, ``dsa/dsa_metadata_manager``): a sweep of a few
 thousand steps writes a hundred thousand identical lines, which buries a notebook's output
-(and a report page) under them. ``counted(messages)`` drops those lines while it is active and
-counts them in ``messages`` (a ``collections.Counter`` keyed by the line); ``summary`` is the
+(and a report page) under them. ``counted()`` drops those lines while it is active and counts
+them in the ``collections.Counter`` it yields (keyed by ``message_key``); ``summary`` is the
 one line to show instead. Any other print or log record passes untouched.
 """
 import builtins
+import collections
 import contextlib
 import logging
 import sys
@@ -22,11 +23,17 @@ PRINTING_MODULES = ("sglang.srt.layers.attention.dsa_backend",
                     "sglang.srt.layers.attention.dsa.dsa_metadata_manager")
 LOGGER = "sglang.kernels.ops.attention.dsa.fused_metadata_copy"
 
-__all__ = ["FALLBACK_LINES", "counted", "is_fallback_line", "summary"]
+__all__ = ["FALLBACK_LINES", "counted", "is_fallback_line", "message_key", "summary"]
 
 
 def is_fallback_line(text):
     return isinstance(text, str) and text.startswith(FALLBACK_LINES)
+
+
+def message_key(line):
+    """A fallback line without its varying tail: the failed build up to its error (its
+    parenthesised arguments contain commas), a warning up to its first comma."""
+    return line.split(":" if line.startswith("Failed") else ",", 1)[0]
 
 
 class _CountingFilter(logging.Filter):
@@ -37,18 +44,20 @@ class _CountingFilter(logging.Filter):
     def filter(self, record):
         text = record.getMessage()
         if is_fallback_line(text):
-            self.messages[text.split(":", 1)[0]] += 1
+            self.messages[message_key(text)] += 1
             return False
         return True
 
 
 @contextlib.contextmanager
-def counted(messages):
-    """Count SGLang's fallback lines into ``messages`` instead of printing them; restored on
-    exit (modules not imported yet are left alone: they print as shipped)."""
+def counted():
+    """Count SGLang's fallback lines into the yielded ``Counter`` instead of printing them;
+    restored on exit (modules not imported yet are left alone: they print as shipped)."""
+    messages = collections.Counter()
+
     def quiet_print(*args, **kwargs):
         if len(args) == 1 and is_fallback_line(args[0]):
-            messages[args[0].split(",", 1)[0]] += 1
+            messages[message_key(args[0])] += 1
             return
         builtins.print(*args, **kwargs)
 
